@@ -1,0 +1,224 @@
+// Command moonwire runs the moonwire WebSocket router.
+//
+//	moonwire                      # the embedded default config and scripts
+//	moonwire -config FILE         # FILE (TOML); scripts relative to it
+//	moonwire check -config FILE   # load and compile everything, report, exit 0/1
+//	moonwire version
+//
+// main parses flags, loads the configuration, hands it to internal/node and
+// handles signals; nothing else lives here.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/router/config"
+	"github.com/moonwire/moonwire/scripts"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version (or "devel") is reported.
+var version = ""
+
+func main() {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, sigs, nil))
+}
+
+// run is main without the process: tests give it their own streams and
+// signals, and a ready channel that receives the listen address.
+func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready chan<- string) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stdout, stderr, sigs, ready)
+	case "check":
+		return check(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "moonwire", versionString())
+		return 0
+	case "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "moonwire: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  moonwire [-config FILE] [-log-level LEVEL] [-log-format text|json]
+  moonwire check [-config FILE]
+  moonwire version
+
+Without -config, moonwire serves its built-in scripts (/echo, /chat,
+/chat/{room}, /auth, /monitor) on 127.0.0.1:8765.
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// loadConfig loads FILE, or the embedded default when FILE is "".
+func loadConfig(file string) (*config.Config, error) {
+	if file == "" {
+		return config.LoadFS(scripts.FS, scripts.DefaultConfig)
+	}
+	return config.Load(file)
+}
+
+// printProblems prints one line per problem ("file:line: message" for
+// scripts, "file: key: message" for the config).
+func printProblems(w io.Writer, err error) {
+	for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+		fmt.Fprintln(w, line)
+	}
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "config file to check (default: the embedded one)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		printProblems(stdout, err)
+		return 1
+	}
+	problems := node.Check(cfg)
+	for _, err := range problems {
+		printProblems(stdout, err)
+	}
+	if len(problems) > 0 {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d routes)\n", cfg.File, len(cfg.Routes))
+	return 0
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready chan<- string) int {
+	fs := flag.NewFlagSet("moonwire", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "config file (default: the embedded one)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "moonwire: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
+		fmt.Fprintln(stderr, "moonwire:", err)
+		return 2
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
+	}
+	n, err := node.New(cfg, log)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
+	}
+	if err := n.Listen(""); err != nil {
+		fmt.Fprintln(stderr, "moonwire:", err)
+		_ = n.Close()
+		return 1
+	}
+	fmt.Fprintf(stdout, "moonwire %s serving %s (node %s)\n", versionString(), cfg.File, n.Router.NodeID())
+	for i, u := range n.URLs() {
+		fmt.Fprintf(stdout, "  %-40s %s\n", u, cfg.Routes[i].Script)
+	}
+	if ready != nil {
+		ready <- n.Addr()
+	}
+
+	for {
+		select {
+		case err := <-n.Done():
+			if err != nil {
+				log.Error("serve failed", "err", err)
+				_ = n.Close()
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.Warn("SIGHUP: hot reload is not available in this version; restart to apply changes")
+				continue
+			}
+			return drain(n, log, sigs)
+		}
+	}
+}
+
+// drain shuts down gracefully within drain_timeout; a second signal cuts it
+// short.
+func drain(n *node.Node, log *slog.Logger, sigs <-chan os.Signal) int {
+	timeout := n.Config.Server.DrainTimeout
+	log.Info("draining", "connections", n.Router.Stats().Connections, "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				if sig != syscall.SIGHUP {
+					log.Warn("second signal: closing now")
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := n.Shutdown(ctx); err != nil {
+		log.Warn("drain cut short; remaining connections dropped", "err", err)
+	}
+	log.Info("stopped")
+	return 0
+}

@@ -1,0 +1,373 @@
+package luavalue
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// newState returns a sandbox-like state: base, string, table and math only.
+func newState(t testing.TB) *lua.LState {
+	t.Helper()
+	L := lua.NewState(lua.Options{SkipOpenLibs: true})
+	for _, lib := range []struct {
+		name string
+		open lua.LGFunction
+	}{
+		{lua.BaseLibName, lua.OpenBase},
+		{lua.TabLibName, lua.OpenTable},
+		{lua.StringLibName, lua.OpenString},
+		{lua.MathLibName, lua.OpenMath},
+	} {
+		L.Push(L.NewFunction(lib.open))
+		L.Push(lua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	// Scripts under test reach the helpers as globals.
+	L.SetGlobal("null", Null(L))
+	L.SetGlobal("array", L.NewFunction(func(L *lua.LState) int {
+		t := L.OptTable(1, L.NewTable())
+		MarkArray(L, t)
+		L.Push(t)
+		return 1
+	}))
+	t.Cleanup(L.Close)
+	return L
+}
+
+func eval(t testing.TB, L *lua.LState, expr string) lua.LValue {
+	t.Helper()
+	if err := L.DoString("return " + expr); err != nil {
+		t.Fatalf("eval %q: %v", expr, err)
+	}
+	v := L.Get(-1)
+	L.Pop(1)
+	return v
+}
+
+type stringer struct{}
+
+func (stringer) String() string { return "stringer!" }
+
+type level int
+
+func TestToLua(t *testing.T) {
+	t.Parallel()
+	ts := time.Date(2024, 5, 6, 7, 8, 9, 500, time.UTC)
+	n := 7
+	tests := []struct {
+		name  string
+		in    any
+		check string // Lua chunk; the converted value is the global v
+	}{
+		{"nil", nil, `assert(v == nil)`},
+		{"bool", true, `assert(v == true)`},
+		{"int", 3, `assert(v == 3)`},
+		{"int64 negative", int64(-42), `assert(v == -42)`},
+		{"uint64", uint64(1 << 40), `assert(v == 2^40)`},
+		{"float32", float32(0.5), `assert(v == 0.5)`},
+		{"uint8", uint8(255), `assert(v == 255)`},
+		{"string", "héllo", `assert(v == "héllo")`},
+		{"bytes", []byte{0, 1, 255}, `assert(v == "\0\1\255")`},
+		{"json number", json.Number("12.5"), `assert(v == 12.5)`},
+		{"json number huge", json.Number("1e400"), `assert(v == 1/0)`},
+		{"json number invalid", json.Number("abc"), `assert(v == "abc")`},
+		{"duration", 1500 * time.Millisecond, `assert(v == 1.5)`},
+		{"time", ts, `assert(v == "2024-05-06T07:08:09.0000005Z", v)`},
+		{"empty slice is a marked array", []any{}, `assert(type(v) == "table" and next(v) == nil and getmetatable(v).__jsontype == "array")`},
+		{"slice keeps null positions", []any{1, nil, "x"}, `assert(#v == 3 and v[1] == 1 and v[2] == null and v[3] == "x")`},
+		{"map drops nil values", map[string]any{"a": 1.0, "b": nil, "c": map[string]any{"d": true}},
+			`assert(v.a == 1 and v.b == nil and v.c.d == true and getmetatable(v) == nil)`},
+		{"string slice", []string{"a", "b"}, `assert(#v == 2 and v[2] == "b" and getmetatable(v).__jsontype == "array")`},
+		{"toml array of tables", []map[string]any{{"x": 1}, {"x": 2}}, `assert(#v == 2 and v[2].x == 2)`},
+		{"string map", map[string]string{"k": "v"}, `assert(v.k == "v")`},
+		{"stringer", stringer{}, `assert(v == "stringer!")`},
+		{"named int", level(4), `assert(v == 4)`},
+		{"pointer", &n, `assert(v == 7)`},
+		{"nil pointer", (*int)(nil), `assert(v == nil)`},
+		{"int slice by reflection", []int{1, 2}, `assert(#v == 2 and v[2] == 2)`},
+		{"int map by reflection", map[string]int{"a": 1}, `assert(v.a == 1)`},
+		{"struct falls back to fmt", struct{ A int }{1}, `assert(v == "{1}")`},
+		{"lua value passes through", lua.LString("raw"), `assert(v == "raw")`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			L := newState(t)
+			L.SetGlobal("v", ToLua(L, tt.in))
+			if err := L.DoString(tt.check); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestFromLua(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		expr    string
+		want    any
+		wantErr error                          // errors.Is target
+		errText string                         // substring of the message
+		mk      func(L *lua.LState) lua.LValue // instead of expr, for values Lua cannot spell
+	}{
+		{name: "nil", expr: `nil`, want: nil},
+		{name: "null", expr: `null`, want: nil},
+		{name: "bool", expr: `false`, want: false},
+		{name: "number", expr: `1.5`, want: 1.5},
+		{name: "nan is data here", expr: `0/0`, want: math.NaN()},
+		{name: "string", expr: `"a\0b"`, want: "a\x00b"},
+		{name: "empty table is an object", expr: `{}`, want: map[string]any{}},
+		{name: "marked empty table is an array", expr: `array({})`, want: []any{}},
+		{name: "dkjson marker", expr: `setmetatable({}, {__jsontype = "array"})`, want: []any{}},
+		{name: "sequence", expr: `{1, "two", true}`, want: []any{1.0, "two", true}},
+		{name: "sequence with null", expr: `{1, null, 3}`, want: []any{1.0, nil, 3.0}},
+		{name: "sequence out of order", expr: `{[2] = "b", [1] = "a"}`, want: []any{"a", "b"}},
+		{name: "object", expr: `{a = 1, b = {c = "d"}}`, want: map[string]any{"a": 1.0, "b": map[string]any{"c": "d"}}},
+		{name: "numeric string keys stay strings", expr: `{["1"] = true}`, want: map[string]any{"1": true}},
+		{name: "shared table is not a cycle", expr: `(function() local s = {1} return {a = s, b = s} end)()`,
+			want: map[string]any{"a": []any{1.0}, "b": []any{1.0}}},
+		{name: "sequence built backwards", expr: `(function() local t = {} t[3] = 3 t[2] = 2 t[1] = 1 return t end)()`, want: []any{1.0, 2.0, 3.0}},
+		{name: "trailing nil ignored", expr: `{1, 2, nil}`, want: []any{1.0, 2.0}},
+		{name: "emptied array part", expr: `(function() local t = {1, 2} t[1] = nil t[2] = nil t.x = 1 return t end)()`, want: map[string]any{"x": 1.0}},
+		{name: "sequence plus huge index", expr: `{1, 2, [2^40] = 3}`, wantErr: ErrKey},
+		{name: "sequence plus fraction", expr: `{1, 2, [2.5] = 3}`, wantErr: ErrKey, errText: "number 2.5"},
+		{name: "function", expr: `print`, wantErr: ErrType, errText: "unsupported value type: function"},
+		{name: "nested function names path", expr: `{a = {1, {f = print}}}`, wantErr: ErrType, errText: "function at $.a[2].f"},
+		{name: "odd key quoted in path", expr: `{["a b"] = print}`, wantErr: ErrType, errText: `at $["a b"]`},
+		{name: "userdata", mk: func(L *lua.LState) lua.LValue { return L.NewUserData() }, wantErr: ErrType, errText: "unsupported value type: userdata"},
+		{name: "thread", mk: func(L *lua.LState) lua.LValue { co, _ := L.NewThread(); return co }, wantErr: ErrType, errText: "thread"},
+		{name: "cycle", expr: `(function() local t = {} t.self = t return t end)()`, wantErr: ErrCycle, errText: "cycle at $.self"},
+		{name: "deep cycle", expr: `(function() local a, b = {}, {} a.b = b b.list = {a} return a end)()`, wantErr: ErrCycle, errText: "at $.b.list[1]"},
+		{name: "too deep", expr: `(function() local t = {} for i = 1, 100 do t = {t} end return t end)()`, wantErr: ErrTooDeep},
+		{name: "mixed table", expr: `{1, 2, x = 3}`, wantErr: ErrKey, errText: "mixes"},
+		{name: "number key in object", expr: `{[1.5] = 1, x = 2}`, wantErr: ErrKey, errText: "number 1.5"},
+		{name: "zero key", expr: `{[0] = 1}`, wantErr: ErrKey, errText: "number 0"},
+		{name: "boolean key", expr: `{[true] = 1}`, wantErr: ErrKey, errText: "boolean"},
+		{name: "sparse sequence", expr: `{[1] = 1, [3] = 3}`, wantErr: ErrKey, errText: "array has holes (index 3 with 2 elements)"},
+		{name: "hole in the array part", expr: `{1, nil, 3}`, wantErr: ErrKey, errText: "holes"},
+		{name: "marked array with hole", expr: `array({[1] = 1, [3] = 3})`, wantErr: ErrKey, errText: "holes"},
+		{name: "marked array with string key", expr: `array({1, x = 2})`, wantErr: ErrKey, errText: `array has key "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			L := newState(t)
+			var in lua.LValue
+			if tt.mk != nil {
+				in = tt.mk(L)
+			} else {
+				in = eval(t, L, tt.expr)
+			}
+			got, err := FromLua(in)
+			if tt.wantErr != nil || tt.errText != "" {
+				if err == nil {
+					t.Fatalf("FromLua(%s) = %#v, want error", tt.expr, got)
+				}
+				if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+					t.Errorf("error %q is not %v", err, tt.wantErr)
+				}
+				if !strings.Contains(err.Error(), tt.errText) {
+					t.Errorf("error %q does not contain %q", err, tt.errText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FromLua(%s): %v", tt.expr, err)
+			}
+			if f, ok := tt.want.(float64); ok && math.IsNaN(f) {
+				if g, ok := got.(float64); !ok || !math.IsNaN(g) {
+					t.Fatalf("got %#v, want NaN", got)
+				}
+				return
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("FromLua(%s) = %#v, want %#v", tt.expr, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFromLuaDepth(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	nest := func(n int) lua.LValue {
+		var v lua.LValue = lua.LNumber(1)
+		for range n {
+			tb := L.NewTable()
+			tb.Append(v)
+			v = tb
+		}
+		return v
+	}
+	if _, err := FromLuaDepth(nest(5), 5); err != nil {
+		t.Fatalf("depth 5 with limit 5: %v", err)
+	}
+	_, err := FromLuaDepth(nest(6), 5)
+	if !errors.Is(err, ErrTooDeep) || err.Error() != "table nesting too deep" {
+		t.Fatalf("depth 6 with limit 5: %v", err)
+	}
+	if _, err := FromLua(nest(DefaultMaxDepth)); err != nil {
+		t.Fatalf("default depth: %v", err)
+	}
+}
+
+func TestAppendJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		expr    string
+		want    string
+		wantErr error
+	}{
+		{`nil`, `null`, nil},
+		{`null`, `null`, nil},
+		{`true`, `true`, nil},
+		{`3`, `3`, nil},
+		{`-0.5`, `-0.5`, nil},
+		{`2^53`, `9007199254740992`, nil},
+		{`-2^53`, `-9007199254740992`, nil},
+		{`1e20`, `100000000000000000000`, nil},
+		{`1e21`, `1e+21`, nil},
+		{`1e-7`, `1e-7`, nil},
+		{`0.1`, `0.1`, nil},
+		{`0/0`, ``, ErrNumber},
+		{`1/0`, ``, ErrNumber},
+		{`{x = -1/0}`, ``, ErrNumber},
+		{`"plain"`, `"plain"`, nil},
+		{`"q\"b\\s/ <>&"`, `"q\"b\\s/ <>&"`, nil},
+		{`"\n\r\t\b\f\1\31"`, `"\n\r\t\b\f\u0001\u001f"`, nil},
+		{`"héllo ✓ 😀"`, `"héllo ✓ 😀"`, nil},
+		{`"bad \255 byte"`, `"bad \ufffd byte"`, nil},
+		{`"\226\128\168"`, `"\u2028"`, nil},
+		{`{}`, `{}`, nil},
+		{`array()`, `[]`, nil},
+		{`{1, 2, 3}`, `[1,2,3]`, nil},
+		{`{b = 1, a = {1, null, "x"}, c = {}}`, `{"a":[1,null,"x"],"b":1,"c":{}}`, nil},
+		{`{["z"] = 1, ["a b"] = 2, ["é"] = 3, ["10"] = 4, ["9"] = 5}`, `{"10":4,"9":5,"a b":2,"z":1,"é":3}`, nil},
+		{`{f = print}`, ``, ErrType},
+		{`(function() local t = {} t[1] = t return t end)()`, ``, ErrCycle},
+		{`{1, x = 2}`, ``, ErrKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			t.Parallel()
+			L := newState(t)
+			got, err := AppendJSON([]byte("prefix:"), eval(t, L, tt.expr), 8)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("AppendJSON(%s) = %q, %v; want %v", tt.expr, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("AppendJSON(%s): %v", tt.expr, err)
+			}
+			if string(got) != "prefix:"+tt.want {
+				t.Fatalf("AppendJSON(%s) = %s, want %s", tt.expr, got, tt.want)
+			}
+			if !json.Valid(got[len("prefix:"):]) {
+				t.Fatalf("invalid JSON %s", got)
+			}
+		})
+	}
+}
+
+// TestAppendJSONMatchesEncodingJSON guards the claim that Lua and Go peers
+// print numbers the same way.
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, f := range []float64{0, 1, -1, 0.1, 1.0 / 3, 1e-6, 1e-7, 123456789, 1 << 53, 1e20, 1e21, 5e-324, math.MaxFloat64, -1.5e300} {
+		want, _ := json.Marshal(f)
+		got, err := appendNumber(nil, f)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("appendNumber(%v) = %s, %v; encoding/json says %s", f, got, err, want)
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	t.Parallel()
+	values := []any{
+		nil, true, 2.5, "s",
+		[]any{}, map[string]any{},
+		[]any{1.0, nil, []any{}, map[string]any{"k": "v"}},
+		map[string]any{"a": []any{map[string]any{}}, "b": false},
+	}
+	for _, v := range values {
+		L := newState(t)
+		got, err := FromLua(ToLua(L, v))
+		if err != nil {
+			t.Fatalf("FromLua(ToLua(%#v)): %v", v, err)
+		}
+		if !reflect.DeepEqual(got, v) {
+			t.Fatalf("round trip of %#v gave %#v", v, got)
+		}
+	}
+}
+
+func TestNullAndMarker(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	if Null(L) != Null(L) {
+		t.Fatal("Null is not stable per state")
+	}
+	other := newState(t)
+	if !IsNull(Null(other)) || IsNull(L.NewUserData()) || IsNull(lua.LNil) {
+		t.Fatal("IsNull mismatch")
+	}
+	if ArrayMetatable(L) != ArrayMetatable(L) {
+		t.Fatal("array metatable is not shared")
+	}
+	err := L.DoString(`
+		assert(tostring(null) == "null")
+		assert(getmetatable(null) == "json.null")
+		assert(not pcall(setmetatable, null, {}))
+		local a = array()
+		assert(getmetatable(a).__jsontype == "array")
+	`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := L.NewTable()
+	if IsArray(tb) {
+		t.Fatal("plain table is an array")
+	}
+	tb.Metatable = eval(t, L, `{__jsontype = "object"}`)
+	if IsArray(tb) {
+		t.Fatal("object-marked table is an array")
+	}
+	if a := NewArray(L, 4); !IsArray(a) || a.Len() != 0 {
+		t.Fatal("NewArray is not an empty marked array")
+	}
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	L := newState(b)
+	v := eval(b, L, `{id = "c-42", kind = "text", n = 3, ok = true, tags = {"a", "b"}}`)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, err = AppendJSON(buf[:0], v, DefaultMaxDepth); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFromLua(b *testing.B) {
+	L := newState(b)
+	v := eval(b, L, `{id = "c-42", kind = "text", n = 3, ok = true, tags = {"a", "b"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := FromLua(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

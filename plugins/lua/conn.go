@@ -1,0 +1,267 @@
+package lua
+
+import (
+	"unicode/utf8"
+
+	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/router"
+)
+
+// luaConn is the Go side of a conn userdata. Values scripts read often are
+// boxed once here so that reading conn.id allocates nothing.
+type luaConn struct {
+	c      *router.Conn
+	id     glua.LValue
+	params *glua.LTable
+}
+
+const connType = "moonwire.conn"
+
+// newConn wraps c for this VM.
+func (v *vm) newConn(c *router.Conn) *glua.LUserData {
+	ud := v.L.NewUserData()
+	ud.Value = &luaConn{c: c, id: glua.LString(c.ID())}
+	ud.Metatable = v.connMeta()
+	return ud
+}
+
+// connMeta returns the VM's conn metatable, creating it once.
+func (v *vm) connMeta() *glua.LTable {
+	L := v.L
+	if mt, ok := L.GetTypeMetatable(connType).(*glua.LTable); ok {
+		return mt
+	}
+	mt := L.NewTypeMetatable(connType)
+	methods := L.SetFuncs(L.NewTable(), map[string]glua.LGFunction{
+		"send":      connSend,
+		"close":     connClose,
+		"ping":      connPing,
+		"get":       connGet,
+		"set":       connSet,
+		"header":    connHeader,
+		"query":     connQuery,
+		"join":      connJoin,
+		"leave":     connLeave,
+		"rooms":     connRooms,
+		"last_seen": connLastSeen,
+	})
+	mt.RawSetString("__index", L.NewFunction(func(L *glua.LState) int {
+		lc := checkConn(L, 1)
+		key := L.CheckString(2)
+		switch key {
+		case "id":
+			L.Push(lc.id)
+		case "path":
+			L.Push(glua.LString(lc.c.Path()))
+		case "remote_addr":
+			L.Push(glua.LString(lc.c.RemoteAddr()))
+		case "closed":
+			L.Push(glua.LBool(lc.c.Closed()))
+		case "subprotocol":
+			L.Push(glua.LString(lc.c.Subprotocol()))
+		case "params":
+			if lc.params == nil {
+				lc.params = L.CreateTable(0, len(lc.c.Params()))
+				for k, val := range lc.c.Params() {
+					lc.params.RawSetString(k, glua.LString(val))
+				}
+			}
+			L.Push(lc.params)
+		default:
+			L.Push(methods.RawGetString(key))
+		}
+		return 1
+	}))
+	mt.RawSetString("__newindex", L.NewFunction(func(L *glua.LState) int {
+		L.RaiseError("conn fields are read-only; use conn:set(key, value) for attributes")
+		return 0
+	}))
+	mt.RawSetString("__tostring", L.NewFunction(func(L *glua.LState) int {
+		L.Push(glua.LString("conn " + checkConn(L, 1).c.ID()))
+		return 1
+	}))
+	mt.RawSetString("__metatable", glua.LString("conn"))
+	return mt
+}
+
+// checkConn returns argument n as a conn, raising an argument error
+// otherwise.
+func checkConn(L *glua.LState, n int) *luaConn {
+	if ud, ok := L.Get(n).(*glua.LUserData); ok {
+		if lc, ok := ud.Value.(*luaConn); ok {
+			return lc
+		}
+	}
+	L.ArgError(n, "conn expected, got "+L.Get(n).Type().String())
+	return nil
+}
+
+// checkKind reads an optional "text"/"binary" argument.
+func checkKind(L *glua.LState, n int) router.Kind {
+	switch L.OptString(n, "text") {
+	case "text":
+		return router.Text
+	case "binary":
+		return router.Binary
+	}
+	L.ArgError(n, `kind must be "text" or "binary"`)
+	return router.Text
+}
+
+// checkPayload reads a message argument; text must be valid UTF-8, or the
+// client would fail the connection (RFC 6455 §8.1).
+func checkPayload(L *glua.LState, n int, kind router.Kind) (string, bool) {
+	data := L.CheckString(n)
+	if kind == router.Text && !utf8.ValidString(data) {
+		L.Push(glua.LNil)
+		L.Push(glua.LString("text must be valid UTF-8 (send it as binary)"))
+		return "", false
+	}
+	return data, true
+}
+
+// result pushes true, or nil and the error's text.
+func result(L *glua.LState, err error) int {
+	if err != nil {
+		L.Push(glua.LNil)
+		L.Push(glua.LString(err.Error()))
+		return 2
+	}
+	L.Push(glua.LTrue)
+	return 1
+}
+
+func connSend(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	kind := checkKind(L, 3)
+	data, ok := checkPayload(L, 2, kind)
+	if !ok {
+		return 2
+	}
+	return result(L, lc.c.SendString(kind, data))
+}
+
+func connClose(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	code := L.OptInt(2, router.CloseNormal)
+	reason := L.OptString(3, "")
+	if err := lc.c.Close(code, reason); err != nil {
+		L.ArgError(2, err.Error())
+	}
+	return 0
+}
+
+func connPing(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	payload := L.OptString(2, "")
+	if len(payload) > 125 {
+		L.ArgError(2, "ping payload longer than 125 bytes")
+	}
+	return result(L, lc.c.Ping([]byte(payload)))
+}
+
+func connGet(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	val, ok := lc.c.Get(L.CheckString(2))
+	if !ok {
+		L.Push(glua.LNil)
+		return 1
+	}
+	L.Push(attrToLua(val))
+	return 1
+}
+
+func connSet(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	key := L.CheckString(2)
+	val := L.Get(3)
+	if val == glua.LNil {
+		lc.c.Set(key, nil)
+		return 0
+	}
+	a, ok := attrValue(val)
+	if !ok {
+		L.ArgError(3, "attributes are strings, numbers or booleans")
+	}
+	lc.c.Set(key, a)
+	return 0
+}
+
+func connHeader(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	pushOptString(L, lc.c.Header(L.CheckString(2)))
+	return 1
+}
+
+func connQuery(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	pushOptString(L, lc.c.Query(L.CheckString(2)))
+	return 1
+}
+
+func connJoin(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	return result(L, lc.c.Join(L.CheckString(2)))
+}
+
+func connLeave(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	lc.c.Leave(L.CheckString(2))
+	return 0
+}
+
+func connRooms(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	rooms := lc.c.Rooms()
+	t := L.CreateTable(len(rooms), 0)
+	for _, r := range rooms {
+		t.Append(glua.LString(r))
+	}
+	L.Push(t)
+	return 1
+}
+
+func connLastSeen(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	L.Push(glua.LNumber(float64(lc.c.LastSeen().UnixNano()) / 1e9))
+	return 1
+}
+
+func pushOptString(L *glua.LState, s string) {
+	if s == "" {
+		L.Push(glua.LNil)
+		return
+	}
+	L.Push(glua.LString(s))
+}
+
+// attrValue converts a Lua attribute value to the Go value the router
+// stores; attributes are shared across VMs, so only plain values qualify.
+func attrValue(v glua.LValue) (any, bool) {
+	switch v := v.(type) {
+	case glua.LString:
+		return string(v), true
+	case glua.LNumber:
+		return float64(v), true
+	case glua.LBool:
+		return bool(v), true
+	}
+	return nil, false
+}
+
+func attrToLua(a any) glua.LValue {
+	switch a := a.(type) {
+	case string:
+		return glua.LString(a)
+	case float64:
+		return glua.LNumber(a)
+	case int:
+		return glua.LNumber(a)
+	case int64:
+		return glua.LNumber(a)
+	case bool:
+		return glua.LBool(a)
+	}
+	return glua.LNil
+}

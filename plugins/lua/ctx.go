@@ -1,0 +1,110 @@
+package lua
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+)
+
+// errTimeout is what a stopped callback sees.
+var errTimeout = errors.New("handler timeout exceeded")
+
+// vmCtx is a VM's long-lived context: gopher-lua checks it between
+// instructions, and the engine's watchdog cancels it when a callback runs
+// past its deadline. One context serves many calls, so a callback costs no
+// context allocation.
+//
+// It implements AfterFunc so that context.WithCancel children (gopher-lua
+// makes one per coroutine) register here instead of in a map that would
+// keep every coroutine ever created alive; a registration is dropped when
+// its coroutine is garbage-collected (see trackThread).
+type vmCtx struct {
+	done chan struct{}
+	err  atomic.Pointer[error]
+
+	mu    sync.Mutex
+	funcs map[uint64]func()
+	next  uint64
+}
+
+func newVMCtx() *vmCtx {
+	return &vmCtx{done: make(chan struct{}), funcs: make(map[uint64]func())}
+}
+
+func (c *vmCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *vmCtx) Done() <-chan struct{}       { return c.done }
+func (c *vmCtx) Value(any) any               { return nil }
+
+func (c *vmCtx) Err() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// cancel stops every call running under c, including coroutines.
+func (c *vmCtx) cancel() {
+	err := errTimeout
+	if !c.err.CompareAndSwap(nil, &err) {
+		return
+	}
+	close(c.done)
+	c.mu.Lock()
+	funcs := c.funcs
+	c.funcs = nil
+	c.mu.Unlock()
+	for _, f := range funcs {
+		f()
+	}
+}
+
+// AfterFunc implements the interface context.WithCancel looks for.
+func (c *vmCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	if c.funcs == nil {
+		c.mu.Unlock()
+		f()
+		return func() bool { return false }
+	}
+	id := c.next
+	c.next++
+	c.funcs[id] = f
+	c.mu.Unlock()
+	return func() bool { return c.forget(id) }
+}
+
+func (c *vmCtx) forget(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.funcs[id]
+	delete(c.funcs, id)
+	return ok
+}
+
+// mark returns the id the next registration will get.
+func (c *vmCtx) mark() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next
+}
+
+// trackThread ties the registrations made since mark to th's life: when
+// the coroutine is collected, they go too.
+func (c *vmCtx) trackThread(th *glua.LState, from uint64) {
+	to := c.mark()
+	if from == to {
+		return
+	}
+	runtime.AddCleanup(th, func(r [2]uint64) {
+		for id := r[0]; id < r[1]; id++ {
+			c.forget(id)
+		}
+	}, [2]uint64{from, to})
+}
+
+var _ context.Context = (*vmCtx)(nil)

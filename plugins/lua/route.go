@@ -1,0 +1,315 @@
+package lua
+
+import (
+	"errors"
+	"io/fs"
+	"net/http"
+	"path"
+	"sync"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/router"
+)
+
+// RouteConfig describes one scripted route.
+type RouteConfig struct {
+	// Pattern is the route's path pattern, exposed to scripts as ws.route.
+	Pattern string
+	// FS is the scripts folder; the route script and every require
+	// resolve inside it.
+	FS fs.FS
+	// Script is the route script's path inside FS.
+	Script string
+	// Source is how FS is shown in messages and tracebacks (an OS path
+	// such as /etc/moonwire/scripts); "" shows paths inside FS as they are.
+	Source string
+	// VMs is the number of Lua states, one per router lane; 0 means 1.
+	VMs int
+	// HandlerTimeout stops a callback running longer (its connection is
+	// closed 1011); 0 means 1s.
+	HandlerTimeout time.Duration
+	// Settings is the route's free-form table, ws.settings in scripts.
+	Settings map[string]any
+}
+
+// Route is a scripted route: it implements router.Handler.
+type Route struct {
+	eng   *Engine
+	cfg   RouteConfig
+	proto *glua.FunctionProto
+	vms   []*vm
+
+	rt  *router.Route
+	srv *router.Server
+
+	modMu     sync.Mutex
+	modProtos map[string]*glua.FunctionProto
+}
+
+// NewRoute compiles the route's script and builds its VMs, running the
+// script's top level in each. Errors are *ScriptError values naming the
+// file and line.
+func (e *Engine) NewRoute(cfg RouteConfig) (*Route, error) {
+	if cfg.VMs <= 0 {
+		cfg.VMs = 1
+	}
+	if cfg.HandlerTimeout <= 0 {
+		cfg.HandlerTimeout = time.Second
+	}
+	if cfg.FS == nil {
+		return nil, errors.New("route " + cfg.Pattern + ": no scripts folder")
+	}
+	r := &Route{eng: e, cfg: cfg, modProtos: make(map[string]*glua.FunctionProto)}
+	proto, err := loadScript(cfg.FS, cfg.Script, r.display(cfg.Script))
+	if err != nil {
+		return nil, err
+	}
+	r.proto = proto
+	for i := range cfg.VMs {
+		v, err := newVM(r, i)
+		if err != nil {
+			r.closeVMs()
+			return nil, err
+		}
+		r.vms = append(r.vms, v)
+	}
+	return r, nil
+}
+
+// Lanes is the number of router lanes the route needs: one per VM.
+func (r *Route) Lanes() int { return len(r.vms) }
+
+// Release frees the VMs of a route that never started (moonwire check).
+// A started route is released by Stop.
+func (r *Route) Release() { r.closeVMs() }
+
+func (r *Route) closeVMs() {
+	for _, v := range r.vms {
+		v.close()
+	}
+}
+
+// display shows a path inside the scripts folder the way users know it.
+func (r *Route) display(p string) string {
+	if r.cfg.Source == "" {
+		return p
+	}
+	return path.Join(r.cfg.Source, p)
+}
+
+// moduleProto compiles a required file once per route.
+func (r *Route) moduleProto(file string) (*glua.FunctionProto, error) {
+	r.modMu.Lock()
+	defer r.modMu.Unlock()
+	if p, ok := r.modProtos[file]; ok {
+		return p, nil
+	}
+	p, err := loadScript(r.cfg.FS, file, r.display(file))
+	if err != nil {
+		return nil, err
+	}
+	r.modProtos[file] = p
+	return p, nil
+}
+
+// Start implements router.Handler.
+func (r *Route) Start(rt *router.Route) error {
+	if rt.Lanes() != len(r.vms) {
+		return errors.New("route has " + itoa(rt.Lanes()) + " lanes for " + itoa(len(r.vms)) + " VMs")
+	}
+	r.rt, r.srv = rt, rt.Server()
+	// on_start runs once per route load, on the first VM; the others only
+	// learn the node id.
+	for _, w := range r.vms[1:] {
+		w.onStart = nil
+	}
+	for i, v := range r.vms {
+		rt.Post(i, func() {
+			v.ws.RawSetString("node_id", glua.LString(r.srv.NodeID()))
+			if v.onStart != nil {
+				v.L.Push(v.onStart)
+				if err := v.pcall(0, 0); err != nil {
+					v.fail("on_start", err)
+				}
+			}
+		})
+	}
+	return nil
+}
+
+// Stop implements router.Handler: timers stop and VMs close, each on its
+// own lane.
+func (r *Route) Stop() {
+	for i, v := range r.vms {
+		if !r.rt.Post(i, v.close) {
+			v.close()
+		}
+	}
+}
+
+// SkipHandshake implements router.HandshakeSkipper.
+func (r *Route) SkipHandshake() bool { return r.vms[0].onHandshake == nil }
+
+// Handshake implements router.Handler.
+func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
+	v := r.vms[lane]
+	if v.onHandshake == nil || v.closed {
+		return router.Verdict{}
+	}
+	L := v.L
+	L.Push(v.onHandshake)
+	L.Push(v.requestTable(req))
+	if err := v.pcall(1, 3); err != nil {
+		v.fail("on_handshake", err)
+		return router.Verdict{Reject: true, Status: http.StatusInternalServerError, Body: "internal error"}
+	}
+	r1, r2, r3 := L.Get(-3), L.Get(-2), L.Get(-1)
+	L.Pop(3)
+	switch r1 := r1.(type) {
+	case *glua.LNilType:
+		return router.Verdict{}
+	case glua.LBool:
+		if r1 {
+			return router.Verdict{}
+		}
+		verdict := router.Verdict{Reject: true, Status: http.StatusForbidden}
+		if n, ok := r2.(glua.LNumber); ok {
+			verdict.Status = int(n)
+		}
+		if s, ok := r3.(glua.LString); ok {
+			verdict.Body = string(s)
+		}
+		return verdict
+	case *glua.LTable:
+		verdict := router.Verdict{Attrs: map[string]any{}}
+		var bad string
+		r1.ForEach(func(k, val glua.LValue) {
+			key, ok := k.(glua.LString)
+			if !ok {
+				bad = "attribute keys must be strings"
+				return
+			}
+			if key == "subprotocol" {
+				verdict.Subprotocol = val.String()
+				return
+			}
+			a, ok := attrValue(val)
+			if !ok {
+				bad = "attribute " + string(key) + " must be a string, number or boolean"
+				return
+			}
+			verdict.Attrs[string(key)] = a
+		})
+		if bad != "" {
+			v.fail("on_handshake", &ScriptError{File: r.display(r.cfg.Script), Msg: "on_handshake returned a bad table: " + bad})
+			return router.Verdict{Reject: true, Status: http.StatusInternalServerError, Body: "internal error"}
+		}
+		return verdict
+	}
+	v.fail("on_handshake", &ScriptError{File: r.display(r.cfg.Script), Msg: "on_handshake must return nothing, true, false[, status[, body]] or a table (got " + r1.Type().String() + ")"})
+	return router.Verdict{Reject: true, Status: http.StatusInternalServerError, Body: "internal error"}
+}
+
+// Open implements router.Handler.
+func (r *Route) Open(lane int, c *router.Conn) {
+	v := r.vms[lane]
+	ud := v.newConn(c)
+	c.SetHandlerData(ud)
+	if v.onOpen == nil || v.closed {
+		return
+	}
+	v.cur = c
+	v.L.Push(v.onOpen)
+	v.L.Push(ud)
+	err := v.pcall(1, 0)
+	v.cur = nil
+	if err != nil {
+		v.fail("on_open", err)
+		_ = c.Close(router.CloseInternalError, "internal error")
+	}
+}
+
+// Message implements router.Handler. The payload becomes a Lua string: the
+// one allocation per message the dispatch makes.
+func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte) {
+	v := r.vms[lane]
+	if v.onMessage == nil || v.closed {
+		return
+	}
+	ud, _ := c.HandlerData().(*glua.LUserData)
+	if ud == nil {
+		return
+	}
+	L := v.L
+	v.cur = c
+	L.Push(v.onMessage)
+	L.Push(ud)
+	L.Push(glua.LString(data))
+	if kind == router.Binary {
+		L.Push(v.kindBinary)
+	} else {
+		L.Push(v.kindText)
+	}
+	err := v.pcall(3, 0)
+	v.cur = nil
+	if err != nil {
+		v.fail("on_message", err)
+		_ = c.Close(router.CloseInternalError, "internal error")
+	}
+}
+
+// Close implements router.Handler.
+func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
+	v := r.vms[lane]
+	ud, _ := c.HandlerData().(*glua.LUserData)
+	if ud == nil || v.onClose == nil || v.closed {
+		return
+	}
+	v.cur = c
+	v.L.Push(v.onClose)
+	v.L.Push(ud)
+	v.L.Push(glua.LNumber(code))
+	v.L.Push(glua.LString(reason))
+	err := v.pcall(3, 0)
+	v.cur = nil
+	if err != nil {
+		v.fail("on_close", err)
+	}
+}
+
+// requestTable builds on_handshake's req argument.
+func (v *vm) requestTable(req *router.Request) *glua.LTable {
+	L := v.L
+	t := L.CreateTable(0, 8)
+	t.RawSetString("path", glua.LString(req.Path))
+	params := L.CreateTable(0, len(req.Params))
+	for k, val := range req.Params {
+		params.RawSetString(k, glua.LString(val))
+	}
+	t.RawSetString("params", params)
+	query := L.CreateTable(0, 4)
+	for k, vals := range req.Query() {
+		if len(vals) > 0 {
+			query.RawSetString(k, glua.LString(vals[0]))
+		}
+	}
+	t.RawSetString("query", query)
+	headers := L.CreateTable(0, len(req.Header))
+	for k, val := range req.Header {
+		headers.RawSetString(k, glua.LString(val))
+	}
+	t.RawSetString("headers", headers)
+	t.RawSetString("remote_addr", glua.LString(req.RemoteAddr))
+	t.RawSetString("origin", glua.LString(req.Origin))
+	subs := L.CreateTable(len(req.Subprotocols), 0)
+	for _, s := range req.Subprotocols {
+		subs.Append(glua.LString(s))
+	}
+	t.RawSetString("subprotocols", subs)
+	return t
+}
+
+var _ router.Handler = (*Route)(nil)
+var _ router.HandshakeSkipper = (*Route)(nil)

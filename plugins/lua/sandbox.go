@@ -1,0 +1,250 @@
+package lua
+
+import (
+	"io/fs"
+	"strings"
+
+	glua "github.com/yuin/gopher-lua"
+)
+
+// The sandbox is built by construction, not by subtraction from a full
+// state: the VM starts with no libraries (SkipOpenLibs), gets the five pure
+// ones, and then loses the few base functions that reach outside
+// (dofile, loadfile, module) or leak internals (_printregs).
+
+// libs are the standard libraries scripts get.
+var libs = []struct {
+	name string
+	open glua.LGFunction
+}{
+	{glua.BaseLibName, glua.OpenBase},
+	{glua.TabLibName, glua.OpenTable},
+	{glua.StringLibName, glua.OpenString},
+	{glua.MathLibName, glua.OpenMath},
+	{glua.CoroutineLibName, glua.OpenCoroutine},
+}
+
+// removed are base functions scripts must not have.
+var removed = []string{"dofile", "loadfile", "module", "_printregs", "require"}
+
+// vmOptions size a VM. The registry may grow to a bounded size, so deep
+// recursion ends in "stack overflow" rather than exhausting memory.
+var vmOptions = glua.Options{
+	SkipOpenLibs:     true,
+	CallStackSize:    200,
+	RegistrySize:     1024,
+	RegistryMaxSize:  256 * 1024,
+	RegistryGrowStep: 1024,
+}
+
+// prelude runs in every VM after the libraries are open. coroutine.wrap is
+// rebuilt on the sandbox's coroutine.create (see vm.coCreate).
+// pairs and ipairs follow Lua 5.2 (pairs honours __pairs, ipairs honours
+// __index) so that read-only proxies such as ws.settings iterate like the
+// tables they stand for.
+const prelude = `
+local rawpairs, getmt, type, rawget = pairs, getmetatable, type, rawget
+pairs = function(t)
+  local mt = getmt(t)
+  if type(mt) == "table" and rawget(mt, "__pairs") then return mt.__pairs(t) end
+  return rawpairs(t)
+end
+local function inext(t, i)
+  i = i + 1
+  local v = t[i]
+  if v ~= nil then return i, v end
+end
+ipairs = function(t)
+  if type(t) ~= "table" then error("bad argument #1 to 'ipairs' (table expected, got " .. type(t) .. ")", 2) end
+  return inext, t, 0
+end
+local create, resume, err = coroutine.create, coroutine.resume, error
+local function pass(ok, ...)
+  if not ok then err((...), 0) end
+  return ...
+end
+coroutine.wrap = function(f)
+  local co = create(f)
+  return function(...) return pass(resume(co, ...)) end
+end
+`
+
+// openSandbox prepares L's globals.
+func (v *vm) openSandbox() error {
+	L := v.L
+	for _, lib := range libs {
+		L.Push(L.NewFunction(lib.open))
+		L.Push(glua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	g := L.G.Global
+	for _, name := range removed {
+		g.RawSetString(name, glua.LNil)
+	}
+	g.RawSetString("require", L.NewFunction(v.require))
+	g.RawSetString("print", L.NewFunction(v.print))
+	g.RawSetString("collectgarbage", L.NewFunction(collectGarbage))
+
+	str := L.GetGlobal("string").(*glua.LTable)
+	str.RawSetString("rep", L.NewFunction(v.strRep))
+	v.origFormat = str.RawGetString("format").(*glua.LFunction)
+	str.RawSetString("format", L.NewFunction(v.strFormat))
+	str.RawSetString("dump", glua.LNil)
+
+	co := L.GetGlobal("coroutine").(*glua.LTable)
+	v.origCreate = co.RawGetString("create").(*glua.LFunction)
+	co.RawSetString("create", L.NewFunction(v.coCreate))
+
+	fn, err := L.LoadString(prelude)
+	if err != nil {
+		return err
+	}
+	L.Push(fn)
+	return L.PCall(0, 0, nil)
+}
+
+// strRep is string.rep with a bound on the result.
+func (v *vm) strRep(L *glua.LState) int {
+	s := L.CheckString(1)
+	n := L.CheckInt(2)
+	sep := L.OptString(3, "")
+	if n <= 0 {
+		L.Push(glua.LString(""))
+		return 1
+	}
+	if total := int64(len(s))*int64(n) + int64(len(sep))*int64(n-1); total > int64(v.eng.maxStr) {
+		L.RaiseError("string.rep: result of %d bytes exceeds the limit of %d", total, v.eng.maxStr)
+	}
+	if sep == "" {
+		L.Push(glua.LString(strings.Repeat(s, n)))
+		return 1
+	}
+	var b strings.Builder
+	b.Grow(len(s)*n + len(sep)*(n-1))
+	for i := range n {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(s)
+	}
+	L.Push(glua.LString(b.String()))
+	return 1
+}
+
+// strFormat refuses field widths and precisions that would make
+// string.format allocate without bound ("%999999999d").
+func (v *vm) strFormat(L *glua.LState) int {
+	f := L.CheckString(1)
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		j := i + 1
+		num := 0
+		for ; j < len(f) && strings.IndexByte("-+ #0123456789.", f[j]) >= 0; j++ {
+			if c := f[j]; c >= '0' && c <= '9' {
+				num = num*10 + int(c-'0')
+				if num > 1000 {
+					L.ArgError(1, "format width or precision larger than 1000")
+				}
+			} else {
+				num = 0
+			}
+		}
+		i = j
+	}
+	top := L.GetTop()
+	L.Push(v.origFormat)
+	for i := 1; i <= top; i++ {
+		L.Push(L.Get(i))
+	}
+	L.Call(top, 1)
+	return 1
+}
+
+// coCreate is coroutine.create with the new thread's context registration
+// tied to the thread's life (see vmCtx).
+func (v *vm) coCreate(L *glua.LState) int {
+	from := v.ctx.mark()
+	L.Push(v.origCreate)
+	L.Push(L.CheckFunction(1))
+	L.Call(1, 1)
+	if th, ok := L.Get(-1).(*glua.LState); ok {
+		v.ctx.trackThread(th, from)
+	}
+	return 1
+}
+
+// collectGarbage keeps the Lua API but not the lever: the Go runtime owns
+// collection, so scripts cannot stall the process with forced GCs.
+func collectGarbage(L *glua.LState) int {
+	L.Push(glua.LNumber(0))
+	return 1
+}
+
+// print goes to the structured log, at info level, tagged like log.info.
+func (v *vm) print(L *glua.LState) int {
+	var b strings.Builder
+	for i := 1; i <= L.GetTop(); i++ {
+		if i > 1 {
+			b.WriteByte('\t')
+		}
+		b.WriteString(L.ToStringMeta(L.Get(i)).String())
+	}
+	v.logger().Info(b.String())
+	return 0
+}
+
+// require resolves host modules, then scripts inside the scripts folder:
+// require "lib.util" loads lib/util.lua (or lib/util/init.lua). Anything
+// that would leave the folder is refused.
+func (v *vm) require(L *glua.LState) int {
+	name := L.CheckString(1)
+	if mod := v.loaded.RawGetString(name); mod != glua.LNil {
+		if mod == loadingSentinel {
+			L.RaiseError("require %q: circular require", name)
+		}
+		L.Push(mod)
+		return 1
+	}
+	file, err := v.route.resolveModule(name)
+	if err != nil {
+		L.RaiseError("require %q: %s", name, err.Error())
+	}
+	proto, err := v.route.moduleProto(file)
+	if err != nil {
+		L.RaiseError("require %q: %s", name, err.Error())
+	}
+	v.loaded.RawSetString(name, loadingSentinel)
+	L.Push(L.NewFunctionFromProto(proto))
+	L.Push(glua.LString(name))
+	L.Call(1, 1)
+	mod := L.Get(-1)
+	if mod == glua.LNil {
+		mod = glua.LTrue
+	}
+	v.loaded.RawSetString(name, mod)
+	L.Push(mod)
+	return 1
+}
+
+// loadingSentinel marks a module whose chunk is running, to catch cycles.
+var loadingSentinel = glua.LString("\x00loading")
+
+// resolveModule maps a module name to a file inside the scripts folder.
+func (r *Route) resolveModule(name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") ||
+		strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
+		return "", errorf("module names are dotted paths inside the scripts folder (lib.util)")
+	}
+	base := strings.ReplaceAll(name, ".", "/")
+	for _, cand := range []string{base + ".lua", base + "/init.lua"} {
+		if !fs.ValidPath(cand) {
+			continue
+		}
+		if st, err := fs.Stat(r.cfg.FS, cand); err == nil && !st.IsDir() {
+			return cand, nil
+		}
+	}
+	return "", errorf("not found in the scripts folder")
+}

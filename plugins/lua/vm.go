@@ -1,0 +1,204 @@
+package lua
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/router"
+)
+
+// vm is one Lua state, bound to one lane of its route. Everything in it
+// runs on that lane's goroutine, except checkDeadline (the watchdog).
+type vm struct {
+	eng   *Engine
+	route *Route
+	lane  int
+	L     *glua.LState
+
+	loaded *glua.LTable // require cache
+	mod    *glua.LTable // the table the script returned
+	ws     *glua.LTable // the ws module
+
+	onHandshake, onOpen, onMessage, onClose, onStart *glua.LFunction
+
+	origFormat, origCreate *glua.LFunction
+
+	kindText, kindBinary glua.LValue // boxed once: no allocation per message
+
+	cur    *router.Conn // the connection whose callback is running
+	timers map[*timer]struct{}
+	closed bool
+
+	// Deadline state, shared with the watchdog.
+	wmu      sync.Mutex
+	ctx      *vmCtx
+	started  int64 // engine clock at call start; 0 when idle
+	timedOut bool
+}
+
+// newVM builds a VM and runs the route script's top level in it.
+func newVM(r *Route, lane int) (*vm, error) {
+	v := &vm{
+		eng:        r.eng,
+		route:      r,
+		lane:       lane,
+		L:          glua.NewState(vmOptions),
+		ctx:        newVMCtx(),
+		timers:     make(map[*timer]struct{}),
+		kindText:   glua.LString("text"),
+		kindBinary: glua.LString("binary"),
+	}
+	v.L.SetContext(v.ctx)
+	v.loaded = v.L.NewTable()
+	if err := v.openSandbox(); err != nil {
+		v.L.Close()
+		return nil, err
+	}
+	v.openModules()
+
+	// The watchdog must see the top level too: a script that loops at load
+	// time is a script error, not a hung start.
+	v.eng.addVM(v)
+	v.L.Push(v.L.NewFunctionFromProto(r.proto))
+	if err := v.pcall(0, 1); err != nil {
+		v.close()
+		return nil, err
+	}
+	ret := v.L.Get(-1)
+	v.L.Pop(1)
+	mod, ok := ret.(*glua.LTable)
+	if !ok {
+		v.close()
+		return nil, &ScriptError{File: r.display(r.cfg.Script), Msg: "the script must return a table of callbacks (got " + ret.Type().String() + ")"}
+	}
+	v.mod = mod
+	for _, cb := range []struct {
+		name string
+		dst  **glua.LFunction
+	}{
+		{"on_handshake", &v.onHandshake},
+		{"on_open", &v.onOpen},
+		{"on_message", &v.onMessage},
+		{"on_close", &v.onClose},
+		{"on_start", &v.onStart},
+	} {
+		switch f := mod.RawGetString(cb.name).(type) {
+		case *glua.LFunction:
+			*cb.dst = f
+		case *glua.LNilType:
+		default:
+			v.close()
+			return nil, &ScriptError{File: r.display(r.cfg.Script), Msg: cb.name + " must be a function (got " + f.Type().String() + ")"}
+		}
+	}
+	return v, nil
+}
+
+// openModules installs every module as a global and in the require cache.
+func (v *vm) openModules() {
+	L := v.L
+	install := func(name string, open glua.LGFunction) {
+		L.Push(L.NewFunction(open))
+		L.Call(0, 1)
+		mod := L.Get(-1)
+		L.Pop(1)
+		L.SetGlobal(name, mod)
+		v.loaded.RawSetString(name, mod)
+	}
+	for _, m := range v.eng.modules {
+		install(m.Name(), m.Open)
+	}
+	install("ws", v.openWS)
+	install("timer", v.openTimer)
+	install("log", v.openLog)
+	install("time", v.openTime)
+}
+
+// pcall calls the function and nargs arguments on the stack under the
+// route's handler timeout, returning a *ScriptError on failure.
+func (v *vm) pcall(nargs, nret int) error {
+	v.begin()
+	err := v.L.PCall(nargs, nret, nil)
+	timedOut := v.end()
+	if err == nil {
+		return nil
+	}
+	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
+	if timedOut {
+		se.Msg = "handler timeout (" + v.route.cfg.HandlerTimeout.String() + ") exceeded"
+	}
+	return se
+}
+
+func (v *vm) begin() {
+	v.wmu.Lock()
+	if v.ctx.Err() != nil {
+		// The last call was stopped; its context is spent.
+		v.ctx = newVMCtx()
+		v.L.SetContext(v.ctx)
+	}
+	v.timedOut = false
+	v.started = v.eng.now() + 1
+	v.wmu.Unlock()
+}
+
+func (v *vm) end() (timedOut bool) {
+	v.wmu.Lock()
+	v.started = 0
+	timedOut = v.timedOut
+	v.wmu.Unlock()
+	return timedOut
+}
+
+// checkDeadline runs on the watchdog.
+func (v *vm) checkDeadline(now int64) {
+	v.wmu.Lock()
+	if v.started != 0 && now-v.started > int64(v.route.cfg.HandlerTimeout) {
+		v.timedOut = true
+		v.started = 0
+		v.ctx.cancel()
+	}
+	v.wmu.Unlock()
+}
+
+// logger returns the log tagged with the route and, inside a connection's
+// callback, the connection.
+func (v *vm) logger() *slog.Logger {
+	l := v.eng.log.With("route", v.route.cfg.Pattern)
+	if v.cur != nil {
+		l = l.With("conn", v.cur.ID())
+	}
+	return l
+}
+
+// fail logs a script error; callers decide what it costs.
+func (v *vm) fail(callback string, err error) {
+	attrs := []any{"route", v.route.cfg.Pattern, "callback", callback, "error", err.Error()}
+	if v.cur != nil {
+		attrs = append(attrs, "conn", v.cur.ID())
+	}
+	if se, ok := err.(*ScriptError); ok && se.Traceback != "" {
+		attrs = append(attrs, "traceback", se.Traceback)
+	}
+	v.eng.log.Error("script error", attrs...)
+}
+
+// close releases the VM. It runs on the VM's lane (or before the VM was
+// ever used).
+func (v *vm) close() {
+	if v.closed {
+		return
+	}
+	v.closed = true
+	for t := range v.timers {
+		t.stop()
+	}
+	v.eng.removeVM(v)
+	v.L.Close()
+}
+
+// now is wall-clock seconds, as Lua sees time.
+func now() float64 { return float64(time.Now().UnixNano()) / 1e9 }

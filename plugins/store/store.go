@@ -1,0 +1,360 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for zero Options. A store is a shared resource that any script can
+// fill, so it is bounded unless the operator says otherwise.
+const (
+	DefaultMaxKeys       = 100_000
+	DefaultMaxValueBytes = 1 << 20
+	DefaultSweepInterval = time.Minute
+)
+
+// Errors a write can report. Their texts are what scripts see.
+var (
+	ErrTooManyKeys   = errors.New("store: too many keys")
+	ErrValueTooLarge = errors.New("store: value too large")
+	// ErrNotNumber is wrapped with the key and the type found; incr raises it
+	// in Lua because counting a string is a bug in the script.
+	ErrNotNumber = errors.New("store: value is not a number")
+)
+
+// Options configure a Store. Zero fields take the defaults.
+type Options struct {
+	// MaxKeys bounds the number of keys; a write that would add one more
+	// fails with ErrTooManyKeys (expired keys are swept first).
+	MaxKeys int
+	// MaxValueBytes bounds one entry: len(key) plus the value's size, where
+	// a string counts its bytes, a number 8, a boolean or null 1, and a
+	// table 2 plus, per element, 1 plus its key's bytes plus its value's size
+	// (roughly its JSON length).
+	MaxValueBytes int
+	// Now is the clock for expiry; nil means time.Now. Tests inject one.
+	Now func() time.Time
+	// SweepInterval is how often the janitor removes expired keys that
+	// nobody reads; negative disables it (expiry then happens only on
+	// access and when MaxKeys is reached).
+	SweepInterval time.Duration
+}
+
+// Store is the state behind the store module. It is safe for concurrent use
+// by any number of goroutines and LStates. Values held are plain Go data as
+// produced by luavalue.FromLua (nil, bool, float64, string, []any,
+// map[string]any) and are never modified in place.
+//
+// Lock order: mu is a leaf; nothing is called while it is held (no Lua, no
+// clock, no conversion).
+type Store struct {
+	maxKeys    int
+	maxBytes   int
+	now        func() time.Time
+	sweepEvery time.Duration
+
+	mu    sync.Mutex
+	items map[string]entry
+	// nextExpiry is never later than the earliest expiry in items (it may
+	// be earlier after deletes); zero means no key has a TTL. It lets the
+	// MaxKeys path and the janitor skip the scan when nothing can expire.
+	nextExpiry time.Time
+	closed     bool
+	stop, done chan struct{} // janitor; nil until the first TTL is set
+}
+
+type entry struct {
+	v       any
+	expires time.Time // zero: never
+}
+
+func (e entry) expired(now time.Time) bool {
+	return !e.expires.IsZero() && !now.Before(e.expires)
+}
+
+// New returns an empty store. The janitor goroutine starts with the first
+// key that has a TTL, so a store that never expires anything costs none.
+func New(opts Options) *Store {
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = DefaultMaxKeys
+	}
+	if opts.MaxValueBytes <= 0 {
+		opts.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.SweepInterval == 0 {
+		opts.SweepInterval = DefaultSweepInterval
+	}
+	return &Store{
+		maxKeys:    opts.MaxKeys,
+		maxBytes:   opts.MaxValueBytes,
+		now:        opts.Now,
+		sweepEvery: opts.SweepInterval,
+		items:      make(map[string]entry),
+	}
+}
+
+// Get returns the live value under key. The value is shared with the store
+// and must not be modified.
+func (s *Store) Get(key string) (any, bool) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.liveLocked(key, now)
+	return e.v, ok
+}
+
+// Set stores v under key, expiring after ttl when ttl > 0; a nil v deletes
+// the key. v must be plain data as described on Store and is not copied: the
+// caller must not modify it afterwards.
+func (s *Store) Set(key string, v any, ttl time.Duration) error {
+	if v == nil {
+		s.Delete(key)
+		return nil
+	}
+	if len(key)+sizeOf(v) > s.maxBytes {
+		return ErrValueTooLarge
+	}
+	now := s.now()
+	e := entry{v: v}
+	if ttl > 0 {
+		e.expires = now.Add(ttl)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.liveLocked(key, now); !ok && !s.roomLocked(now) {
+		return ErrTooManyKeys
+	}
+	s.items[key] = e
+	if !e.expires.IsZero() {
+		if s.nextExpiry.IsZero() || e.expires.Before(s.nextExpiry) {
+			s.nextExpiry = e.expires
+		}
+		s.startJanitorLocked()
+	}
+	return nil
+}
+
+// Incr adds n to the number under key and returns the result; a missing key
+// counts from 0 and gets no TTL, an existing one keeps its TTL. A value that
+// is not a number fails with an error wrapping ErrNotNumber.
+func (s *Store) Incr(key string, n float64) (float64, error) {
+	if len(key)+sizeOf(n) > s.maxBytes {
+		return 0, ErrValueTooLarge
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.liveLocked(key, now)
+	if !ok {
+		if !s.roomLocked(now) {
+			return 0, ErrTooManyKeys
+		}
+		e = entry{v: 0.0}
+	}
+	cur, isNum := e.v.(float64)
+	if !isNum {
+		return 0, fmt.Errorf("%w: %q holds a %s", ErrNotNumber, key, typeName(e.v))
+	}
+	e.v = cur + n
+	s.items[key] = e
+	return cur + n, nil
+}
+
+// Delete removes key and reports whether it held a live value.
+func (s *Store) Delete(key string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.liveLocked(key, now)
+	delete(s.items, key)
+	return ok
+}
+
+// Keys returns the live keys that start with prefix, sorted. It scans every
+// key, so it is for occasional listings, not per-message work.
+func (s *Store) Keys(prefix string) []string {
+	now := s.now()
+	s.mu.Lock()
+	var keys []string
+	for k, e := range s.items {
+		if e.expired(now) {
+			delete(s.items, k)
+			continue
+		}
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(keys)
+	return keys
+}
+
+// Len returns the number of live keys. It scans every key.
+func (s *Store) Len() int {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.items {
+		if !e.expired(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// Sweep removes expired keys now and returns how many it removed. The
+// janitor calls it periodically; tests with an injected clock call it
+// directly.
+func (s *Store) Sweep() int {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sweepLocked(now)
+}
+
+// Close stops the janitor and waits for it to exit. It is idempotent and
+// safe to call concurrently; every call returns only once the janitor is
+// gone. The data stays usable (expiry continues lazily), because scripts may
+// still run on_close while the server drains.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	stop, done := s.stop, s.done
+	s.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	if first {
+		close(stop)
+	}
+	<-done
+	return nil
+}
+
+// liveLocked returns key's entry if it has not expired, deleting it if it has.
+// s.mu must be held.
+func (s *Store) liveLocked(key string, now time.Time) (entry, bool) {
+	e, ok := s.items[key]
+	if ok && e.expired(now) {
+		delete(s.items, key)
+		return entry{}, false
+	}
+	return e, ok
+}
+
+// roomLocked reports whether one more key fits, sweeping first if something
+// may have expired. s.mu must be held.
+func (s *Store) roomLocked(now time.Time) bool {
+	if len(s.items) < s.maxKeys {
+		return true
+	}
+	s.sweepLocked(now)
+	return len(s.items) < s.maxKeys
+}
+
+// sweepLocked removes expired keys and recomputes nextExpiry. s.mu must be
+// held.
+func (s *Store) sweepLocked(now time.Time) int {
+	if s.nextExpiry.IsZero() || now.Before(s.nextExpiry) {
+		return 0
+	}
+	n := 0
+	var next time.Time
+	for k, e := range s.items {
+		switch {
+		case e.expires.IsZero():
+		case e.expired(now):
+			delete(s.items, k)
+			n++
+		case next.IsZero() || e.expires.Before(next):
+			next = e.expires
+		}
+	}
+	s.nextExpiry = next
+	return n
+}
+
+// startJanitorLocked starts the sweeping goroutine once, unless the store is
+// closed or sweeping is disabled; the Store owns it and Close waits for it.
+// s.mu must be held.
+func (s *Store) startJanitorLocked() {
+	if s.closed || s.stop != nil || s.sweepEvery < 0 {
+		return
+	}
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.janitor(s.stop, s.done)
+}
+
+func (s *Store) janitor(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(s.sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+// sizeOf is the MaxValueBytes measure; see Options.MaxValueBytes.
+func sizeOf(v any) int {
+	switch x := v.(type) {
+	case nil, bool:
+		return 1
+	case float64:
+		return 8
+	case string:
+		return len(x)
+	case []any:
+		n := 2
+		for _, e := range x {
+			n += 1 + sizeOf(e)
+		}
+		return n
+	case map[string]any:
+		n := 2
+		for k, e := range x {
+			n += 1 + len(k) + sizeOf(e)
+		}
+		return n
+	}
+	return 16 // other Go values from Set: a nominal word or two
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case []any, map[string]any:
+		return "table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// ttlDuration converts seconds to a Duration without overflow, keeping any
+// positive TTL positive.
+func ttlDuration(seconds float64) time.Duration {
+	if seconds <= 0 {
+		return 0
+	}
+	if seconds >= float64(math.MaxInt64)/float64(time.Second) {
+		return math.MaxInt64
+	}
+	return max(time.Duration(seconds*float64(time.Second)), 1)
+}

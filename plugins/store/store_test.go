@@ -1,0 +1,459 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// clock is a settable time source; Lua advances it with advance(seconds).
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *clock) Now() time.Time             { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Advance(d time.Duration)    { c.ns.Add(int64(d)) }
+func (c *clock) AdvanceSeconds(sec float64) { c.Advance(time.Duration(sec * float64(time.Second))) }
+
+func newState(t testing.TB, s *Store, c *clock) *lua.LState {
+	t.Helper()
+	L := lua.NewState(lua.Options{SkipOpenLibs: true})
+	for _, lib := range []struct {
+		name string
+		open lua.LGFunction
+	}{
+		{lua.LoadLibName, lua.OpenPackage},
+		{lua.BaseLibName, lua.OpenBase},
+		{lua.TabLibName, lua.OpenTable},
+		{lua.StringLibName, lua.OpenString},
+	} {
+		L.Push(L.NewFunction(lib.open))
+		L.Push(lua.LString(lib.name))
+		L.Call(1, 0)
+	}
+	L.PreloadModule(s.Name(), s.Open)
+	if c != nil {
+		L.SetGlobal("advance", L.NewFunction(func(L *lua.LState) int {
+			c.AdvanceSeconds(float64(L.CheckNumber(1)))
+			return 0
+		}))
+	}
+	t.Cleanup(func() {
+		if !L.IsClosed() { // LState.Close is not idempotent
+			L.Close()
+		}
+	})
+	return L
+}
+
+// newStore returns a store on a fake clock, closed when the test ends.
+func newStore(t testing.TB, opts Options) (*Store, *clock) {
+	t.Helper()
+	c := newClock()
+	if opts.Now == nil {
+		opts.Now = c.Now
+	}
+	s := New(opts)
+	t.Cleanup(func() { s.Close() })
+	return s, c
+}
+
+const prelude = `
+local store = require "store"
+local function eq(got, want, what)
+	if got ~= want then
+		error(string.format("%s: got %q, want %q", what or "value", tostring(got), tostring(want)), 2)
+	end
+end
+local function list(t) return table.concat(t, ",") end
+local function raises(pattern, f, ...)
+	local ok, err = pcall(f, ...)
+	if ok or not tostring(err):find(pattern, 1, true) then
+		error(string.format("want an error containing %q, got %s, %s", pattern, tostring(ok), tostring(err)), 2)
+	end
+end
+`
+
+func TestLua(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts Options
+		code string
+	}{
+		{"get and set scalars", Options{}, `
+			eq(store.get("missing"), nil)
+			eq(store.set("s", "text"), true)
+			eq(store.get("s"), "text")
+			store.set("n", 1.5)
+			eq(store.get("n"), 1.5)
+			store.set("b", false)
+			eq(store.get("b"), false)
+			store.set("bin", "\0\255")
+			eq(store.get("bin"), "\0\255")
+			store.set(42, "numeric key")
+			eq(store.get("42"), "numeric key", "keys are strings")`},
+		{"tables are copied both ways", Options{}, `
+			local t = {n = 1, list = {1, 2}, nested = {deep = {x = "y"}}}
+			store.set("t", t)
+			t.n = 2
+			t.list[1] = 99
+			eq(store.get("t").n, 1, "mutating the original")
+			local g = store.get("t")
+			g.n = 3
+			g.nested.deep.x = "z"
+			eq(store.get("t").n, 1, "mutating a copy")
+			eq(store.get("t").nested.deep.x, "y")
+			assert(store.get("t") ~= store.get("t"), "fresh table each get")
+			eq(store.get("t").list[1], 1)
+			eq(getmetatable(store.get("t").list).__jsontype, "array")`},
+		{"empty array keeps its marker", Options{}, `
+			store.set("e", setmetatable({}, {__jsontype = "array"}))
+			eq(getmetatable(store.get("e")).__jsontype, "array")
+			store.set("o", {})
+			eq(getmetatable(store.get("o")), nil)`},
+		{"set nil deletes", Options{}, `
+			store.set("k", 1)
+			eq(store.set("k", nil), true)
+			eq(store.get("k"), nil)
+			store.set("k", 1)
+			store.set("k")
+			eq(store.get("k"), nil)`},
+		{"set rejects what cannot be stored", Options{}, `
+			raises("string, number, boolean, table or nil expected, got function", store.set, "k", print)
+			raises("got userdata", store.set, "k", newproxy())
+			raises("unsupported value type: function at $.f", store.set, "k", {f = print})
+			local c = {}
+			c.c = c
+			raises("table contains a cycle", store.set, "k", c)
+			raises("bad argument #1", store.set, nil, 1)
+			raises("ttl must be a non-negative number", store.set, "k", 1, -1)
+			raises("ttl must be a non-negative number", store.set, "k", 1, 0/0)
+			raises("number expected", store.set, "k", 1, "soon")
+			eq(store.get("k"), nil, "nothing stored by failed sets")`},
+		{"ttl", Options{}, `
+			store.set("s", "v", 10)
+			advance(9.9)
+			eq(store.get("s"), "v")
+			advance(0.1)
+			eq(store.get("s"), nil, "expired at exactly ttl")
+			store.set("f", 1, 0.5)
+			advance(0.4)
+			eq(store.get("f"), 1, "fractional ttl")
+			advance(0.1)
+			eq(store.get("f"), nil)
+			store.set("forever", 1, 0)
+			advance(1e9)
+			eq(store.get("forever"), 1, "ttl 0 means no expiry")
+			store.set("reset", 1, 5)
+			store.set("reset", 2)
+			advance(10)
+			eq(store.get("reset"), 2, "set without ttl clears the ttl")
+			store.set("huge", 1, 1e300)
+			advance(1e6)
+			eq(store.get("huge"), 1)`},
+		{"incr", Options{}, `
+			eq(store.incr("c"), 1, "missing key counts from 0")
+			eq(store.incr("c"), 2)
+			eq(store.incr("c", 5), 7)
+			eq(store.incr("c", -2.5), 4.5)
+			eq(store.get("c"), 4.5)
+			store.set("s", "x")
+			raises('store: value is not a number: "s" holds a string', store.incr, "s")
+			store.set("t", {})
+			raises('holds a table', store.incr, "t")
+			raises("number expected", store.incr, "c", "many")
+			eq(store.get("s"), "x", "failed incr leaves the value")`},
+		{"incr keeps ttl", Options{}, `
+			store.set("w", 1, 10)
+			advance(5)
+			eq(store.incr("w"), 2)
+			advance(5)
+			eq(store.get("w"), nil, "the original ttl still applies")
+			eq(store.incr("w"), 1, "expired key counts from 0 again")
+			advance(100)
+			eq(store.get("w"), 1, "and has no ttl")`},
+		{"delete", Options{}, `
+			store.set("a", 1)
+			eq(store.delete("a"), true)
+			eq(store.delete("a"), false)
+			eq(store.delete("never"), false)
+			store.set("x", 1, 1)
+			advance(1)
+			eq(store.delete("x"), false, "expired key did not exist")`},
+		{"keys", Options{}, `
+			eq(list(store.keys()), "")
+			eq(getmetatable(store.keys()).__jsontype, "array")
+			for _, k in ipairs({"b2", "a1", "b1", "c", "b10"}) do store.set(k, true) end
+			eq(list(store.keys()), "a1,b1,b10,b2,c")
+			eq(list(store.keys("b")), "b1,b10,b2")
+			eq(list(store.keys("b1")), "b1,b10")
+			eq(list(store.keys("zzz")), "")
+			store.set("b3", 1, 1)
+			eq(list(store.keys("b")), "b1,b10,b2,b3")
+			advance(1)
+			eq(list(store.keys("b")), "b1,b10,b2", "expired keys are not listed")`},
+		{"max keys", Options{MaxKeys: 2}, `
+			eq(store.set("a", 1), true)
+			eq(store.set("b", 1), true)
+			local ok, err = store.set("c", 1)
+			eq(ok, nil)
+			eq(err, "store: too many keys")
+			eq(store.set("a", 2), true, "overwriting needs no room")
+			local n, err = store.incr("c")
+			eq(n, nil)
+			eq(err, "store: too many keys")
+			eq(store.incr("a"), 3, "incr of an existing key needs no room")
+			store.delete("a")
+			eq(store.set("c", 1), true, "room after delete")
+			store.set("c", 1, 1)
+			advance(1)
+			eq(store.set("d", 1), true, "expired keys make room")
+			eq(list(store.keys()), "b,d")`},
+		{"max value bytes", Options{MaxValueBytes: 16}, `
+			eq(store.set("k", string.rep("x", 15)), true, "1 + 15 bytes fit")
+			local ok, err = store.set("k", string.rep("x", 16))
+			eq(ok, nil)
+			eq(err, "store: value too large")
+			eq(store.get("k"), string.rep("x", 15), "old value kept")
+			eq(store.set(string.rep("k", 8), 1), true, "8 + 8 bytes fit")
+			eq(select(2, store.set(string.rep("k", 9), 1)), "store: value too large")
+			eq(select(2, store.incr(string.rep("k", 9))), "store: value too large")
+			-- {"ab", "cd"}: 2 + (1 + 2) + (1 + 2) = 8, plus the key's 1
+			eq(store.set("t", {"ab", "cd"}), true)
+			eq(select(2, store.set("t", {"ab", "cd", "efghijk"})), "store: value too large")`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, c := newStore(t, tt.opts)
+			L := newState(t, s, c)
+			if err := L.DoString(prelude + tt.code); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestSharedAcrossStates is the reason the store exists: two VMs, and a VM
+// built after a "reload", see the same data.
+func TestSharedAcrossStates(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t, Options{})
+	a := newState(t, s, nil)
+	if err := a.DoString(prelude + `store.set("shared", {from = "a"}); store.incr("n")`); err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // a reload throws the old VM away
+	b := newState(t, s, nil)
+	if err := b.DoString(prelude + `eq(store.get("shared").from, "a"); eq(store.incr("n"), 2)`); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Get("shared"); !ok || !reflect.DeepEqual(v, map[string]any{"from": "a"}) {
+		t.Fatalf("Get(shared) = %#v, %v", v, ok)
+	}
+}
+
+func TestGoAPI(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, Options{MaxKeys: 3, SweepInterval: -1})
+	if err := s.Set("a", "x", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set("b", 1.0, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Incr("b", 2); err != nil || n != 3 {
+		t.Fatalf("Incr = %v, %v", n, err)
+	}
+	if _, err := s.Incr("a", 1); !errors.Is(err, ErrNotNumber) {
+		t.Fatalf("Incr on a string: %v", err)
+	}
+	if got := s.Keys(""); !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Fatalf("Keys = %v", got)
+	}
+	if s.Len() != 2 {
+		t.Fatalf("Len = %d", s.Len())
+	}
+	c.Advance(time.Second)
+	if s.Len() != 1 {
+		t.Fatalf("Len after expiry = %d", s.Len())
+	}
+	if n := s.Sweep(); n != 1 {
+		t.Fatalf("Sweep removed %d, want 1", n)
+	}
+	if n := s.Sweep(); n != 0 {
+		t.Fatalf("second Sweep removed %d", n)
+	}
+	if err := s.Set("a", nil, 0); err != nil || s.Len() != 0 {
+		t.Fatalf("Set nil: %v, Len %d", err, s.Len())
+	}
+	s.mu.Lock()
+	janitor := s.stop != nil
+	s.mu.Unlock()
+	if janitor {
+		t.Fatal("janitor started although SweepInterval < 0")
+	}
+	if New(Options{}).maxKeys != DefaultMaxKeys {
+		t.Fatal("default MaxKeys not applied")
+	}
+}
+
+// waitFor polls cond until it holds or a generous deadline passes, instead
+// of sleeping for a guessed duration.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestJanitor(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, Options{SweepInterval: time.Millisecond})
+	if err := s.Set("keep", 1.0, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	started := s.stop != nil
+	s.mu.Unlock()
+	if started {
+		t.Fatal("janitor started before any TTL")
+	}
+	for i := range 100 {
+		if err := s.Set(fmt.Sprint("k", i), 1.0, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Advance(time.Minute)
+	// Nobody reads the keys: only the janitor can remove them.
+	waitFor(t, "the janitor to sweep", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.items) == 1
+	})
+	// Close is idempotent, heard by concurrent callers, and leaves the
+	// data usable.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { s.Close() })
+	}
+	wg.Wait()
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+	default:
+		t.Fatal("Close returned before the janitor exited")
+	}
+	if err := s.Set("after", 1.0, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Get("after"); !ok || v != 1.0 {
+		t.Fatalf("Get after Close = %v, %v", v, ok)
+	}
+	if s.Close() != nil {
+		t.Fatal("second Close failed")
+	}
+}
+
+func TestCloseWithoutJanitor(t *testing.T) {
+	t.Parallel()
+	s := New(Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set("k", 1.0, time.Hour); err != nil { // must not start a janitor
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		t.Fatal("janitor started after Close")
+	}
+}
+
+// TestConcurrency runs many goroutines, each with its own LState as the
+// engine's VMs have, against one Store; run it with -race.
+func TestConcurrency(t *testing.T) {
+	t.Parallel()
+	const workers, rounds = 8, 300
+	s, c := newStore(t, Options{SweepInterval: time.Millisecond})
+	var wg sync.WaitGroup
+	errs := make(chan error, workers+1)
+	for w := range workers {
+		L := newState(t, s, nil)
+		wg.Go(func() {
+			err := L.DoString(fmt.Sprintf(`
+				local store = require "store"
+				local me = "w%d"
+				for i = 1, %d do
+					store.incr("hits")
+					store.set(me .. ":" .. i, {i = i, tags = {me}}, 1)
+					local v = store.get(me .. ":" .. i)
+					assert(v == nil or v.i == i)
+					if i %% 10 == 0 then
+						assert(#store.keys(me .. ":") >= 0)
+						store.delete(me .. ":" .. (i - 1))
+					end
+					store.set("last", me)
+				end
+			`, w, rounds))
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Go(func() { // expiry racing with the writers
+		for range 50 {
+			c.Advance(100 * time.Millisecond)
+			s.Sweep()
+			time.Sleep(100 * time.Microsecond)
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if v, _ := s.Get("hits"); v != float64(workers*rounds) {
+		t.Fatalf("hits = %v, want %d", v, workers*rounds)
+	}
+}
+
+func BenchmarkLuaIncrGet(b *testing.B) {
+	s := New(Options{})
+	defer s.Close()
+	L := newState(b, s, nil)
+	if err := L.DoString(`store = require "store"`); err != nil {
+		b.Fatal(err)
+	}
+	mod := L.GetGlobal("store").(*lua.LTable)
+	incr, get := mod.RawGetString("incr"), mod.RawGetString("get")
+	key := lua.LString("counter")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := L.CallByParam(lua.P{Fn: incr, NRet: 1, Protect: true}, key); err != nil {
+			b.Fatal(err)
+		}
+		if err := L.CallByParam(lua.P{Fn: get, NRet: 1, Protect: true}, key); err != nil {
+			b.Fatal(err)
+		}
+		L.Pop(2)
+	}
+}

@@ -1,0 +1,229 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// folder resolves a directory key. For a config on disk it returns the
+// absolute OS path and os.DirFS of it; for LoadFS a sub-filesystem and ""
+// for the OS path. display is how messages name the folder. fsys is nil
+// when the folder is unusable (the problem is recorded).
+func (l *loader) folder(key, p string) (osPath string, fsys fs.FS, display string) {
+	if l.src.fsys == nil {
+		osPath = p
+		if !filepath.IsAbs(osPath) {
+			osPath = filepath.Join(l.src.dir, osPath)
+		}
+		osPath = filepath.Clean(osPath)
+		fi, err := os.Stat(osPath)
+		if err != nil || !fi.IsDir() {
+			l.folderError(key, p, osPath, fi, err)
+			return osPath, nil, osPath
+		}
+		return osPath, os.DirFS(osPath), osPath
+	}
+
+	if strings.HasPrefix(p, "/") || filepath.IsAbs(p) || strings.Contains(p, `\`) {
+		l.errorf(key, "%q: must be a slash-separated path relative to the config file inside %s", p, strings.TrimSuffix(embeddedPrefix, "/"))
+		return "", nil, p
+	}
+	inside := path.Join(l.src.fsDir, p)
+	display = embeddedPrefix + inside
+	if !fs.ValidPath(inside) {
+		l.errorf(key, "%q leaves %s", p, strings.TrimSuffix(embeddedPrefix, "/"))
+		return "", nil, display
+	}
+	fi, err := fs.Stat(l.src.fsys, inside)
+	if err != nil || !fi.IsDir() {
+		l.folderError(key, p, display, fi, err)
+		return "", nil, display
+	}
+	sub, err := fs.Sub(l.src.fsys, inside)
+	if err != nil {
+		l.fail(key, err)
+		return "", nil, display
+	}
+	return "", sub, display
+}
+
+func (l *loader) folderError(key, p, where string, fi fs.FileInfo, err error) {
+	shown := where
+	if p != where {
+		shown = fmt.Sprintf("%q (%s)", p, where)
+	}
+	switch {
+	case err != nil && errors.Is(err, fs.ErrNotExist):
+		l.errs = append(l.errs, &Error{Key: key, Msg: "directory " + shown + " does not exist", err: err})
+	case err != nil:
+		l.errs = append(l.errs, &Error{Key: key, Msg: fmt.Sprintf("directory %s: %v", shown, unwrapPath(err)), err: err})
+	case !fi.IsDir():
+		l.errorf(key, "%s is not a directory", shown)
+	}
+}
+
+// osFile resolves a file key (TLS material) and checks that it is a file.
+// For LoadFS the path is kept as written: it is on the OS, relative to the
+// working directory.
+func (l *loader) osFile(key, p string) string {
+	osPath := p
+	if l.src.dir != "" && !filepath.IsAbs(osPath) {
+		osPath = filepath.Join(l.src.dir, osPath)
+	}
+	shown := osPath
+	if p != osPath {
+		shown = fmt.Sprintf("%q (%s)", p, osPath)
+	}
+	fi, err := os.Stat(osPath)
+	switch {
+	case err != nil && errors.Is(err, fs.ErrNotExist):
+		l.errs = append(l.errs, &Error{Key: key, Msg: "file " + shown + " does not exist", err: err})
+	case err != nil:
+		l.errs = append(l.errs, &Error{Key: key, Msg: fmt.Sprintf("file %s: %v", shown, unwrapPath(err)), err: err})
+	case fi.IsDir():
+		l.errorf(key, "%s is a directory, not a file", shown)
+	}
+	return osPath
+}
+
+// unwrapPath drops the path an *fs.PathError repeats, since messages
+// already name it.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// pathDir is path.Dir for a name inside an fs.FS.
+func pathDir(name string) string { return path.Dir(name) }
+
+// checkAddr accepts what net.Listen("tcp", addr) will: host:port with an
+// optional host and a numeric port 0-65535. Service names are refused so
+// a typo is not looked up in /etc/services at start-up.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return &causeError{fmt.Sprintf("invalid address %q: %s (want host:port, e.g. \"127.0.0.1:8765\" or \":8765\")", addr, ae.Err), err}
+		}
+		return fmt.Errorf("invalid address %q: %w", addr, err)
+	}
+	if strings.ContainsAny(host, " \t/") {
+		return fmt.Errorf("invalid address %q: bad host %q", addr, host)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("invalid address %q: port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+// checkOrigin validates one allowed_origins entry and returns it
+// lower-cased. An origin (RFC 6454) is scheme://host[:port] and nothing
+// else; browsers never send a path, so an entry with one could never match
+// and is a mistake worth reporting.
+func checkOrigin(o string) (string, error) {
+	if o == "*" {
+		return o, nil
+	}
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("invalid origin %q: %s", o, why)
+	}
+	scheme, rest, ok := strings.Cut(o, "://")
+	if !ok || scheme == "" {
+		return bad(`want scheme://host[:port], e.g. "https://example.com" or "https://*.example.com"`)
+	}
+	for i, r := range scheme {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return bad("bad scheme " + strconv.Quote(scheme))
+		}
+	}
+	if strings.ContainsAny(rest, "/?#") {
+		return bad("an origin has no path, query or fragment")
+	}
+	if strings.Contains(rest, "@") {
+		return bad("an origin has no user info")
+	}
+	host, port := rest, ""
+	if strings.HasPrefix(rest, "[") {
+		end := strings.Index(rest, "]")
+		if end < 0 {
+			return bad("unclosed [ in IPv6 host")
+		}
+		host = rest[:end+1]
+		if after := rest[end+1:]; after != "" {
+			if !strings.HasPrefix(after, ":") {
+				return bad("unexpected text after IPv6 host")
+			}
+			port = after[1:]
+		}
+		for _, r := range host[1 : len(host)-1] {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F' || r == ':' || r == '.') {
+				return bad("bad IPv6 host")
+			}
+		}
+	} else if h, p, ok := strings.Cut(rest, ":"); ok {
+		host, port = h, p
+		if port == "" {
+			return bad("empty port")
+		}
+	}
+	if host == "" || host == "[]" {
+		return bad("missing host")
+	}
+	if !strings.HasPrefix(host, "[") {
+		for _, r := range host {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '*' || r == '_') {
+				return bad(fmt.Sprintf("bad character %q in host", r))
+			}
+		}
+	}
+	if port != "" {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return bad("port must be a number from 1 to 65535")
+		}
+	}
+	return strings.ToLower(o), nil
+}
+
+var brokerSchemes = map[string][]string{
+	"redis": {"redis", "rediss"},
+	"nats":  {"nats", "tls"},
+}
+
+// checkBrokerURL checks the scheme and host of a broker URL; nats accepts
+// a comma-separated list of servers, as its clients do.
+func checkBrokerURL(kind, raw string) error {
+	urls := []string{raw}
+	if kind == "nats" {
+		urls = strings.Split(raw, ",")
+	}
+	for _, s := range urls {
+		s = strings.TrimSpace(s)
+		u, err := url.Parse(s)
+		if err != nil {
+			return &causeError{fmt.Sprintf("invalid URL %q", s), err}
+		}
+		ok := false
+		for _, sc := range brokerSchemes[kind] {
+			ok = ok || u.Scheme == sc
+		}
+		if !ok {
+			return fmt.Errorf("invalid URL %q: scheme must be %s:// for broker.kind %q", s, strings.Join(brokerSchemes[kind], ":// or "), kind)
+		}
+		if u.Host == "" {
+			return fmt.Errorf("invalid URL %q: missing host", s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,516 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/poll"
+	"github.com/moonwire/moonwire/router/wsconn"
+)
+
+// Errors returned by Conn.Send and friends. Their texts are what scripts
+// see.
+var (
+	ErrClosed       = errors.New("closed")
+	ErrSlowConsumer = errors.New("slow consumer")
+)
+
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // a close frame is queued (ours or our reply)
+	stateClosed            // torn down; the Close event is queued
+)
+
+// Conn is an accepted WebSocket connection.
+//
+// Its methods are safe for concurrent use. Fields are grouped by who may
+// touch them:
+//   - immutable after the handshake;
+//   - the read turn: whoever holds it (a worker, a lane finishing a batch,
+//     or the reader goroutine) owns the parser and the read buffer; the
+//     turn is held while pending > 0;
+//   - guarded by mu;
+//   - atomics.
+//
+// Lock order: Conn.mu, then roomSet.mu, room.mu, then the leaves Queue.mu
+// and lane.mu.
+type Conn struct {
+	// Immutable after the handshake.
+	srv         *Server
+	route       *Route
+	lane        *lane
+	token       uint64
+	id          string
+	nc          net.Conn
+	rc          syscall.RawConn // nil when read by a goroutine
+	path        string
+	rawQuery    string
+	params      map[string]string
+	header      map[string]string
+	remoteAddr  string
+	ip          string
+	subprotocol string
+	created     time.Time
+	maxMsg      int64
+	heartbeat   Heartbeat
+	rateLimit   *RateLimit
+
+	// Read turn.
+	desc       poll.Desc
+	registered bool
+	parser     wsconn.Parser
+	rbuf       []byte
+	r, w       int
+	need       int
+	readN      int
+	readErr    error
+	readFn     func(fd uintptr) bool
+	tokens     float64 // rate limit bucket
+	refilled   int64
+	resume     chan struct{} // goroutine mode: the turn came back
+
+	pending atomic.Int32 // the read turn (1) plus queued message tasks
+	// armed hands the read turn to the poller and back. The kernel orders
+	// epoll_ctl before the report, but the Go memory model (and the race
+	// detector) needs an edge it can see, so it goes through this atomic.
+	armed atomic.Bool
+
+	queue wsconn.Queue
+
+	lastSeen atomic.Int64 // unix nanoseconds of the last byte received
+	lastPing atomic.Int64
+
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Int64
+
+	mu            sync.Mutex
+	state         connState
+	byServer      bool // the server side started the close
+	peerClosed    bool // the peer's close frame arrived
+	closeSent     bool // our close frame was written
+	dropAfterSend bool // close TCP once our close frame is written
+	closeCode     int
+	closeReason   string
+	closeDeadline int64
+	isOpen        bool // the Open event ran
+	attrs         map[string]any
+	rooms         []string
+	query         url.Values
+
+	// handlerData belongs to the handler and is touched only on the lane.
+	handlerData any
+}
+
+// ID returns the connection's cluster-unique id.
+func (c *Conn) ID() string { return c.id }
+
+// Path returns the request path.
+func (c *Conn) Path() string { return c.path }
+
+// Params returns the values of the route's {name} segments. The map must
+// not be modified.
+func (c *Conn) Params() map[string]string { return c.params }
+
+// RemoteAddr returns the peer's address as ip:port.
+func (c *Conn) RemoteAddr() string { return c.remoteAddr }
+
+// Subprotocol returns the negotiated subprotocol, or "".
+func (c *Conn) Subprotocol() string { return c.subprotocol }
+
+// Route returns the route serving the connection.
+func (c *Conn) Route() *Route { return c.route }
+
+// Lane returns the index of the lane the connection is pinned to.
+func (c *Conn) Lane() int { return c.lane.index }
+
+// Header returns a request header by case-insensitive name.
+func (c *Conn) Header(name string) string { return c.header[lowerASCII(name)] }
+
+// Query returns the first value of a query parameter.
+func (c *Conn) Query(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.query == nil {
+		c.query, _ = url.ParseQuery(c.rawQuery)
+	}
+	return c.query.Get(name)
+}
+
+// LastSeen returns when the last bytes arrived from the peer.
+func (c *Conn) LastSeen() time.Time { return time.Unix(0, c.lastSeen.Load()) }
+
+// Closed reports whether the connection is closing or closed: nothing more
+// can be sent on it.
+func (c *Conn) Closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state != stateOpen
+}
+
+// HandlerData returns the value the handler attached with SetHandlerData.
+// Only the connection's lane may call it.
+func (c *Conn) HandlerData() any { return c.handlerData }
+
+// SetHandlerData attaches a handler value (a script's userdata) to the
+// connection. Only the connection's lane may call it.
+func (c *Conn) SetHandlerData(v any) { c.handlerData = v }
+
+// Get returns an attribute.
+func (c *Conn) Get(key string) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.attrs[key]
+	return v, ok
+}
+
+// Set sets an attribute; a nil value deletes it. Values should be strings,
+// numbers or booleans: they are read from any lane.
+func (c *Conn) Set(key string, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v == nil {
+		delete(c.attrs, key)
+		return
+	}
+	if c.attrs == nil {
+		c.attrs = make(map[string]any)
+	}
+	c.attrs[key] = v
+}
+
+// Rooms returns the rooms the connection is in (or was in, once closed).
+func (c *Conn) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.rooms)
+}
+
+// Join adds the connection to room. It fails with ErrClosed on a closed
+// connection.
+func (c *Conn) Join(room string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return ErrClosed
+	}
+	if slices.Contains(c.rooms, room) {
+		return nil
+	}
+	c.srv.rooms.add(room, c)
+	c.rooms = append(c.rooms, room)
+	return nil
+}
+
+// Leave removes the connection from room.
+func (c *Conn) Leave(room string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.rooms, room); i >= 0 && c.state != stateClosed {
+		c.srv.rooms.remove(room, c)
+		c.rooms = slices.Delete(c.rooms, i, i+1)
+	}
+}
+
+// Send queues a message. It returns ErrClosed once the connection is
+// closing, and ErrSlowConsumer when the write queue is full (the
+// connection is then closed or the message dropped, per the slow-consumer
+// policy).
+func (c *Conn) Send(kind Kind, data []byte) error {
+	f := wsconn.NewFrame(opcode(kind), data)
+	err := c.sendFrame(f)
+	f.Release()
+	return err
+}
+
+// SendString is Send for a string payload.
+func (c *Conn) SendString(kind Kind, data string) error {
+	f := wsconn.NewFrameString(opcode(kind), data)
+	err := c.sendFrame(f)
+	f.Release()
+	return err
+}
+
+// Ping sends a protocol ping with payload (at most 125 bytes).
+func (c *Conn) Ping(payload []byte) error {
+	if len(payload) > ws.MaxControlFramePayloadSize {
+		return errors.New("ping payload longer than 125 bytes")
+	}
+	return c.sendControl(ws.OpPing, payload)
+}
+
+// Close starts the closing handshake with code and reason (truncated to
+// fit a control frame). Closing a closed connection does nothing. Codes
+// must be ones an endpoint may send: 1000-1003, 1007-1014, 3000-4999.
+func (c *Conn) Close(code int, reason string) error {
+	if !SendableCloseCode(code) {
+		return errors.New("invalid close code " + itoa(code))
+	}
+	c.closeWith(code, reason, false, false)
+	return nil
+}
+
+// SendableCloseCode reports whether an endpoint may put code in a close
+// frame (RFC 6455 §7.4).
+func SendableCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+func opcode(k Kind) ws.OpCode {
+	if k == Binary {
+		return ws.OpBinary
+	}
+	return ws.OpText
+}
+
+// sendFrame queues an encoded data frame and applies the slow-consumer
+// policy when the queue is full.
+func (c *Conn) sendFrame(f *wsconn.Frame) error {
+	start, err := c.queue.Push(f)
+	switch err {
+	case nil:
+		c.msgsOut.Add(1)
+		c.srv.stats.messagesOut.Add(1)
+		if start {
+			c.startFlush()
+		}
+		return nil
+	case wsconn.ErrFull:
+		c.slowConsumer()
+		return ErrSlowConsumer
+	}
+	return ErrClosed
+}
+
+func (c *Conn) slowConsumer() {
+	c.srv.stats.queueDrops.Add(1)
+	if c.srv.cfg.SlowConsumer == SlowConsumerClose {
+		c.srv.stats.slowCloses.Add(1)
+		c.closeWith(ClosePolicy, "slow consumer", true, true)
+	}
+}
+
+func (c *Conn) sendControl(op ws.OpCode, payload []byte) error {
+	f := wsconn.NewFrame(op, payload)
+	start, err := c.queue.PushControl(f)
+	f.Release()
+	if err != nil {
+		return ErrClosed
+	}
+	if start {
+		c.startFlush()
+	}
+	return nil
+}
+
+// closeWith starts a server-side close. With fail set the TCP connection is
+// closed as soon as the close frame is written (the peer is broken or
+// hostile; RFC 6455 §7.1.7 "Fail the WebSocket Connection"); otherwise the
+// peer's close frame is awaited for CloseTimeout. With discard set, unsent
+// messages are dropped so the close frame goes out first.
+func (c *Conn) closeWith(code int, reason string, fail, discard bool) {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stateClosing
+	c.byServer = true
+	c.closeCode, c.closeReason = code, reason
+	c.dropAfterSend = fail
+	c.closeDeadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+	c.mu.Unlock()
+
+	f := wsconn.NewCloseFrame(ws.StatusCode(code), reason)
+	start, ok := c.queue.Seal(f, discard)
+	f.Release()
+	switch {
+	case !ok:
+		c.teardown() // the write side is already dead
+	case start:
+		c.startFlush()
+	}
+}
+
+// onPeerClose handles the peer's close frame (RFC 6455 §5.5.1): answer it
+// if we did not close first, then end the TCP connection once our close
+// frame is out.
+func (c *Conn) onPeerClose(code int, reason string) {
+	c.mu.Lock()
+	switch c.state {
+	case stateOpen:
+		c.state = stateClosing
+		c.peerClosed = true
+		c.closeCode, c.closeReason = code, reason
+		c.dropAfterSend = true
+		c.closeDeadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+		c.mu.Unlock()
+		var f *wsconn.Frame
+		if code == CloseNoStatus {
+			f = wsconn.NewFrame(ws.OpClose, nil)
+		} else {
+			f = wsconn.NewCloseFrame(ws.StatusCode(code), "")
+		}
+		start, ok := c.queue.Seal(f, false)
+		f.Release()
+		switch {
+		case !ok:
+			c.teardown()
+		case start:
+			c.startFlush()
+		}
+	case stateClosing:
+		c.peerClosed = true
+		done := c.closeSent
+		c.dropAfterSend = true
+		c.mu.Unlock()
+		if done {
+			c.teardown()
+		}
+	default:
+		c.mu.Unlock()
+	}
+}
+
+// startFlush runs a flusher for the queue; Queue.Push guarantees at most
+// one at a time.
+func (c *Conn) startFlush() {
+	c.srv.wg.Add(1)
+	go c.flush()
+}
+
+var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
+
+func (c *Conn) flush() {
+	defer c.srv.wg.Done()
+	fl := flushers.Get().(*wsconn.Flusher)
+	sealed, n, err := fl.Flush(&c.queue, c.nc, c.srv.cfg.WriteTimeout)
+	fl.Reset()
+	flushers.Put(fl)
+	c.bytesOut.Add(n)
+	c.srv.stats.bytesOut.Add(n)
+	if err != nil {
+		c.teardown()
+		return
+	}
+	if sealed {
+		c.mu.Lock()
+		c.closeSent = true
+		drop := c.dropAfterSend || c.peerClosed
+		c.mu.Unlock()
+		if drop {
+			c.teardown()
+		}
+	}
+}
+
+// teardown ends the connection: the socket is closed, rooms are left, and
+// the Close event is queued behind the connection's pending events. It is
+// idempotent.
+func (c *Conn) teardown() {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if c.closeCode == 0 {
+		// Neither side sent a close frame: RFC 6455 §7.1.5 calls that 1006.
+		c.closeCode = CloseAbnormal
+	}
+	c.state = stateClosed
+	code, reason := c.closeCode, c.closeReason
+	for _, r := range c.rooms {
+		c.srv.rooms.remove(r, c)
+	}
+	// Queued under mu so that no message task can be queued after it.
+	queued := c.lane.push(task{kind: taskClose, c: c, code: code, reason: reason})
+	c.mu.Unlock()
+
+	c.queue.Kill()
+	if c.registered {
+		_ = c.srv.poller.Remove(&c.desc)
+	}
+	_ = c.nc.Close()
+	c.route.conns.Add(-1)
+	c.route.releaseIP(c.ip)
+	c.srv.stats.closes(code)
+	if !queued {
+		c.finished()
+	}
+}
+
+// opened runs on the lane just before the handler's Open.
+func (c *Conn) opened() {
+	c.mu.Lock()
+	c.isOpen = true
+	c.mu.Unlock()
+}
+
+// finished runs on the lane after the handler's Close: the connection is
+// forgotten.
+func (c *Conn) finished() {
+	c.handlerData = nil
+	c.srv.table.remove(c)
+	c.srv.active.Add(-1)
+	c.srv.connGone()
+}
+
+// closedByServer reports whether the server side closed the connection, in
+// which case messages still queued are not delivered to the handler.
+func (c *Conn) closedByServer() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byServer
+}
+
+// wantRead reports whether the reader should keep reading: while open, and
+// while waiting for the peer's answer to our close.
+func (c *Conn) wantRead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateOpen:
+		return true
+	case stateClosing:
+		return !c.peerClosed && !c.dropAfterSend
+	}
+	return false
+}
+
+func (c *Conn) countIn() {
+	c.msgsIn.Add(1)
+	c.srv.stats.messagesIn.Add(1)
+}
+
+// releaseOwned returns an assembled message buffer to the pool.
+func releaseOwned(b []byte) { bufpool.Put(b) }
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

@@ -1,0 +1,108 @@
+package router
+
+import (
+	"net/url"
+
+	"github.com/moonwire/moonwire/router/wsconn"
+)
+
+// Kind is the type of a data message: Text or Binary.
+type Kind = wsconn.Kind
+
+// Message kinds.
+const (
+	Text   = wsconn.Text
+	Binary = wsconn.Binary
+)
+
+// Close codes the router sends (RFC 6455 §7.4.1).
+const (
+	CloseNormal        = 1000
+	CloseGoingAway     = 1001
+	CloseProtocolError = 1002
+	CloseNoStatus      = 1005 // reported, never sent: the peer's close frame had no code
+	CloseAbnormal      = 1006 // reported, never sent: the TCP connection ended without a close frame
+	CloseInvalidData   = 1007
+	ClosePolicy        = 1008
+	CloseTooBig        = 1009
+	CloseInternalError = 1011
+)
+
+// Handler is what a route does with its connections. The router owns
+// sockets, framing, queues and timing; the handler only decides.
+//
+// Every route has a fixed number of lanes: serial executors, one goroutine
+// each. A connection is pinned to one lane for its life, and all of its
+// events run on that lane in order, one at a time: Open, then each Message,
+// then Close exactly once. Different lanes run in parallel. A handler may
+// therefore keep per-lane state (a Lua VM) without locks.
+//
+// Handler methods other than Start and Stop run on lanes and must return in
+// bounded time: while a Message call runs, the router reads nothing more from
+// that connection.
+type Handler interface {
+	// Start is called once before the route serves, with the route's
+	// runtime. The handler may Post work to lanes from then on.
+	Start(rt *Route) error
+	// Handshake decides on an upgrade request. It runs on lane before the
+	// connection exists; the connection, if accepted, is pinned to the same
+	// lane.
+	Handshake(lane int, req *Request) Verdict
+	// Open is the first event of an accepted connection.
+	Open(lane int, c *Conn)
+	// Message delivers one complete data message. data is valid only until
+	// Message returns.
+	Message(lane int, c *Conn, kind Kind, data []byte)
+	// Close is the last event of a connection, delivered exactly once for
+	// every opened connection. code is the close status: the peer's, the one
+	// the router or handler closed with, or CloseAbnormal (1006) when the
+	// connection ended without a close frame.
+	Close(lane int, c *Conn, code int, reason string)
+	// Stop is called once after the route's last event; the handler
+	// releases what Start acquired. Lanes are still running.
+	Stop()
+}
+
+// HandshakeSkipper is implemented by handlers that can tell, per request,
+// that they have no handshake logic; the router then accepts without the
+// round trip to a lane.
+type HandshakeSkipper interface {
+	SkipHandshake() bool
+}
+
+// Request is an upgrade request as a handler sees it. Header names are
+// lower-case; repeated headers are joined with ", ".
+type Request struct {
+	Path         string
+	RawQuery     string
+	Params       map[string]string
+	Header       map[string]string
+	Host         string
+	Origin       string
+	RemoteAddr   string
+	Subprotocols []string
+
+	query url.Values
+}
+
+// Query returns the parsed query string (parsed once, on first use).
+func (r *Request) Query() url.Values {
+	if r.query == nil {
+		r.query, _ = url.ParseQuery(r.RawQuery)
+	}
+	return r.query
+}
+
+// Verdict is a handler's answer to a Request.
+type Verdict struct {
+	// Reject refuses the upgrade with Status (default 403) and Body as the
+	// plain-text response body.
+	Reject bool
+	Status int
+	Body   string
+	// Subprotocol, when set, must be one the client offered; it is echoed
+	// in Sec-WebSocket-Protocol.
+	Subprotocol string
+	// Attrs are set on the connection before Open.
+	Attrs map[string]any
+}

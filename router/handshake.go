@@ -1,0 +1,526 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/internal/bufpool"
+)
+
+// The handshake path. Each accepted socket gets a goroutine for its
+// handshake only, under one absolute deadline (HandshakeTimeout), so a
+// silent or byte-at-a-time client costs at most that long. The request line
+// is peeked to pick a route; requests for no route go to net/http on the
+// same socket, upgrades go through gobwas/ws's zero-copy Upgrader, whose
+// callbacks capture headers without building an http.Request.
+
+const (
+	maxRequestLine  = 4096
+	maxHeaderBytes  = 16 << 10
+	connectionClose = "Connection: close\r\n"
+)
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxRequestLine) }}
+
+var errLineTooLong = errors.New("request line too long")
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	_ = nc.SetDeadline(deadline)
+
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	line, err := peekLine(br)
+	if err != nil {
+		if errors.Is(err, errLineTooLong) {
+			writeStatus(nc, http.StatusRequestURITooLong, "request line too long")
+		}
+		s.recycleReader(br)
+		_ = nc.Close()
+		return
+	}
+	method, target, ok := parseRequestLine(line)
+	if !ok {
+		writeStatus(nc, http.StatusBadRequest, "malformed request line")
+		s.recycleReader(br)
+		_ = nc.Close()
+		return
+	}
+	reqPath, rawQuery := target, ""
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		reqPath, rawQuery = target[:i], target[i+1:]
+	}
+	rt, params := s.routes.Load().lookup(reqPath)
+	if rt == nil || method != http.MethodGet {
+		// Not ours: plain HTTP (static files, 404, 405) on the same socket.
+		_ = nc.SetDeadline(time.Time{})
+		s.http.serve(nc, br)
+		return
+	}
+
+	hs := &handshake{
+		srv:      s,
+		rt:       rt,
+		deadline: deadline,
+		req: Request{
+			Path:       reqPath,
+			RawQuery:   rawQuery,
+			Params:     params,
+			Header:     make(map[string]string, 8),
+			RemoteAddr: nc.RemoteAddr().String(),
+		},
+	}
+	hs.ip = hostOf(hs.req.RemoteAddr)
+	u := ws.Upgrader{
+		OnHost:          hs.onHost,
+		OnHeader:        hs.onHeader,
+		ProtocolCustom:  hs.onProtocol,
+		OnBeforeUpgrade: hs.decide,
+	}
+	_, err = u.Upgrade(readWriter{&headReader{br: br}, nc})
+	if err != nil {
+		hs.release()
+		status := http.StatusBadRequest
+		var rej *ws.ConnectionRejectedError
+		if errors.As(err, &rej) {
+			status = rej.StatusCode()
+		}
+		if hs.refused == 0 && isNetErr(err) {
+			// The client went away or timed out: nothing was refused.
+			status = 0
+		}
+		if status != 0 {
+			s.stats.refusedWith(status)
+		}
+		s.recycleReader(br)
+		_ = nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	s.stats.handshakesOK.Add(1)
+	c := s.newConn(nc, hs)
+	if n := br.Buffered(); n > 0 {
+		// The client sent frames right behind its request; keep them.
+		c.rbuf = bufpool.Get(max(n, readBufferSize))
+		c.rbuf = c.rbuf[:cap(c.rbuf)]
+		b, _ := br.Peek(n)
+		c.w = copy(c.rbuf, b)
+	}
+	s.recycleReader(br)
+	s.startConn(c)
+}
+
+func (s *Server) recycleReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
+
+// readWriter joins the request reader and the socket for the Upgrader.
+type readWriter struct {
+	*headReader
+	net.Conn
+}
+
+func (rw readWriter) Read(p []byte) (int, error)  { return rw.headReader.Read(p) }
+func (rw readWriter) Write(p []byte) (int, error) { return rw.Conn.Write(p) }
+
+// headReader yields the request head (through the blank line) and then
+// EOF. The Upgrader reads through a buffer of its own that it discards
+// afterwards, so without this bound it would swallow frames a client sends
+// right behind its request; with it, they stay in br for the connection.
+// It also caps the head's size.
+type headReader struct {
+	br    *bufio.Reader
+	state uint8 // progress through "\r\n\r\n" (a bare "\n\n" also ends a head)
+	n     int
+	done  bool
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+func (h *headReader) Read(p []byte) (int, error) {
+	if h.done {
+		return 0, io.EOF
+	}
+	if h.br.Buffered() == 0 {
+		if _, err := h.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	b, _ := h.br.Peek(min(h.br.Buffered(), len(p)))
+	n := 0
+	for n < len(b) && !h.done {
+		c := b[n]
+		n++
+		switch {
+		case c == '\r' && h.state == 2:
+			h.state = 3
+		case c == '\r':
+			h.state = 1
+		case c == '\n' && (h.state == 1 || h.state == 0):
+			h.state = 2
+		case c == '\n' && (h.state == 2 || h.state == 3):
+			h.done = true
+		default:
+			h.state = 0
+		}
+	}
+	copy(p, b[:n])
+	_, _ = h.br.Discard(n)
+	h.n += n
+	if h.n > maxRequestLine+maxHeaderBytes {
+		return n, errHeadTooLarge
+	}
+	return n, nil
+}
+
+// handshake is the state of one upgrade in progress.
+type handshake struct {
+	srv         *Server
+	rt          *Route
+	deadline    time.Time
+	req         Request
+	ip          string
+	headerBytes int
+	lane        *lane
+	verdict     Verdict
+	refused     int // the HTTP status we refused with
+	holdsSlot   bool
+	holdsIP     bool
+}
+
+func (hs *handshake) onHost(host []byte) error {
+	hs.req.Host = string(host)
+	hs.req.Header["host"] = hs.req.Host
+	return nil
+}
+
+func (hs *handshake) onHeader(k, v []byte) error {
+	hs.headerBytes += len(k) + len(v)
+	if hs.headerBytes > maxHeaderBytes {
+		return hs.reject(http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	}
+	name := strings.ToLower(string(k))
+	if prev, ok := hs.req.Header[name]; ok {
+		hs.req.Header[name] = prev + ", " + string(v)
+	} else {
+		hs.req.Header[name] = string(v)
+	}
+	if name == "origin" {
+		hs.req.Origin = string(v)
+	}
+	return nil
+}
+
+// onProtocol records the offered subprotocols and selects none: the
+// handler chooses later, in decide, and the choice is written as a header.
+func (hs *handshake) onProtocol(v []byte) (string, bool) {
+	for _, p := range strings.Split(string(v), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			hs.req.Subprotocols = append(hs.req.Subprotocols, p)
+		}
+	}
+	if prev, ok := hs.req.Header["sec-websocket-protocol"]; ok {
+		hs.req.Header["sec-websocket-protocol"] = prev + ", " + string(v)
+	} else {
+		hs.req.Header["sec-websocket-protocol"] = string(v)
+	}
+	return "", true
+}
+
+func (hs *handshake) reject(status int, body string) error {
+	hs.refused = status
+	return ws.RejectConnectionError(
+		ws.RejectionStatus(status),
+		ws.RejectionReason(body),
+		ws.RejectionHeader(ws.HandshakeHeaderString(connectionClose)),
+	)
+}
+
+// decide runs after the request is read and valid: the server's own limits
+// first, then the route's handler.
+func (hs *handshake) decide() (ws.HandshakeHeader, error) {
+	s, rt := hs.srv, hs.rt
+	if s.isClosing() {
+		return nil, hs.reject(http.StatusServiceUnavailable, "server shutting down")
+	}
+	if !s.originAllowed(hs.req.Origin) {
+		return nil, hs.reject(http.StatusForbidden, "origin not allowed")
+	}
+	if max := s.cfg.MaxConnections; max > 0 {
+		if s.active.Add(1) > int64(max) {
+			s.active.Add(-1)
+			return nil, hs.reject(http.StatusServiceUnavailable, "too many connections")
+		}
+	} else {
+		s.active.Add(1)
+	}
+	hs.holdsSlot = true
+	if !rt.acquireIP(hs.ip) {
+		return nil, hs.reject(http.StatusTooManyRequests, "too many connections from this address")
+	}
+	hs.holdsIP = true
+
+	hs.lane = rt.lanes[int(rt.next.Add(1)-1)%len(rt.lanes)]
+	v, err := hs.ask()
+	if err != nil {
+		return nil, err
+	}
+	if v.Reject {
+		status := v.Status
+		if status < 400 || status > 599 {
+			status = http.StatusForbidden
+		}
+		body := v.Body
+		if body == "" {
+			body = http.StatusText(status)
+		}
+		return nil, hs.reject(status, body)
+	}
+	hs.verdict = v
+	if v.Subprotocol != "" {
+		offered := false
+		for _, p := range hs.req.Subprotocols {
+			offered = offered || p == v.Subprotocol
+		}
+		if !offered {
+			s.log.Error("handshake: handler chose a subprotocol the client did not offer",
+				"route", rt.spec.Pattern, "subprotocol", v.Subprotocol)
+			return nil, hs.reject(http.StatusInternalServerError, "internal error")
+		}
+		return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: " + v.Subprotocol + "\r\n"), nil
+	}
+	return nil, nil
+}
+
+// ask runs the handler's Handshake on the chosen lane and waits for it
+// within the handshake deadline.
+func (hs *handshake) ask() (Verdict, error) {
+	if sk, ok := hs.rt.spec.Handler.(HandshakeSkipper); ok && sk.SkipHandshake() {
+		return Verdict{}, nil
+	}
+	ph := &pendingHandshake{req: &hs.req, done: make(chan Verdict, 1)}
+	if !hs.lane.push(task{kind: taskHandshake, hs: ph}) {
+		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "route stopped")
+	}
+	t := time.NewTimer(time.Until(hs.deadline))
+	defer t.Stop()
+	select {
+	case v := <-ph.done:
+		return v, nil
+	case <-t.C:
+		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "handshake timed out")
+	}
+}
+
+// release gives back what decide reserved, for a refused upgrade.
+func (hs *handshake) release() {
+	if hs.holdsSlot {
+		hs.srv.active.Add(-1)
+		hs.srv.connGone()
+	}
+	if hs.holdsIP {
+		hs.rt.releaseIP(hs.ip)
+	}
+}
+
+// pendingHandshake carries a request to a lane and the verdict back.
+type pendingHandshake struct {
+	req  *Request
+	done chan Verdict
+}
+
+func (ph *pendingHandshake) finish(v Verdict) { ph.done <- v }
+
+// newConn builds the connection for a completed handshake.
+func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
+	rt := hs.rt
+	c := &Conn{
+		srv:         s,
+		route:       rt,
+		lane:        hs.lane,
+		nc:          nc,
+		path:        hs.req.Path,
+		rawQuery:    hs.req.RawQuery,
+		params:      hs.req.Params,
+		header:      hs.req.Header,
+		remoteAddr:  hs.req.RemoteAddr,
+		ip:          hs.ip,
+		subprotocol: hs.verdict.Subprotocol,
+		created:     time.Now(),
+		maxMsg:      rt.spec.MaxMessageSize,
+		heartbeat:   rt.spec.Heartbeat,
+		rateLimit:   rt.spec.RateLimit,
+		attrs:       hs.verdict.Attrs,
+	}
+	c.parser.MaxMessage = rt.spec.MaxMessageSize
+	c.queue.Limit = s.cfg.WriteQueue
+	c.lastSeen.Store(c.created.UnixNano())
+	c.lastPing.Store(c.created.UnixNano())
+	if s.poller != nil {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				c.rc = rc
+				c.readFn = c.doRead
+			}
+		}
+	}
+	if c.rc == nil {
+		c.resume = make(chan struct{}, 1)
+	}
+	tok, ok := s.table.add(c)
+	if !ok {
+		// Four million connections: refuse politely rather than corrupt.
+		tok = 0
+	}
+	c.id = formatID(s.nodeID, tok)
+	rt.conns.Add(1)
+	return c
+}
+
+// startConn queues the Open event and starts reading.
+func (s *Server) startConn(c *Conn) {
+	c.lane.push(task{kind: taskOpen, c: c})
+	if s.isClosing() {
+		c.closeWith(CloseGoingAway, "going away", false, false)
+	}
+	if c.rc == nil {
+		s.wg.Add(1)
+		go func() {
+			if c.w > 0 {
+				// Parse what arrived with the handshake before blocking.
+				c.pending.Store(1)
+				c.consume(0, nil)
+				<-c.resume
+			}
+			c.readLoop()
+		}()
+		return
+	}
+	// Parse anything that arrived with the handshake, then arm the poller.
+	c.pending.Store(1)
+	c.consume(0, nil)
+}
+
+// peekLine returns the request line without consuming it.
+func peekLine(br *bufio.Reader) ([]byte, error) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return bytes.TrimRight(b[:i], "\r"), nil
+		}
+		if br.Buffered() >= br.Size() {
+			return nil, errLineTooLong
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// parseRequestLine splits "GET /path?q HTTP/1.1". Absolute-form targets
+// ("http://host/path") are reduced to their path.
+func parseRequestLine(line []byte) (method, target string, ok bool) {
+	m, rest, ok1 := bytes.Cut(line, []byte(" "))
+	t, proto, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 || len(m) == 0 || len(t) == 0 || !bytes.HasPrefix(proto, []byte("HTTP/")) {
+		return "", "", false
+	}
+	target = string(t)
+	if target[0] != '/' {
+		u, err := url.ParseRequestURI(target)
+		if err != nil || u.Path == "" {
+			return "", "", false
+		}
+		target = u.EscapedPath()
+		if u.RawQuery != "" {
+			target += "?" + u.RawQuery
+		}
+	}
+	return string(m), target, true
+}
+
+// writeStatus answers a request we cannot even parse.
+func writeStatus(nc net.Conn, status int, body string) {
+	_, _ = nc.Write([]byte("HTTP/1.1 " + itoa(status) + " " + http.StatusText(status) + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" + connectionClose +
+		"Content-Length: " + itoa(len(body)) + "\r\n\r\n" + body))
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// originPattern is one allowed_origins entry.
+type originPattern struct {
+	any    bool
+	scheme string
+	host   string // may contain * wildcards
+	port   string
+}
+
+func parseOrigin(s string) (originPattern, error) {
+	if s == "*" {
+		return originPattern{any: true}, nil
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" || rest == "" || strings.ContainsAny(rest, "/?#") {
+		return originPattern{}, errors.New("allowed origin " + s + ": want scheme://host[:port]")
+	}
+	host, port := rest, ""
+	if h, p, err := net.SplitHostPort(rest); err == nil {
+		host, port = h, p
+	}
+	if _, err := path.Match(host, ""); err != nil {
+		return originPattern{}, errors.New("allowed origin " + s + ": bad wildcard")
+	}
+	return originPattern{scheme: strings.ToLower(scheme), host: strings.ToLower(host), port: port}, nil
+}
+
+// originAllowed applies AllowedOrigins. A request without Origin comes from
+// a non-browser client, which the Origin check (a browser CSRF defence)
+// does not concern.
+func (s *Server) originAllowed(origin string) bool {
+	if len(s.origins) == 0 || origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	for _, p := range s.origins {
+		if p.any {
+			return true
+		}
+		if p.scheme != scheme || p.port != port {
+			continue
+		}
+		if ok, _ := path.Match(p.host, host); ok {
+			return true
+		}
+	}
+	return false
+}

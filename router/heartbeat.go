@@ -1,0 +1,67 @@
+package router
+
+import (
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+const pingOp = ws.OpPing
+
+// sweep is the server's single timekeeper: instead of a timer per
+// connection, one goroutine walks the connection table a few times per
+// heartbeat interval and
+//   - pings connections quiet for their route's interval,
+//   - closes (1001 "heartbeat timeout") those silent for its timeout,
+//   - drops connections whose closing handshake outlived CloseTimeout.
+func (s *Server) sweep() {
+	tick := s.sweepInterval()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case now := <-t.C:
+			s.sweepOnce(now)
+		}
+	}
+}
+
+// sweepInterval is a quarter of the shortest interval or timeout in use,
+// between 10ms and 1s: fine enough to keep heartbeat timing within a few
+// percent, coarse enough to cost nothing.
+func (s *Server) sweepInterval() time.Duration {
+	d := min(s.cfg.Heartbeat.Interval, s.cfg.Heartbeat.Timeout, s.cfg.CloseTimeout)
+	for _, rt := range s.routes.Load().all {
+		d = min(d, rt.spec.Heartbeat.Interval, rt.spec.Heartbeat.Timeout)
+	}
+	return min(max(d/4, 10*time.Millisecond), time.Second)
+}
+
+func (s *Server) sweepOnce(now time.Time) {
+	nowNs := now.UnixNano()
+	s.table.each(func(c *Conn) {
+		c.mu.Lock()
+		state, deadline := c.state, c.closeDeadline
+		c.mu.Unlock()
+		switch state {
+		case stateClosing:
+			if nowNs > deadline {
+				c.teardown()
+			}
+			return
+		case stateClosed:
+			return
+		}
+		quiet := time.Duration(nowNs - c.lastSeen.Load())
+		hb := c.heartbeat
+		switch {
+		case quiet >= hb.Timeout:
+			c.closeWith(CloseGoingAway, "heartbeat timeout", true, true)
+		case quiet >= hb.Interval && time.Duration(nowNs-c.lastPing.Load()) >= hb.Interval:
+			c.lastPing.Store(nowNs)
+			_ = c.sendControl(pingOp, nil)
+		}
+	})
+}

@@ -1,0 +1,187 @@
+package router
+
+import (
+	"log/slog"
+	"runtime/debug"
+	"sync"
+)
+
+type taskKind uint8
+
+const (
+	taskMessage taskKind = iota
+	taskOpen
+	taskClose
+	taskHandshake
+	taskFunc
+)
+
+// task is one unit of work on a lane. Tasks are stored by value in the
+// lane's queue, so queuing a message allocates nothing.
+type task struct {
+	kind   taskKind
+	msg    Kind
+	owned  bool // data is a pooled buffer the lane returns after use
+	code   int
+	c      *Conn
+	data   []byte
+	reason string
+	fn     func()
+	hs     *pendingHandshake
+}
+
+// lane is a serial executor: one goroutine running tasks in order. A route
+// has a fixed set of lanes and pins each connection to one of them, which is
+// what lets a handler keep unsynchronised per-lane state.
+//
+// Lock order: lane.mu is a leaf.
+type lane struct {
+	rt    *Route
+	index int
+
+	mu      sync.Mutex
+	queue   []task
+	spare   []task
+	waiting bool // the goroutine is parked on wake
+	stopped bool
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+func newLane(rt *Route, index int) *lane {
+	return &lane{rt: rt, index: index, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// push queues t. It reports false, dropping t, once the lane is stopped.
+func (l *lane) push(t task) bool {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return false
+	}
+	l.queue = append(l.queue, t)
+	wake := l.waiting
+	l.waiting = false
+	l.mu.Unlock()
+	if wake {
+		l.wake <- struct{}{}
+	}
+	return true
+}
+
+// stop makes the lane finish what is queued and exit.
+func (l *lane) stop() {
+	l.mu.Lock()
+	already := l.stopped
+	l.stopped = true
+	wake := l.waiting
+	l.waiting = false
+	l.mu.Unlock()
+	if wake && !already {
+		l.wake <- struct{}{}
+	}
+}
+
+func (l *lane) run() {
+	defer close(l.done)
+	for {
+		l.mu.Lock()
+		for len(l.queue) == 0 {
+			if l.stopped {
+				l.mu.Unlock()
+				return
+			}
+			l.waiting = true
+			l.mu.Unlock()
+			<-l.wake
+			l.mu.Lock()
+		}
+		batch := l.queue
+		l.queue = l.spare[:0]
+		l.mu.Unlock()
+
+		for i := range batch {
+			l.runTask(&batch[i])
+			batch[i] = task{} // drop references for the GC
+		}
+		if cap(batch) > 1024 {
+			batch = nil // a burst grew it; do not keep it
+		}
+		l.mu.Lock()
+		l.spare = batch
+		l.mu.Unlock()
+	}
+}
+
+func (l *lane) runTask(t *task) {
+	switch t.kind {
+	case taskMessage:
+		c := t.c
+		if !c.closedByServer() {
+			c.countIn()
+			l.message(c, t.msg, t.data)
+		}
+		if t.owned {
+			releaseOwned(t.data)
+		}
+		c.taskDone()
+	case taskOpen:
+		t.c.opened()
+		l.open(t.c)
+	case taskClose:
+		l.close(t.c, t.code, t.reason)
+		t.c.finished()
+	case taskHandshake:
+		t.hs.finish(l.handshake(t.hs.req))
+	case taskFunc:
+		l.call(t.fn)
+	default:
+		slog.Error("router: unknown task kind", "kind", t.kind)
+	}
+}
+
+// The wrappers below keep a panicking handler from taking its lane down: a
+// panic in Go code behind a script costs only the connection involved.
+
+func (l *lane) message(c *Conn, kind Kind, data []byte) {
+	defer l.recoverFor(c)
+	l.rt.spec.Handler.Message(l.index, c, kind, data)
+}
+
+func (l *lane) open(c *Conn) {
+	defer l.recoverFor(c)
+	l.rt.spec.Handler.Open(l.index, c)
+}
+
+func (l *lane) close(c *Conn, code int, reason string) {
+	defer l.recoverFor(nil)
+	l.rt.spec.Handler.Close(l.index, c, code, reason)
+}
+
+func (l *lane) handshake(req *Request) (v Verdict) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.logPanic(r)
+			v = Verdict{Reject: true, Status: 500, Body: "internal error"}
+		}
+	}()
+	return l.rt.spec.Handler.Handshake(l.index, req)
+}
+
+func (l *lane) call(fn func()) {
+	defer l.recoverFor(nil)
+	fn()
+}
+
+func (l *lane) recoverFor(c *Conn) {
+	if r := recover(); r != nil {
+		l.logPanic(r)
+		if c != nil {
+			c.Close(CloseInternalError, "internal error")
+		}
+	}
+}
+
+func (l *lane) logPanic(r any) {
+	l.rt.srv.log.Error("handler panic", "route", l.rt.spec.Pattern, "lane", l.index, "panic", r, "stack", string(debug.Stack()))
+}

@@ -1,0 +1,23 @@
+// Package poll reports read readiness of many sockets from one goroutine, so
+// that an idle WebSocket connection costs a kernel registration instead of a
+// parked goroutine and a read buffer.
+//
+// On Linux it is epoll in one-shot mode: a registered socket reports once,
+// then stays silent until re-armed, which gives the reader exclusive use of
+// the connection without locks. Elsewhere New returns ErrUnsupported and the
+// router falls back to a goroutine per connection.
+//
+// It knows file descriptors and tokens, nothing of WebSocket or the router.
+// Every operation on a descriptor runs inside syscall.RawConn.Control, so a
+// descriptor can never be closed and reused by another connection while it is
+// being registered or re-armed.
+package poll
+
+import "errors"
+
+// ErrUnsupported is returned by New where the platform has no poller; the
+// caller serves connections with a goroutine each instead.
+var ErrUnsupported = errors.New("poll: not supported on this platform")
+
+// ErrClosed is returned by operations on a closed Poller.
+var ErrClosed = errors.New("poll: closed")

@@ -1,0 +1,30 @@
+//go:build !linux
+
+package poll
+
+import "syscall"
+
+// Poller is unavailable on this platform; New always fails with
+// ErrUnsupported and the router reads with a goroutine per connection.
+type Poller struct{}
+
+// Desc is a socket's registration.
+type Desc struct{}
+
+// New reports ErrUnsupported.
+func New(handle func(token uint64)) (*Poller, error) { return nil, ErrUnsupported }
+
+// Add is never called: New fails.
+func (p *Poller) Add(d *Desc, rc syscall.RawConn, token uint64) error { return ErrUnsupported }
+
+// Rearm is never called: New fails.
+func (p *Poller) Rearm(d *Desc) error { return ErrUnsupported }
+
+// Remove is never called: New fails.
+func (p *Poller) Remove(d *Desc) error { return nil }
+
+// Run is never called: New fails.
+func (p *Poller) Run() error { return ErrUnsupported }
+
+// Close is never called: New fails.
+func (p *Poller) Close() error { return nil }

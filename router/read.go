@@ -1,0 +1,246 @@
+package router
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/wsconn"
+)
+
+// The read path. A connection is read in turns: the poller reports it
+// readable (or its reader goroutine wakes), the turn's holder reads what the
+// socket has, decodes every complete frame, answers control frames, queues
+// data messages on the connection's lane, and gives the turn back. The turn
+// stays held while those messages are pending, so the read buffer they point
+// into stays valid and a connection whose handler is slow stops being read
+// (TCP backpressure instead of unbounded memory). The last message to finish
+// releases the turn: the buffer goes back to the pool if it holds no partial
+// frame, and the socket is re-armed.
+
+const readBufferSize = 4096
+
+// maxFrameOverhead is the largest frame header, which the read buffer must
+// hold on top of a maximum-size payload.
+const maxFrameOverhead = 14
+
+// onReadable is the poller's report: take the turn and read once.
+func (c *Conn) onReadable() {
+	if !c.armed.Swap(false) {
+		return // a stale report: the turn is not the poller's to give
+	}
+	c.pending.Store(1)
+	c.prepareBuffer()
+	c.readN, c.readErr = 0, nil
+	if err := c.rc.Read(c.readFn); err != nil {
+		c.readErr = err // the socket was closed under us
+	}
+	n, err := c.readN, c.readErr
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		// A spurious report; nothing to read after all.
+		n, err = 0, nil
+	case err == nil && n == 0:
+		err = io.EOF
+	}
+	c.consume(max(n, 0), err)
+}
+
+// doRead is bound once to readFn; a single non-blocking read(2).
+func (c *Conn) doRead(fd uintptr) bool {
+	c.readN, c.readErr = unix.Read(int(fd), c.rbuf[c.w:])
+	return true
+}
+
+// readLoop is the reader of a connection not on the poller (TLS, or a
+// platform without epoll): a goroutine blocked in Read.
+func (c *Conn) readLoop() {
+	defer c.srv.wg.Done()
+	for {
+		c.pending.Store(1)
+		c.prepareBuffer()
+		n, err := c.nc.Read(c.rbuf[c.w:])
+		c.consume(n, err)
+		<-c.resume
+		if !c.wantRead() {
+			c.releaseBuffers()
+			return
+		}
+	}
+}
+
+// prepareBuffer makes room in the read buffer: compacting what is left of
+// a partial frame and growing toward the frame's size as its bytes actually
+// arrive (never allocating on a peer-declared length up front).
+func (c *Conn) prepareBuffer() {
+	if c.rbuf == nil {
+		c.rbuf = bufpool.Get(readBufferSize)
+		c.rbuf = c.rbuf[:cap(c.rbuf)]
+		c.r, c.w = 0, 0
+		return
+	}
+	if c.r > 0 {
+		c.w = copy(c.rbuf, c.rbuf[c.r:c.w])
+		c.r = 0
+	}
+	if c.w == len(c.rbuf) {
+		size := 2 * len(c.rbuf)
+		if c.need > len(c.rbuf) {
+			size = min(size, c.need)
+		}
+		size = min(size, int(c.maxMsg)+maxFrameOverhead)
+		if size <= len(c.rbuf) {
+			size = len(c.rbuf) + readBufferSize // cannot happen: parser limits frames
+		}
+		grown := bufpool.Get(size)
+		grown = grown[:cap(grown)]
+		copy(grown, c.rbuf[:c.w])
+		bufpool.Put(c.rbuf)
+		c.rbuf = grown
+	}
+}
+
+// consume decodes the n new bytes and ends the read with err, if any.
+func (c *Conn) consume(n int, err error) {
+	if n > 0 {
+		c.w += n
+		c.lastSeen.Store(time.Now().UnixNano())
+		c.bytesIn.Add(int64(n))
+		c.srv.stats.bytesIn.Add(int64(n))
+	}
+	c.parse()
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !isClosedErr(err) {
+			c.srv.log.Debug("read failed", "route", c.route.spec.Pattern, "conn", c.id, "err", err)
+		}
+		c.teardown()
+	}
+	c.taskDone()
+}
+
+// parse decodes complete frames from the read buffer.
+func (c *Conn) parse() {
+	for c.r < c.w {
+		ev, n, err := c.parser.Next(c.rbuf[c.r:c.w])
+		if err != nil {
+			code, reason, _ := wsconn.CloseStatus(err)
+			c.srv.stats.protocolErrors.Add(1)
+			c.closeWith(int(code), reason, true, false)
+			c.r = c.w
+			return
+		}
+		if n == 0 {
+			c.need = ev.Need
+			return
+		}
+		c.r += n
+		switch ev.Kind {
+		case wsconn.Text, wsconn.Binary:
+			if c.rateLimit != nil && !c.allow() {
+				if ev.Owned {
+					bufpool.Put(ev.Payload)
+				}
+				c.closeWith(ClosePolicy, "rate limit", true, false)
+				c.r = c.w
+				return
+			}
+			c.deliver(ev)
+		case wsconn.Ping:
+			_ = c.sendControl(ws.OpPong, ev.Payload) // a pong echoes the ping payload
+		case wsconn.Close:
+			c.onPeerClose(int(ev.Code), ev.Reason)
+			c.r = c.w // RFC 6455 §5.5.1: nothing after a close frame counts
+			return
+		}
+	}
+}
+
+// deliver queues a data message on the lane. The message keeps the read
+// turn until the lane has run it.
+func (c *Conn) deliver(ev wsconn.Event) {
+	c.mu.Lock()
+	if c.state == stateClosed || c.byServer {
+		c.mu.Unlock()
+		if ev.Owned {
+			bufpool.Put(ev.Payload)
+		}
+		return
+	}
+	c.pending.Add(1)
+	if !c.lane.push(task{kind: taskMessage, c: c, msg: ev.Kind, data: ev.Payload, owned: ev.Owned}) {
+		c.pending.Add(-1)
+		if ev.Owned {
+			bufpool.Put(ev.Payload)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// allow takes a token from the connection's rate-limit bucket.
+func (c *Conn) allow() bool {
+	rl := c.rateLimit
+	now := time.Now().UnixNano()
+	if c.refilled == 0 {
+		c.tokens, c.refilled = float64(rl.Burst), now
+	}
+	rate := float64(rl.Messages) / float64(rl.Per)
+	c.tokens = min(float64(rl.Burst), c.tokens+float64(now-c.refilled)*rate)
+	c.refilled = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// taskDone releases one hold on the read turn; the last one resumes
+// reading.
+func (c *Conn) taskDone() {
+	if c.pending.Add(-1) == 0 {
+		c.resumeReading()
+	}
+}
+
+// resumeReading runs with the turn released by everyone: it returns an
+// empty buffer to the pool and waits for the next readiness.
+func (c *Conn) resumeReading() {
+	if c.rc == nil {
+		c.resume <- struct{}{}
+		return
+	}
+	if !c.wantRead() {
+		c.releaseBuffers()
+		return
+	}
+	if c.r == c.w && c.rbuf != nil {
+		bufpool.Put(c.rbuf)
+		c.rbuf, c.r, c.w = nil, 0, 0
+	}
+	var err error
+	c.armed.Store(true)
+	if c.registered {
+		err = c.srv.poller.Rearm(&c.desc)
+	} else {
+		c.registered = true
+		err = c.srv.poller.Add(&c.desc, c.rc, c.token)
+	}
+	if err != nil && c.armed.Swap(false) {
+		// The socket was closed meanwhile (or the poller is gone).
+		c.teardown()
+		c.releaseBuffers()
+	}
+}
+
+// releaseBuffers drops the read-side buffers of a connection that will not
+// be read again. Only the turn's holder may call it.
+func (c *Conn) releaseBuffers() {
+	if c.rbuf != nil {
+		bufpool.Put(c.rbuf)
+		c.rbuf, c.r, c.w = nil, 0, 0
+	}
+	c.parser.Reset()
+}

@@ -1,0 +1,135 @@
+package router
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/moonwire/moonwire/router/wsconn"
+)
+
+// roomSet holds the rooms of one node. Rooms exist while they have members.
+//
+// Lock order: roomSet.mu, then room.mu. Conn.mu may be held when calling in
+// (Join, teardown); room.mu is never held while taking Conn.mu.
+type roomSet struct {
+	mu    sync.RWMutex
+	rooms map[string]*room
+}
+
+// room keeps its members in a slice for fast fan-out and an index for O(1)
+// removal.
+type room struct {
+	mu      sync.RWMutex
+	members []*Conn
+	index   map[*Conn]int
+}
+
+func (s *roomSet) add(name string, c *Conn) {
+	s.mu.Lock()
+	if s.rooms == nil {
+		s.rooms = make(map[string]*room)
+	}
+	r := s.rooms[name]
+	if r == nil {
+		r = &room{index: make(map[*Conn]int)}
+		s.rooms[name] = r
+	}
+	r.mu.Lock()
+	s.mu.Unlock()
+	if _, ok := r.index[c]; !ok {
+		r.index[c] = len(r.members)
+		r.members = append(r.members, c)
+	}
+	r.mu.Unlock()
+}
+
+func (s *roomSet) remove(name string, c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[name]
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	if i, ok := r.index[c]; ok {
+		last := len(r.members) - 1
+		moved := r.members[last]
+		r.members[i] = moved
+		r.index[moved] = i
+		r.members[last] = nil
+		r.members = r.members[:last]
+		delete(r.index, c)
+	}
+	empty := len(r.members) == 0
+	r.mu.Unlock()
+	if empty {
+		delete(s.rooms, name)
+	}
+}
+
+func (s *roomSet) get(name string) *room {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rooms[name]
+}
+
+// size returns the number of local members of a room.
+func (s *roomSet) size(name string) int {
+	r := s.get(name)
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.members)
+}
+
+// memberIDs returns the ids of a room's local members, sorted.
+func (s *roomSet) memberIDs(name string) []string {
+	r := s.get(name)
+	if r == nil {
+		return nil
+	}
+	r.mu.RLock()
+	ids := make([]string, len(r.members))
+	for i, c := range r.members {
+		ids[i] = c.id
+	}
+	r.mu.RUnlock()
+	sort.Strings(ids)
+	return ids
+}
+
+// fanout queues f on every local member except one, returning how many
+// accepted it. Slow consumers are dealt with after the room lock is
+// released, since closing takes Conn.mu.
+func (s *roomSet) fanout(name string, f *wsconn.Frame, except *Conn) int {
+	r := s.get(name)
+	if r == nil {
+		return 0
+	}
+	var slow []*Conn
+	n := 0
+	r.mu.RLock()
+	for _, c := range r.members {
+		if c == except {
+			continue
+		}
+		start, err := c.queue.Push(f)
+		switch err {
+		case nil:
+			n++
+			c.msgsOut.Add(1)
+			if start {
+				c.startFlush()
+			}
+		case wsconn.ErrFull:
+			slow = append(slow, c)
+		}
+	}
+	r.mu.RUnlock()
+	for _, c := range slow {
+		c.slowConsumer()
+	}
+	return n
+}

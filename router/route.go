@@ -1,0 +1,210 @@
+package router
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// RouteSpec configures one route.
+type RouteSpec struct {
+	// Pattern is an exact path ("/echo") or one with whole-segment
+	// parameters ("/rooms/{room}").
+	Pattern string
+	Handler Handler
+	// Lanes is the number of serial executors (Lua VMs); at least 1.
+	Lanes int
+	// Heartbeat overrides Config.Heartbeat when non-zero.
+	Heartbeat Heartbeat
+	// MaxMessageSize overrides Config.MaxMessageSize when non-zero.
+	MaxMessageSize int64
+	// RateLimit, when set, closes a connection that sends faster (1008).
+	RateLimit *RateLimit
+	// MaxConnectionsPerIP refuses upgrades from one address past this count
+	// with HTTP 429; 0 means no limit.
+	MaxConnectionsPerIP int
+}
+
+// Heartbeat is the ping/timeout policy of a route.
+type Heartbeat struct {
+	// Interval: a connection quiet this long is pinged.
+	Interval time.Duration
+	// Timeout: a connection silent this long is closed 1001.
+	Timeout time.Duration
+}
+
+// RateLimit is a token bucket per connection: Messages per Per, with bursts
+// of up to Burst messages.
+type RateLimit struct {
+	Messages int
+	Per      time.Duration
+	Burst    int
+}
+
+// Route is a route's runtime, handed to its Handler at Start.
+type Route struct {
+	srv     *Server
+	spec    RouteSpec
+	pattern pattern
+	lanes   []*lane
+	next    atomic.Uint32 // round-robin lane assignment
+
+	conns atomic.Int64 // open connections
+
+	ipMu  sync.Mutex
+	perIP map[string]int
+}
+
+// Pattern returns the route's path pattern.
+func (rt *Route) Pattern() string { return rt.spec.Pattern }
+
+// Lanes returns the number of lanes.
+func (rt *Route) Lanes() int { return len(rt.lanes) }
+
+// Server returns the server the route belongs to.
+func (rt *Route) Server() *Server { return rt.srv }
+
+// Connections returns the number of open connections on the route.
+func (rt *Route) Connections() int64 { return rt.conns.Load() }
+
+// Post runs fn on lane i after the events already queued there. It reports
+// false when the route has stopped and fn will not run.
+func (rt *Route) Post(i int, fn func()) bool {
+	return rt.lanes[i].push(task{kind: taskFunc, fn: fn})
+}
+
+// acquireIP counts a connection from ip against MaxConnectionsPerIP.
+func (rt *Route) acquireIP(ip string) bool {
+	limit := rt.spec.MaxConnectionsPerIP
+	if limit <= 0 {
+		return true
+	}
+	rt.ipMu.Lock()
+	defer rt.ipMu.Unlock()
+	if rt.perIP[ip] >= limit {
+		return false
+	}
+	if rt.perIP == nil {
+		rt.perIP = make(map[string]int)
+	}
+	rt.perIP[ip]++
+	return true
+}
+
+func (rt *Route) releaseIP(ip string) {
+	if rt.spec.MaxConnectionsPerIP <= 0 {
+		return
+	}
+	rt.ipMu.Lock()
+	defer rt.ipMu.Unlock()
+	if n := rt.perIP[ip] - 1; n > 0 {
+		rt.perIP[ip] = n
+	} else {
+		delete(rt.perIP, ip)
+	}
+}
+
+// pattern is a parsed route path: literal segments and {name} parameters.
+type pattern struct {
+	segs   []string // literal text, or "" for a parameter
+	params []string // parameter name per segment ("" for literals)
+	nparam int
+}
+
+func parsePattern(p string) (pattern, error) {
+	if !strings.HasPrefix(p, "/") {
+		return pattern{}, fmt.Errorf("path %q must start with /", p)
+	}
+	var pt pattern
+	seen := map[string]bool{}
+	for _, s := range strings.Split(p[1:], "/") {
+		if strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") {
+			name := s[1 : len(s)-1]
+			if name == "" || seen[name] {
+				return pattern{}, fmt.Errorf("path %q: bad or repeated parameter %q", p, s)
+			}
+			seen[name] = true
+			pt.segs = append(pt.segs, "")
+			pt.params = append(pt.params, name)
+			pt.nparam++
+			continue
+		}
+		if strings.ContainsAny(s, "{}") {
+			return pattern{}, fmt.Errorf("path %q: a parameter must be a whole segment", p)
+		}
+		pt.segs = append(pt.segs, s)
+		pt.params = append(pt.params, "")
+	}
+	return pt, nil
+}
+
+func (pt *pattern) literals() int { return len(pt.segs) - pt.nparam }
+
+// match reports whether path matches and, for patterns with parameters,
+// returns their values. Parameter values must be non-empty.
+func (pt *pattern) match(path string) (map[string]string, bool) {
+	if len(path) == 0 || path[0] != '/' {
+		return nil, false
+	}
+	rest := path[1:]
+	var params map[string]string
+	for i, lit := range pt.segs {
+		j := strings.IndexByte(rest, '/')
+		var seg string
+		if i == len(pt.segs)-1 {
+			if j >= 0 {
+				return nil, false
+			}
+			seg = rest
+		} else {
+			if j < 0 {
+				return nil, false
+			}
+			seg, rest = rest[:j], rest[j+1:]
+		}
+		if name := pt.params[i]; name != "" {
+			if seg == "" {
+				return nil, false
+			}
+			if v, err := url.PathUnescape(seg); err == nil {
+				seg = v
+			}
+			if params == nil {
+				params = make(map[string]string, pt.nparam)
+			}
+			params[name] = seg
+		} else if seg != lit {
+			return nil, false
+		}
+	}
+	return params, true
+}
+
+// routeTable matches paths to routes. Exact patterns win over patterns with
+// parameters; among the latter, the one with the most literal segments
+// wins, then the first declared.
+type routeTable struct {
+	exact  map[string]*Route
+	params []*Route
+	all    []*Route
+}
+
+func (t *routeTable) lookup(path string) (*Route, map[string]string) {
+	if rt, ok := t.exact[path]; ok {
+		return rt, nil
+	}
+	var best *Route
+	var bestParams map[string]string
+	for _, rt := range t.params {
+		if best != nil && rt.pattern.literals() <= best.pattern.literals() {
+			continue
+		}
+		if p, ok := rt.pattern.match(path); ok {
+			best, bestParams = rt, p
+		}
+	}
+	return best, bestParams
+}

@@ -1,0 +1,559 @@
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/moonwire/moonwire/router/broker"
+	"github.com/moonwire/moonwire/router/poll"
+	"github.com/moonwire/moonwire/router/wsconn"
+)
+
+// SlowConsumerPolicy says what happens when a connection's write queue is
+// full.
+type SlowConsumerPolicy uint8
+
+// Slow-consumer policies.
+const (
+	// SlowConsumerClose closes the connection with 1008 "slow consumer".
+	SlowConsumerClose SlowConsumerPolicy = iota
+	// SlowConsumerDrop drops the new message and counts it.
+	SlowConsumerDrop
+)
+
+// Config configures a Server. Zero values take the defaults noted.
+type Config struct {
+	Routes []RouteSpec
+
+	MaxMessageSize   int64         // 1 MiB
+	MaxConnections   int           // 0: no limit; over it the upgrade gets 503
+	HandshakeTimeout time.Duration // 5s
+	WriteQueue       int           // bytes per connection; 1 MiB
+	SlowConsumer     SlowConsumerPolicy
+	WriteTimeout     time.Duration // a write making no progress this long drops the connection; 10s
+	CloseTimeout     time.Duration // how long to wait for the peer's close frame; 3s
+	Heartbeat        Heartbeat     // 10s / 30s
+	// AllowedOrigins, when not empty, refuses (403) upgrades whose Origin
+	// header matches none of these: "https://app.example.com",
+	// "https://*.example.com", or "*". Requests without Origin (non-browser
+	// clients) are allowed.
+	AllowedOrigins []string
+	// HTTP serves requests that are not WebSocket upgrades to a route
+	// (static pages); nil answers 404.
+	HTTP http.Handler
+
+	Broker broker.Broker // nil: a private in-memory broker
+	NodeID string        // "": random
+	Logger *slog.Logger  // nil: slog.Default()
+	// Workers is the size of the pool that reads ready connections;
+	// 0: GOMAXPROCS.
+	Workers int
+	// NoPoller reads every connection with its own goroutine even where
+	// epoll is available (the portable path; tests use it).
+	NoPoller bool
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 1 << 20
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 5 * time.Second
+	}
+	if c.WriteQueue <= 0 {
+		c.WriteQueue = 1 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 3 * time.Second
+	}
+	if c.Heartbeat.Interval <= 0 {
+		c.Heartbeat.Interval = 10 * time.Second
+	}
+	if c.Heartbeat.Timeout <= 0 {
+		c.Heartbeat.Timeout = 30 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server accepts WebSocket connections and routes their events to handlers.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	nodeID  string
+	started time.Time
+	origins []originPattern
+
+	routes atomic.Pointer[routeTable]
+	table  connTable
+	rooms  roomSet
+	poller *poll.Poller
+	ready  chan uint64 // tokens reported by the poller, for the workers
+	http   *httpHandoff
+
+	broker       broker.Broker
+	ownBroker    bool
+	unsubscribe  func()
+	brokerAlone  func() bool
+	active       atomic.Int64 // connections whose Close event has not run
+	activeChange chan struct{}
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	closing   bool
+	stopped   chan struct{}
+	sweepStop chan struct{}
+
+	wg      sync.WaitGroup // flushers, reader goroutines, handshakes
+	bg      sync.WaitGroup // poller, workers, lanes, sweeper
+	stats   serverStats
+	stopAll sync.Once
+}
+
+// New builds a server from cfg and starts its routes' lanes and handlers.
+// It does not listen: call Serve.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{
+		cfg:          cfg,
+		log:          cfg.Logger,
+		nodeID:       cfg.NodeID,
+		started:      time.Now(),
+		listeners:    make(map[net.Listener]struct{}),
+		stopped:      make(chan struct{}),
+		sweepStop:    make(chan struct{}),
+		activeChange: make(chan struct{}, 1),
+	}
+	if s.nodeID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		s.nodeID = hex.EncodeToString(b[:])
+	}
+	for _, o := range cfg.AllowedOrigins {
+		p, err := parseOrigin(o)
+		if err != nil {
+			return nil, err
+		}
+		s.origins = append(s.origins, p)
+	}
+
+	table := &routeTable{exact: make(map[string]*Route)}
+	for _, spec := range cfg.Routes {
+		rt, err := s.newRoute(spec)
+		if err != nil {
+			return nil, err
+		}
+		if rt.pattern.nparam == 0 {
+			if _, dup := table.exact[spec.Pattern]; dup {
+				return nil, fmt.Errorf("route %s: duplicate path", spec.Pattern)
+			}
+			table.exact[spec.Pattern] = rt
+		} else {
+			table.params = append(table.params, rt)
+		}
+		table.all = append(table.all, rt)
+	}
+	s.routes.Store(table)
+
+	if !cfg.NoPoller {
+		p, err := poll.New(s.onReady)
+		switch {
+		case err == nil:
+			s.poller = p
+		case errors.Is(err, poll.ErrUnsupported):
+			s.log.Info("epoll unavailable; reading each connection with a goroutine", "err", err)
+		default:
+			return nil, fmt.Errorf("poller: %w", err)
+		}
+	}
+
+	s.broker = cfg.Broker
+	if s.broker == nil {
+		s.broker, s.ownBroker = broker.NewMemory(), true
+	}
+	if m, ok := s.broker.(*broker.Memory); ok {
+		s.brokerAlone = func() bool { return !m.HasPeers(s.nodeID) }
+	}
+	unsub, err := s.broker.Subscribe(s.nodeID, s.onBroker)
+	if err != nil {
+		s.closePoller()
+		return nil, fmt.Errorf("broker subscribe: %w", err)
+	}
+	s.unsubscribe = unsub
+
+	s.http = newHTTPHandoff(s)
+	s.startBackground()
+	for _, rt := range table.all {
+		if err := rt.spec.Handler.Start(rt); err != nil {
+			s.stopBackground()
+			return nil, fmt.Errorf("route %s: %w", rt.spec.Pattern, err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) newRoute(spec RouteSpec) (*Route, error) {
+	pt, err := parsePattern(spec.Pattern)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", spec.Pattern, err)
+	}
+	if spec.Handler == nil {
+		return nil, fmt.Errorf("route %s: no handler", spec.Pattern)
+	}
+	if spec.Lanes <= 0 {
+		spec.Lanes = 1
+	}
+	if spec.Heartbeat.Interval <= 0 {
+		spec.Heartbeat.Interval = s.cfg.Heartbeat.Interval
+	}
+	if spec.Heartbeat.Timeout <= 0 {
+		spec.Heartbeat.Timeout = s.cfg.Heartbeat.Timeout
+	}
+	if spec.MaxMessageSize <= 0 {
+		spec.MaxMessageSize = s.cfg.MaxMessageSize
+	}
+	if rl := spec.RateLimit; rl != nil && (rl.Messages <= 0 || rl.Per <= 0) {
+		return nil, fmt.Errorf("route %s: rate limit needs messages > 0 and per > 0", spec.Pattern)
+	} else if rl != nil && rl.Burst < rl.Messages {
+		cp := *rl
+		cp.Burst = rl.Messages
+		spec.RateLimit = &cp
+	}
+	rt := &Route{srv: s, spec: spec, pattern: pt}
+	for i := range spec.Lanes {
+		rt.lanes = append(rt.lanes, newLane(rt, i))
+	}
+	return rt, nil
+}
+
+func (s *Server) startBackground() {
+	for _, rt := range s.routes.Load().all {
+		for _, l := range rt.lanes {
+			s.bg.Add(1)
+			go func() { defer s.bg.Done(); l.run() }()
+		}
+	}
+	if s.poller != nil {
+		s.ready = make(chan uint64, 4096)
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			if err := s.poller.Run(); err != nil {
+				s.log.Error("poller stopped", "err", err)
+			}
+			close(s.ready)
+		}()
+		for range s.cfg.Workers {
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				for tok := range s.ready {
+					if c := s.table.get(tok); c != nil {
+						c.onReadable()
+					}
+				}
+			}()
+		}
+	}
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.sweep() }()
+}
+
+// onReady is the poller's callback: hand the token to a worker. When every
+// worker is busy the poller waits here, which is the backpressure.
+func (s *Server) onReady(tok uint64) { s.ready <- tok }
+
+// NodeID returns this node's id, the prefix of its connection ids.
+func (s *Server) NodeID() string { return s.nodeID }
+
+// Routes returns the routes in declaration order.
+func (s *Server) Routes() []*Route { return s.routes.Load().all }
+
+// Serve accepts connections on ln until Shutdown or Close. It returns
+// http.ErrServerClosed after a shutdown, like net/http.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors or a transient failure: back off rather
+				// than spin, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.stopped:
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return http.ErrServerClosed
+		}
+		// Added under mu so that no handshake starts after Shutdown began
+		// waiting for them.
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown drains the server: it stops accepting, closes every connection
+// with 1001 "going away", waits for their Close events to run, then stops
+// the routes. When ctx ends first, the remaining connections are dropped
+// (their Close events still run) and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginClosing()
+	s.table.each(func(c *Conn) { c.closeWith(CloseGoingAway, "going away", false, false) })
+	err := s.waitIdle(ctx)
+	if err != nil {
+		s.table.each(func(c *Conn) { c.teardown() })
+		_ = s.waitIdle(context.Background())
+	}
+	s.stopBackground()
+	return err
+}
+
+// Close drops every connection at once (their Close events still run) and
+// stops the server.
+func (s *Server) Close() error {
+	s.beginClosing()
+	s.table.each(func(c *Conn) { c.teardown() })
+	_ = s.waitIdle(context.Background())
+	s.stopBackground()
+	return nil
+}
+
+func (s *Server) beginClosing() {
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		close(s.stopped)
+		for ln := range s.listeners {
+			_ = ln.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.http.close()
+}
+
+// waitIdle waits until every connection's Close event has run.
+func (s *Server) waitIdle(ctx context.Context) error {
+	for s.active.Load() > 0 {
+		select {
+		case <-s.activeChange:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+			// Connections still in their handshake become active without
+			// signalling; look again.
+		}
+	}
+	return nil
+}
+
+func (s *Server) connGone() {
+	select {
+	case s.activeChange <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) stopBackground() {
+	s.stopAll.Do(func() {
+		s.wg.Wait() // handshakes, flushers and reader goroutines
+		for _, rt := range s.routes.Load().all {
+			rt.spec.Handler.Stop()
+			for _, l := range rt.lanes {
+				l.stop()
+			}
+		}
+		if s.unsubscribe != nil {
+			s.unsubscribe()
+		}
+		if s.ownBroker {
+			_ = s.broker.Close()
+		}
+		s.closePoller()
+		close(s.sweepStop)
+		s.bg.Wait()
+	})
+}
+
+func (s *Server) closePoller() {
+	if s.poller != nil {
+		_ = s.poller.Close()
+	}
+}
+
+// Conn returns the local connection with the given id, or nil.
+func (s *Server) Conn(id string) *Conn {
+	node, tok, ok := parseID(id)
+	if !ok || node != s.nodeID {
+		return nil
+	}
+	if c := s.table.get(tok); c != nil && c.id == id {
+		return c
+	}
+	return nil
+}
+
+// Broadcast queues data on every member of room, on this node and, through
+// the broker, on the others, except the connection except (may be nil). It
+// returns the number of local recipients. The payload is framed once for
+// all of them.
+func (s *Server) Broadcast(room string, kind Kind, data []byte, except *Conn) int {
+	f := wsconn.NewFrame(opcode(kind), data)
+	return s.broadcast(room, kind, f, except, func() []byte { return clone(data) })
+}
+
+// BroadcastString is Broadcast for a string payload.
+func (s *Server) BroadcastString(room string, kind Kind, data string, except *Conn) int {
+	f := wsconn.NewFrameString(opcode(kind), data)
+	return s.broadcast(room, kind, f, except, func() []byte { return []byte(data) })
+}
+
+func (s *Server) broadcast(room string, kind Kind, f *wsconn.Frame, except *Conn, payload func() []byte) int {
+	n := s.rooms.fanout(room, f, except)
+	f.Release()
+	s.stats.broadcasts.Add(1)
+	s.stats.fanout.Add(int64(n))
+	s.stats.messagesOut.Add(int64(n))
+	if s.brokerAlone == nil || !s.brokerAlone() {
+		m := broker.Message{Op: broker.OpBroadcast, Origin: s.nodeID, Room: room, Binary: kind == Binary, Data: payload()}
+		if except != nil {
+			m.Except = except.id
+		}
+		s.publish(m)
+	}
+	return n
+}
+
+// SendTo queues data on the connection id, wherever it is in the cluster.
+// For a local connection the error is the connection's verdict; for a
+// remote one, delivery is best-effort.
+func (s *Server) SendTo(id string, kind Kind, data []byte) error {
+	if c := s.Conn(id); c != nil {
+		return c.Send(kind, data)
+	}
+	node, _, ok := parseID(id)
+	if !ok || node == s.nodeID {
+		return ErrClosed
+	}
+	s.publish(broker.Message{Op: broker.OpSend, Origin: s.nodeID, Target: id, Binary: kind == Binary, Data: clone(data)})
+	return nil
+}
+
+// CloseConn closes the connection id, wherever it is in the cluster.
+func (s *Server) CloseConn(id string, code int, reason string) error {
+	if !SendableCloseCode(code) {
+		return fmt.Errorf("invalid close code %d", code)
+	}
+	if c := s.Conn(id); c != nil {
+		return c.Close(code, reason)
+	}
+	node, _, ok := parseID(id)
+	if !ok || node == s.nodeID {
+		return ErrClosed
+	}
+	s.publish(broker.Message{Op: broker.OpClose, Origin: s.nodeID, Target: id, Code: code, Reason: reason})
+	return nil
+}
+
+// RoomSize returns the number of local members of room.
+func (s *Server) RoomSize(room string) int { return s.rooms.size(room) }
+
+// RoomMembers returns the ids of the local members of room, sorted.
+func (s *Server) RoomMembers(room string) []string { return s.rooms.memberIDs(room) }
+
+func (s *Server) publish(m broker.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout)
+	defer cancel()
+	if err := s.broker.Publish(ctx, m); err != nil {
+		s.stats.brokerErrors.Add(1)
+		s.log.Warn("broker publish failed", "op", m.Op, "err", err)
+	}
+}
+
+// onBroker applies another node's instruction locally.
+func (s *Server) onBroker(m broker.Message) {
+	kind := Text
+	if m.Binary {
+		kind = Binary
+	}
+	switch m.Op {
+	case broker.OpBroadcast:
+		var except *Conn
+		if m.Except != "" {
+			except = s.Conn(m.Except)
+		}
+		f := wsconn.NewFrame(opcode(kind), m.Data)
+		n := s.rooms.fanout(m.Room, f, except)
+		f.Release()
+		s.stats.fanout.Add(int64(n))
+		s.stats.messagesOut.Add(int64(n))
+	case broker.OpSend:
+		if c := s.Conn(m.Target); c != nil {
+			_ = c.Send(kind, m.Data)
+		}
+	case broker.OpClose:
+		if c := s.Conn(m.Target); c != nil {
+			_ = c.Close(m.Code, m.Reason)
+		}
+	}
+}
+
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EBADF)
+}
+
+func itoa(i int) string { return fmt.Sprint(i) }

@@ -1,0 +1,114 @@
+package wsconn
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/internal/bufpool"
+)
+
+// Frame is one encoded server-to-client frame. A broadcast encodes its
+// payload once and queues the same Frame on every recipient, so a Frame is
+// immutable once built and reference counted: each queue holding it owns a
+// reference, and the last Release returns its memory to the pool.
+type Frame struct {
+	b    []byte
+	refs atomic.Int32
+}
+
+var framePool = sync.Pool{New: func() any { return new(Frame) }}
+
+// NewFrame encodes a final, unmasked frame with opcode op around payload.
+// payload is copied. The returned Frame holds one reference, owned by the
+// caller: queue it (each queue takes its own reference), then Release it.
+func NewFrame(op ws.OpCode, payload []byte) *Frame {
+	return newFrame(op, payload, "")
+}
+
+// NewFrameString is NewFrame for a string payload, which spares callers
+// holding strings (scripts) a conversion copy.
+func NewFrameString(op ws.OpCode, payload string) *Frame {
+	return newFrame(op, nil, payload)
+}
+
+func newFrame(op ws.OpCode, pb []byte, ps string) *Frame {
+	n := len(pb) + len(ps)
+	hl := headerLen(n)
+	f := framePool.Get().(*Frame)
+	f.b = bufpool.Get(hl + n)
+	putHeader(f.b, op, n)
+	copy(f.b[hl+copy(f.b[hl:], pb):], ps)
+	f.refs.Store(1)
+	return f
+}
+
+// NewCloseFrame encodes a close frame with code and reason. The reason is
+// truncated to fit the 125-byte control payload limit (on a UTF-8 boundary).
+func NewCloseFrame(code ws.StatusCode, reason string) *Frame {
+	reason = truncateUTF8(reason, ws.MaxControlFramePayloadSize-2)
+	f := framePool.Get().(*Frame)
+	f.b = bufpool.Get(2 + 2 + len(reason))
+	putHeader(f.b, ws.OpClose, 2+len(reason))
+	binary.BigEndian.PutUint16(f.b[2:], uint16(code))
+	copy(f.b[4:], reason)
+	f.refs.Store(1)
+	return f
+}
+
+// Bytes returns the encoded frame. It is valid while the caller holds a
+// reference and must not be modified.
+func (f *Frame) Bytes() []byte { return f.b }
+
+// Retain adds a reference.
+func (f *Frame) Retain() { f.refs.Add(1) }
+
+// Release drops a reference; the last one recycles the frame.
+func (f *Frame) Release() {
+	switch r := f.refs.Add(-1); {
+	case r == 0:
+		bufpool.Put(f.b)
+		f.b = nil
+		framePool.Put(f)
+	case r < 0:
+		panic("wsconn: Frame released more times than retained")
+	}
+}
+
+func headerLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
+// putHeader writes a FIN frame header for an n-byte unmasked payload at the
+// front of b (RFC 6455 §5.2).
+func putHeader(b []byte, op ws.OpCode, n int) {
+	b[0] = 0x80 | byte(op)
+	switch {
+	case n <= 125:
+		b[1] = byte(n)
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+}
+
+func truncateUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && s[max]&0xc0 == 0x80 {
+		max--
+	}
+	return s[:max]
+}

@@ -1,0 +1,71 @@
+-- chat.lua: a chat room per path.
+--
+-- Mount it on "/chat/{room}" (and "/chat" for the lobby). Every text
+-- message is broadcast to the other members as JSON; joins and leaves are
+-- announced. With settings.history = N the last N messages of a room are
+-- replayed to whoever joins. Binary messages are relayed to the others as
+-- they are.
+--
+--   -> {"type":"join","id":"<conn>","room":"lobby","members":2}
+--   -> {"type":"message","from":"<conn>","room":"lobby","text":"hi","at":1764160000.1}
+--   -> {"type":"leave","id":"<conn>","room":"lobby","members":1}
+local M = {}
+
+local function room_of(conn)
+  return conn.params.room or "lobby"
+end
+
+local function history_size()
+  return tonumber(ws.settings.history) or 0
+end
+
+-- History lives in the shared store so every VM (and a reload) sees it:
+-- one key per message, numbered by an atomic counter.
+local function remember(room, msg)
+  local n = history_size()
+  if n <= 0 then return end
+  local seq = store.incr("chat:seq:" .. room)
+  store.set("chat:msg:" .. room .. ":" .. seq, msg)
+  store.delete("chat:msg:" .. room .. ":" .. (seq - n))
+end
+
+local function replay(conn, room)
+  local n = history_size()
+  if n <= 0 then return end
+  local last = store.get("chat:seq:" .. room) or 0
+  for seq = math.max(1, last - n + 1), last do
+    local msg = store.get("chat:msg:" .. room .. ":" .. seq)
+    if msg then conn:send(msg) end
+  end
+end
+
+function M.on_open(conn)
+  local room = room_of(conn)
+  replay(conn, room)
+  conn:join(room)
+  ws.broadcast(room, json.encode({
+    type = "join", id = conn.id, room = room, members = ws.room_size(room),
+  }))
+end
+
+function M.on_message(conn, data, kind)
+  local room = room_of(conn)
+  if kind == "binary" then
+    ws.broadcast(room, data, { kind = "binary", except = conn })
+    return
+  end
+  local msg = json.encode({
+    type = "message", from = conn.id, room = room, text = data, at = time.now(),
+  })
+  remember(room, msg)
+  ws.broadcast(room, msg, { except = conn })
+end
+
+function M.on_close(conn, code, reason)
+  local room = room_of(conn)
+  ws.broadcast(room, json.encode({
+    type = "leave", id = conn.id, room = room, members = ws.room_size(room),
+  }))
+end
+
+return M
