@@ -309,7 +309,7 @@ max_connections_per_ip = 1
 	})
 	t.Run("bad handshakes", func(t *testing.T) {
 		for _, req := range []string{
-			"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",                                        // no key
+			"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",                                               // no key
 			"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", // old version
 			"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n",
 			"garbage\r\n\r\n",

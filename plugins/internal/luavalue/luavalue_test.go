@@ -315,14 +315,14 @@ func TestRoundTrip(t *testing.T) {
 func TestNullAndMarker(t *testing.T) {
 	t.Parallel()
 	L := newState(t)
-	if Null(L) != Null(L) {
+	if a, b := Null(L), Null(L); a != b {
 		t.Fatal("Null is not stable per state")
 	}
 	other := newState(t)
 	if !IsNull(Null(other)) || IsNull(L.NewUserData()) || IsNull(lua.LNil) {
 		t.Fatal("IsNull mismatch")
 	}
-	if ArrayMetatable(L) != ArrayMetatable(L) {
+	if a, b := ArrayMetatable(L), ArrayMetatable(L); a != b {
 		t.Fatal("array metatable is not shared")
 	}
 	err := L.DoString(`
