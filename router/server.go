@@ -483,8 +483,7 @@ func (s *Server) SendTo(id string, kind Kind, data []byte) error {
 	if c := s.Conn(id); c != nil {
 		return c.Send(kind, data)
 	}
-	node, _, ok := parseID(id)
-	if !ok || node == s.nodeID {
+	if !s.remote(id) {
 		return ErrClosed
 	}
 	s.publish(broker.Message{Op: broker.OpSend, Origin: s.nodeID, Target: id, Binary: kind == Binary, Data: clone(data)})
@@ -499,12 +498,21 @@ func (s *Server) CloseConn(id string, code int, reason string) error {
 	if c := s.Conn(id); c != nil {
 		return c.Close(code, reason)
 	}
-	node, _, ok := parseID(id)
-	if !ok || node == s.nodeID {
+	if !s.remote(id) {
 		return ErrClosed
 	}
 	s.publish(broker.Message{Op: broker.OpClose, Origin: s.nodeID, Target: id, Code: code, Reason: reason})
 	return nil
+}
+
+// remote reports whether id may live on another node: it names another
+// node and there are other nodes to ask.
+func (s *Server) remote(id string) bool {
+	node, _, ok := parseID(id)
+	if !ok || node == s.nodeID {
+		return false
+	}
+	return s.brokerAlone == nil || !s.brokerAlone()
 }
 
 // RoomSize returns the number of local members of room.

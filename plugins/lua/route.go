@@ -223,12 +223,11 @@ func (r *Route) Open(lane int, c *router.Conn) {
 	v.cur = c
 	v.L.Push(v.onOpen)
 	v.L.Push(ud)
-	err := v.pcall(1, 0)
-	v.cur = nil
-	if err != nil {
+	if err := v.pcall(1, 0); err != nil {
 		v.fail("on_open", err)
 		_ = c.Close(router.CloseInternalError, "internal error")
 	}
+	v.cur = nil
 }
 
 // Message implements router.Handler. The payload becomes a Lua string: the
@@ -252,12 +251,11 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 	} else {
 		L.Push(v.kindText)
 	}
-	err := v.pcall(3, 0)
-	v.cur = nil
-	if err != nil {
+	if err := v.pcall(3, 0); err != nil {
 		v.fail("on_message", err)
 		_ = c.Close(router.CloseInternalError, "internal error")
 	}
+	v.cur = nil
 }
 
 // Close implements router.Handler.
@@ -272,11 +270,10 @@ func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
 	v.L.Push(ud)
 	v.L.Push(glua.LNumber(code))
 	v.L.Push(glua.LString(reason))
-	err := v.pcall(3, 0)
-	v.cur = nil
-	if err != nil {
+	if err := v.pcall(3, 0); err != nil {
 		v.fail("on_close", err)
 	}
+	v.cur = nil
 }
 
 // requestTable builds on_handshake's req argument.

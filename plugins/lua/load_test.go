@@ -1,0 +1,32 @@
+package lua_test
+
+import (
+	"log/slog"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/plugins/store"
+)
+
+// startErr builds a route from script without serving it, as `moonwire
+// check` does, and returns the load error.
+func startErr(t *testing.T, script string) (*lua.Route, error) {
+	t.Helper()
+	st := store.New(store.Options{})
+	defer st.Close()
+	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: node.Modules(st)})
+	defer eng.Close()
+	r, err := eng.NewRoute(lua.RouteConfig{
+		Pattern:        "/t",
+		FS:             fstest.MapFS{"t.lua": {Data: []byte(script)}},
+		Script:         "t.lua",
+		HandlerTimeout: 200 * time.Millisecond,
+	})
+	if r != nil {
+		r.Release()
+	}
+	return r, err
+}
