@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/internal/moontest"
+)
+
+// syncBuffer collects a command's output while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code := run(args, &out, &errOut, nil, nil)
+	return code, out.String(), errOut.String()
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "moonwire ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"frobnicate"}, {"-nope"}, {"check", "-nope"}, {"-log-level", "loud"}} {
+		if code, _, _ := runCmd(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+func TestCheckShippedConfigs(t *testing.T) {
+	t.Parallel()
+	configs := []string{""} // the embedded default
+	found, _ := filepath.Glob("../../examples/*/moonwire.toml")
+	configs = append(configs, found...)
+	if len(found) == 0 {
+		t.Fatal("no example configs found")
+	}
+	for _, cfg := range configs {
+		args := []string{"check"}
+		if cfg != "" {
+			args = append(args, "-config", cfg)
+		}
+		code, out, errOut := runCmd(t, args...)
+		if code != 0 || !strings.Contains(out, ": ok (") {
+			t.Errorf("check %q: exit %d\n%s%s", cfg, code, out, errOut)
+		}
+	}
+}
+
+func TestCheckReportsFileAndLine(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": `
+[[routes]]
+path = "/a"
+script = "syntax.lua"
+
+[[routes]]
+path = "/b"
+script = "runtime.lua"
+
+[[routes]]
+path = "/c"
+script = "fine.lua"
+`,
+		"scripts/syntax.lua":  "local M = {}\n\nfunction M.on_message(conn, data)\n  conn:send(data\nend\nreturn M\n",
+		"scripts/runtime.lua": "local M = {}\nlocal x = nil\nprint(x.field)\nreturn M\n",
+		"scripts/fine.lua":    "return {}\n",
+	})
+	code, out, _ := runCmd(t, "check", "-config", filepath.Join(dir, "moonwire.toml"))
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one line per broken script, got:\n%s", out)
+	}
+	wantPrefix := []string{
+		filepath.Join(dir, "scripts", "syntax.lua") + ":5: ",
+		filepath.Join(dir, "scripts", "runtime.lua") + ":3: ",
+	}
+	for i, p := range wantPrefix {
+		if !strings.HasPrefix(lines[i], p) {
+			t.Errorf("line %d: %q, want prefix %q", i, lines[i], p)
+		}
+	}
+}
+
+func TestCheckReportsConfigKeys(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": `
+[server]
+max_message_size = "12XB"
+listne = "x"
+
+[[routes]]
+path = "/a"
+script = "missing.lua"
+`,
+		"scripts/other.lua": "return {}\n",
+	})
+	file := filepath.Join(dir, "moonwire.toml")
+	code, out, _ := runCmd(t, "check", "-config", file)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		file + ": server.listne: unknown key",
+		file + ": server.max_message_size: invalid size",
+		file + ": routes[0].script: \"missing.lua\" not found",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The server refuses to start on the same file, with the same words.
+	code, _, errOut := runCmd(t, "-config", file)
+	if code != 1 || !strings.Contains(errOut, "server.listne: unknown key") {
+		t.Fatalf("serve: exit %d\n%s", code, errOut)
+	}
+}
+
+func TestInactiveSettingsThatWouldMisleadAreRefused(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": "[broker]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\n[[routes]]\npath = \"/a\"\nscript = \"a.lua\"\n",
+		"scripts/a.lua": "return {}\n",
+	})
+	code, _, errOut := runCmd(t, "-config", filepath.Join(dir, "moonwire.toml"))
+	if code != 1 || !strings.Contains(errOut, "broker.kind") {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+}
+
+// TestServeAndDrain runs the command as a user would and stops it with
+// SIGTERM: every client gets 1001, every on_close runs, the command exits 0.
+func TestServeAndDrain(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": `
+[server]
+listen = "127.0.0.1:0"
+drain_timeout = "10s"
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+`,
+		"scripts/echo.lua": `
+return {
+  on_message = function(conn, data) conn:send(data) end,
+  on_close = function(conn, code, reason) log.info("on_close ran", { code = code, reason = reason }) end,
+}`,
+	})
+	var out, errOut syncBuffer
+	sigs := make(chan os.Signal, 2)
+	ready := make(chan string, 1)
+	exit := make(chan int, 1)
+	go func() { exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case code := <-exit:
+		t.Fatalf("exited %d before serving\n%s", code, errOut.String())
+	case <-time.After(moontest.Timeout):
+		t.Fatal("no ready signal")
+	}
+	if !strings.Contains(out.String(), "ws://"+addr+"/echo") {
+		t.Fatalf("startup output lacks the URL:\n%s", out.String())
+	}
+	var clients []*moontest.Client
+	for range 3 {
+		c := moontest.Dial(t, "ws://"+addr+"/echo")
+		c.Send("hi")
+		c.Expect("hi")
+		clients = append(clients, c)
+	}
+	sigs <- syscall.SIGHUP // not a stop
+	sigs <- syscall.SIGTERM
+	for _, c := range clients {
+		c.ExpectClose(1001, "going away")
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, errOut.String())
+		}
+	case <-time.After(moontest.Timeout):
+		t.Fatal("did not exit after draining")
+	}
+	if n := strings.Count(errOut.String(), "on_close ran"); n != 3 {
+		t.Fatalf("on_close ran %d times, want 3\n%s", n, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "code=1001") {
+		t.Fatalf("on_close did not see 1001:\n%s", errOut.String())
+	}
+}
+
+// TestSecondSignalCutsTheDrainShort: a client that never answers the close
+// keeps a drain waiting; a second signal ends it at once.
+func TestSecondSignalCutsTheDrainShort(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1h\"\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
+		"scripts/echo.lua": "return {}\n",
+	})
+	var out, errOut syncBuffer
+	sigs := make(chan os.Signal, 2)
+	ready := make(chan string, 1)
+	exit := make(chan int, 1)
+	go func() { exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready) }()
+	addr := <-ready
+	c := moontest.Dial(t, "ws://"+addr+"/echo")
+	sigs <- syscall.SIGINT
+	// Read the close frame but do not answer it.
+	f, err := c.ReadFrame(0)
+	if err != nil || f.Op != ws.OpClose {
+		t.Fatalf("want a close frame, got %v %v", f.Op, err)
+	}
+	sigs <- syscall.SIGINT
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(moontest.Timeout):
+		t.Fatal("a second signal did not end the drain")
+	}
+	if !strings.Contains(errOut.String(), "second signal") {
+		t.Fatalf("log:\n%s", errOut.String())
+	}
+}
