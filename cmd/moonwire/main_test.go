@@ -202,7 +202,9 @@ return {
 	sigs := make(chan os.Signal, 2)
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)
-	go func() { exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready) }()
+	go func() {
+		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready)
+	}()
 	var addr string
 	select {
 	case addr = <-ready:
@@ -254,7 +256,9 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)
-	go func() { exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready) }()
+	go func() {
+		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready)
+	}()
 	addr := <-ready
 	c := moontest.Dial(t, "ws://"+addr+"/echo")
 	sigs <- syscall.SIGINT
