@@ -1,0 +1,177 @@
+// Package examples_test loads every example configuration in this folder
+// and runs its scenario against a real node, so the examples cannot rot.
+package examples_test
+
+import (
+	"bytes"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/router/config"
+)
+
+// scenarios maps an example folder to its scenario. Every example must
+// have one.
+var scenarios = map[string]func(t *testing.T, cfg *config.Config){
+	"tutorial": tutorial,
+}
+
+func TestEveryExampleLoadsAndRuns(t *testing.T) {
+	files, err := filepath.Glob("*/moonwire.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example configs: %v", err)
+	}
+	for _, file := range files {
+		name := filepath.Dir(file)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := config.Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if problems := node.Check(cfg); len(problems) > 0 {
+				t.Fatalf("check: %v", problems)
+			}
+			run, ok := scenarios[name]
+			if !ok {
+				t.Fatalf("example %s has no scenario in examples_test.go", name)
+			}
+			run(t, cfg)
+		})
+	}
+}
+
+func settings(cfg *config.Config, path string) map[string]any {
+	for i := range cfg.Routes {
+		if cfg.Routes[i].Path == path {
+			return cfg.Routes[i].Settings
+		}
+	}
+	panic("no route " + path)
+}
+
+// tutorial checks every server of the websockets tutorial, with the exact
+// replies its clients compare.
+func tutorial(t *testing.T, cfg *config.Config) {
+	// Shorten the tutorial's 10 and 30 second timers so the test is quick.
+	settings(cfg, "/heartbeat")["ping_every"] = 0.05
+	settings(cfg, "/monitor")["silent_timeout"] = 0.3
+	settings(cfg, "/monitor")["check_every"] = 0.05
+	s := moontest.StartConfig(t, cfg)
+
+	t.Run("echo", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/echo"))
+		c.Send("Hello WebSocket!")
+		c.Expect("Echo: Hello WebSocket!")
+		for _, m := range []string{"测试消息1", "测试消息2"} {
+			c.Send(m)
+			c.Expect("Echo: " + m)
+		}
+	})
+	t.Run("binary", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/binary"))
+		c.Send("这是文本消息")
+		c.Expect("文本响应: 这是文本消息")
+		c.SendBinary([]byte("hello_binary"))
+		c.ExpectBinary([]byte("hello_binary_response"))
+	})
+	t.Run("close", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/close"))
+		c.Send("hi")
+		c.Expect("收到: hi")
+		c.Send("close")
+		c.ExpectClose(1000, "客户端请求关闭")
+	})
+	t.Run("exceptions", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/exceptions"))
+		c.Send("测试消息")
+		c.Expect("响应: 测试消息")
+	})
+	t.Run("heartbeat", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/heartbeat"))
+		c.Send("ping")
+		c.Expect("pong")
+		c.Send("业务消息1")
+		c.Expect("响应: 业务消息1")
+		// The server's own protocol ping arrives on its timer.
+		for {
+			f, err := c.ReadFrame(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Op == ws.OpPing {
+				break
+			}
+		}
+	})
+	t.Run("auth", func(t *testing.T) {
+		for _, h := range []http.Header{nil, {"X-Auth-Token": {"invalid_token"}}} {
+			_, err := moontest.TryDial(t, s.URL("/auth"), moontest.DialOptions{Header: h})
+			if r, ok := err.(*moontest.Refusal); !ok || r.Status != 401 || r.Body != "Invalid or missing token" {
+				t.Fatalf("token %v: %v", h, err)
+			}
+		}
+		for _, tok := range []string{"token_123", "token_456"} {
+			c := moontest.Dial(t, s.URL("/auth"), moontest.DialOptions{Header: http.Header{"X-Auth-Token": {tok}}})
+			c.Send("认证后的业务消息")
+			c.Expect("认证通过的响应: 认证后的业务消息")
+		}
+	})
+	t.Run("chat", func(t *testing.T) {
+		a := moontest.Dial(t, s.URL("/chat"))
+		b := moontest.Dial(t, s.URL("/chat"))
+		waitRoom(t, s, "chat", 2)
+		a.Send("用户1 你好")
+		b.Expect("[" + a.Conn.LocalAddr().String() + "] 用户1 你好")
+		b.Send("用户2 hi")
+		// a's first message is b's: its own was not echoed to it.
+		a.Expect("[" + b.Conn.LocalAddr().String() + "] 用户2 hi")
+	})
+	t.Run("monitor", func(t *testing.T) {
+		_, err := moontest.TryDial(t, s.URL("/monitor"), moontest.DialOptions{Header: http.Header{"X-Monitor-Token": {"nope"}}})
+		if r, ok := err.(*moontest.Refusal); !ok || r.Status != 401 || r.Body != "Invalid Monitor Token" {
+			t.Fatalf("bad token: %v", err)
+		}
+		hdr := moontest.DialOptions{Header: http.Header{"X-Monitor-Token": {"monitor_token_2025"}}}
+		a := moontest.Dial(t, s.URL("/monitor"), hdr)
+		b := moontest.Dial(t, s.URL("/monitor"), hdr)
+		waitRoom(t, s, "monitor", 2)
+		addrA := a.Conn.LocalAddr().String()
+		a.Send("ping")
+		a.Expect("pong")
+		a.Send("CPU: 12.34%, MEM: 56.78%")
+		b.Expect("[" + addrA + "] CPU: 12.34%, MEM: 56.78%...")
+		a.SendBinary([]byte("12.34|56.78"))
+		b.Expect("[" + addrA + "] 12.34|56.78...")
+		long := strings.Repeat("监", 20) // 60 bytes: cut to 48, a character boundary
+		a.Send(long)
+		b.Expect("[" + addrA + "] " + strings.Repeat("监", 16) + "...")
+		a.SendBinary([]byte{0xff, 0xfe})
+		f := b.Next()
+		if f.Op != ws.OpBinary || !bytes.Equal(f.Payload, []byte("["+addrA+"] \xff\xfe...")) {
+			t.Fatalf("binary relay: %v %q", f.Op, f.Payload)
+		}
+		// b has been silent all along: the monitor's own check closes it.
+		for {
+			f := b.Next()
+			if f.Op == ws.OpClose {
+				code, reason := f.CloseCode()
+				if code != 1001 || reason != "Heartbeat timeout" {
+					t.Fatalf("close %d %q", code, reason)
+				}
+				break
+			}
+		}
+	})
+}
+
+func waitRoom(t *testing.T, s *moontest.Server, room string, n int) {
+	t.Helper()
+	moontest.WaitFor(t, room+" to fill", func() bool { return s.Router.RoomSize(room) >= n })
+}
