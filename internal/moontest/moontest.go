@@ -27,6 +27,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -76,7 +77,11 @@ func StartConfig(t testing.TB, cfg *config.Config) *Server {
 	t.Helper()
 	logs := &Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n, err := node.New(cfg, log)
+	n, err := node.New(cfg, log, func(rc *router.Config) {
+		// MOONWIRE_TEST_READER=goroutine runs the suite on the portable
+		// read path (a goroutine per connection) instead of epoll.
+		rc.NoPoller = os.Getenv("MOONWIRE_TEST_READER") == "goroutine"
+	})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}

@@ -106,8 +106,9 @@ func Inactive(cfg *config.Config, log *slog.Logger) error {
 }
 
 // New builds a node: it compiles every script and starts the routes'
-// lanes, but does not listen.
-func New(cfg *config.Config, log *slog.Logger) (*Node, error) {
+// lanes, but does not listen. tune, if given, adjusts the router's
+// configuration last (tests use it to pick the goroutine reader).
+func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -156,6 +157,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Node, error) {
 			spec.RateLimit = &router.RateLimit{Messages: rl.Messages, Per: rl.Per, Burst: rl.Burst}
 		}
 		rcfg.Routes = append(rcfg.Routes, spec)
+	}
+	for _, f := range tune {
+		f(&rcfg)
 	}
 	srv, err := router.New(rcfg)
 	if err != nil {
