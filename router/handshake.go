@@ -38,6 +38,7 @@ var errLineTooLong = errors.New("request line too long")
 
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
+	defer s.handshakeDone(nc)
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
 	_ = nc.SetDeadline(deadline)
 
@@ -110,8 +111,15 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	s.stats.handshakesOK.Add(1)
 	c := s.newConn(nc, hs)
+	if c == nil {
+		// The connection table is full (millions of connections): the
+		// 101 is out, so end it as a server in trouble would.
+		hs.release()
+		_ = nc.Close()
+		return
+	}
+	s.stats.handshakesOK.Add(1)
 	if n := br.Buffered(); n > 0 {
 		// The client sent frames right behind its request; keep them.
 		c.rbuf = bufpool.Get(max(n, readBufferSize))
@@ -121,6 +129,12 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	s.recycleReader(br)
 	s.startConn(c)
+}
+
+func (s *Server) handshakeDone(nc net.Conn) {
+	s.mu.Lock()
+	delete(s.handshakes, nc)
+	s.mu.Unlock()
 }
 
 func (s *Server) recycleReader(br *bufio.Reader) {
@@ -381,12 +395,9 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	if c.rc == nil {
 		c.resume = make(chan struct{}, 1)
 	}
-	tok, ok := s.table.add(c)
-	if !ok {
-		// Four million connections: refuse politely rather than corrupt.
-		tok = 0
+	if !s.table.add(c, func(tok uint64) string { return formatID(s.nodeID, tok) }) {
+		return nil
 	}
-	c.id = formatID(s.nodeID, tok)
 	rt.conns.Add(1)
 	return c
 }

@@ -116,8 +116,9 @@ type Server struct {
 	active       atomic.Int64 // connections whose Close event has not run
 	activeChange chan struct{}
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
+	mu         sync.Mutex
+	listeners  map[net.Listener]struct{}
+	handshakes map[net.Conn]struct{} // sockets in their handshake
 	closing   bool
 	stopped   chan struct{}
 	sweepStop chan struct{}
@@ -138,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 		nodeID:       cfg.NodeID,
 		started:      time.Now(),
 		listeners:    make(map[net.Listener]struct{}),
+		handshakes:   make(map[net.Conn]struct{}),
 		stopped:      make(chan struct{}),
 		sweepStop:    make(chan struct{}),
 		activeChange: make(chan struct{}, 1),
@@ -334,6 +336,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		// Added under mu so that no handshake starts after Shutdown began
 		// waiting for them.
 		s.wg.Add(1)
+		s.handshakes[nc] = struct{}{}
 		s.mu.Unlock()
 		go s.serveConn(nc)
 	}
@@ -378,6 +381,10 @@ func (s *Server) beginClosing() {
 		close(s.stopped)
 		for ln := range s.listeners {
 			_ = ln.Close()
+		}
+		// Handshakes in progress end now rather than at their deadline.
+		for nc := range s.handshakes {
+			_ = nc.SetDeadline(time.Now())
 		}
 	}
 	s.mu.Unlock()

@@ -26,8 +26,9 @@ const (
 	tableChunks = 4096 // 4M connections per process
 )
 
-// add stores c and returns its token, or false when the table is full.
-func (t *connTable) add(c *Conn) (uint64, bool) {
+// add stores c, setting c.token and c.id (named by id) before c becomes
+// visible to lookups. It reports false when the table is full.
+func (t *connTable) add(c *Conn, id func(tok uint64) string) bool {
 	t.mu.Lock()
 	var slot uint32
 	if n := len(t.free); n > 0 {
@@ -36,7 +37,7 @@ func (t *connTable) add(c *Conn) (uint64, bool) {
 	} else {
 		if t.next >= chunkSize*tableChunks {
 			t.mu.Unlock()
-			return 0, false
+			return false
 		}
 		slot = t.next
 		t.next++
@@ -49,11 +50,11 @@ func (t *connTable) add(c *Conn) (uint64, bool) {
 		t.chunks[ci].Store(chunk)
 	}
 	tok := uint64(t.gen[slot])<<32 | uint64(slot)
-	c.token = tok
+	c.token, c.id = tok, id(tok)
 	chunk[slot%chunkSize].Store(c)
 	t.mu.Unlock()
 	t.n.Add(1)
-	return tok, true
+	return true
 }
 
 // get returns the connection holding tok, or nil.
