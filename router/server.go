@@ -119,9 +119,9 @@ type Server struct {
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
 	handshakes map[net.Conn]struct{} // sockets in their handshake
-	closing   bool
-	stopped   chan struct{}
-	sweepStop chan struct{}
+	closing    bool
+	stopped    chan struct{}
+	sweepStop  chan struct{}
 
 	wg      sync.WaitGroup // flushers, reader goroutines, handshakes
 	bg      sync.WaitGroup // poller, workers, lanes, sweeper

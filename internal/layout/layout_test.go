@@ -45,7 +45,7 @@ func TestImportRules(t *testing.T) {
 	rules := []rule{
 		{
 			"router must not know Lua, TOML or plugins (only router/config reads TOML)",
-			func(p string) bool { return under(mod + "/router")(p) && p != mod+"/router/config" },
+			func(p string) bool { return under(mod+"/router")(p) && p != mod+"/router/config" },
 			[]string{mod + "/plugins", "github.com/yuin/gopher-lua", "github.com/BurntSushi/toml"},
 		},
 		{
