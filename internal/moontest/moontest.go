@@ -44,7 +44,7 @@ type Server struct {
 // Start writes files (relative names; "moonwire.toml" is the config) into
 // a temporary folder, starts a node from it on 127.0.0.1:0 and stops it
 // when the test ends.
-func Start(t testing.TB, files map[string]string) *Server {
+func Start(t testing.TB, files map[string]string, tune ...func(*router.Config)) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -56,32 +56,34 @@ func Start(t testing.TB, files map[string]string) *Server {
 			t.Fatal(err)
 		}
 	}
-	s := StartFile(t, filepath.Join(dir, "moonwire.toml"))
+	s := StartFile(t, filepath.Join(dir, "moonwire.toml"), tune...)
 	s.Dir = dir
 	return s
 }
 
 // StartFile starts a node from an existing config file, on 127.0.0.1:0
 // whatever its server.listen says.
-func StartFile(t testing.TB, file string) *Server {
+func StartFile(t testing.TB, file string, tune ...func(*router.Config)) *Server {
 	t.Helper()
 	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	return StartConfig(t, cfg)
+	return StartConfig(t, cfg, tune...)
 }
 
-// StartConfig starts a node from a loaded config on 127.0.0.1:0.
-func StartConfig(t testing.TB, cfg *config.Config) *Server {
+// StartConfig starts a node from a loaded config on 127.0.0.1:0; tune,
+// if given, adjusts the router's configuration (a shared broker, say).
+func StartConfig(t testing.TB, cfg *config.Config, tune ...func(*router.Config)) *Server {
 	t.Helper()
 	logs := &Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n, err := node.New(cfg, log, func(rc *router.Config) {
+	tune = append([]func(*router.Config){func(rc *router.Config) {
 		// MOONWIRE_TEST_READER=goroutine runs the suite on the portable
 		// read path (a goroutine per connection) instead of epoll.
 		rc.NoPoller = os.Getenv("MOONWIRE_TEST_READER") == "goroutine"
-	})
+	}}, tune...)
+	n, err := node.New(cfg, log, tune...)
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
