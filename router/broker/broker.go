@@ -54,21 +54,28 @@ type Broker interface {
 // Memory is the in-process broker: nodes that share it form a cluster
 // inside one process (a single server, or several in a test). Delivery is
 // synchronous and in publish order.
+//
+// Subscribers are called with the broker's read lock held: they must not
+// subscribe or cancel from inside the callback.
 type Memory struct {
 	mu   sync.RWMutex
-	subs map[string]func(Message)
+	subs map[string]*subscription
 }
 
+// subscription is a pointer so that a stale cancel can tell it apart from
+// a newer subscription under the same node id.
+type subscription struct{ fn func(Message) }
+
 // NewMemory returns an empty in-process broker.
-func NewMemory() *Memory { return &Memory{subs: make(map[string]func(Message))} }
+func NewMemory() *Memory { return &Memory{subs: make(map[string]*subscription)} }
 
 // Publish implements Broker.
 func (b *Memory) Publish(_ context.Context, m Message) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	for node, fn := range b.subs {
+	for node, s := range b.subs {
 		if node != m.Origin {
-			fn(m)
+			s.fn(m)
 		}
 	}
 	return nil
@@ -76,12 +83,15 @@ func (b *Memory) Publish(_ context.Context, m Message) error {
 
 // Subscribe implements Broker.
 func (b *Memory) Subscribe(node string, fn func(Message)) (func(), error) {
+	s := &subscription{fn: fn}
 	b.mu.Lock()
-	b.subs[node] = fn
+	b.subs[node] = s
 	b.mu.Unlock()
 	return func() {
 		b.mu.Lock()
-		delete(b.subs, node)
+		if b.subs[node] == s {
+			delete(b.subs, node)
+		}
 		b.mu.Unlock()
 	}, nil
 }

@@ -16,7 +16,10 @@ type Poller struct {
 	wakefd int // eventfd: wakes Run so that Close can stop it
 	handle func(token uint64)
 
-	mu     sync.Mutex
+	// mu guards closed. epoll_ctl runs under its read lock, so once Close
+	// has set closed no registration can reach the descriptor, which the
+	// kernel may hand to a new poller after Run closes it.
+	mu     sync.RWMutex
 	closed bool
 }
 
@@ -95,6 +98,12 @@ func (p *Poller) Remove(d *Desc) error {
 	}
 	var err error
 	cerr := rc.Control(func(fd uintptr) {
+		p.mu.RLock()
+		defer p.mu.RUnlock()
+		if p.closed {
+			err = ErrClosed
+			return
+		}
 		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
 	if cerr != nil {
@@ -114,6 +123,12 @@ func (d *Desc) do(op int) error {
 }
 
 func (d *Desc) control(fd uintptr) {
+	d.p.mu.RLock()
+	defer d.p.mu.RUnlock()
+	if d.p.closed {
+		d.err = ErrClosed
+		return
+	}
 	ev := unix.EpollEvent{Events: readEvents}
 	putToken(&ev, d.token)
 	d.err = unix.EpollCtl(d.p.epfd, d.op, int(fd), &ev)
@@ -134,9 +149,9 @@ func (p *Poller) Run() error {
 		for i := range n {
 			tok := token(&events[i])
 			if tok == wakeToken {
-				p.mu.Lock()
+				p.mu.RLock()
 				closed := p.closed
-				p.mu.Unlock()
+				p.mu.RUnlock()
 				if closed {
 					unix.Close(p.epfd)
 					unix.Close(p.wakefd)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"unsafe"
@@ -185,4 +186,19 @@ func wantCode(t testing.TB, err error, code ws.StatusCode) {
 	if reason == "" {
 		t.Errorf("close code %d has an empty reason", c)
 	}
+}
+
+// readServerFrame reads one frame: ws.ReadHeader, then exactly the
+// declared payload (these are trusted test peers; ws.ReadFrame is
+// deprecated for reading whatever length a peer declares).
+func readServerFrame(r io.Reader) (ws.Frame, error) {
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return ws.Frame{}, err
+	}
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return ws.Frame{}, err
+	}
+	return ws.Frame{Header: h, Payload: p}, nil
 }

@@ -241,6 +241,11 @@ func (p *Parser) closeEvent(payload []byte, n int) (Event, int, error) {
 		return Event{}, 0, protocolError("close frame payload of one byte")
 	}
 	ev.Code = ws.StatusCode(binary.BigEndian.Uint16(payload))
+	if ev.Code >= 5000 {
+		// RFC 6455 §7.4.2 defines codes below 5000 only; gobwas's check
+		// lets larger ones through.
+		return Event{}, 0, protocolError("close code out of range")
+	}
 	reason := payload[2:]
 	if !utf8.Valid(reason) {
 		return Event{}, 0, &CloseError{Code: ws.StatusProtocolError, Reason: "invalid UTF-8 in close reason"}

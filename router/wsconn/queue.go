@@ -154,6 +154,7 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 type Flusher struct {
 	batch []*Frame
 	bufs  net.Buffers
+	cur   net.Buffers // what WriteTo consumes; a field so it does not escape per call
 }
 
 // Flush drains q into conn with vectored writes, each under a fresh write
@@ -174,8 +175,9 @@ func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed
 		if timeout > 0 {
 			_ = conn.SetWriteDeadline(time.Now().Add(timeout))
 		}
-		bufs := fl.bufs // WriteTo consumes its receiver; keep fl.bufs' array
-		n, werr := bufs.WriteTo(conn)
+		fl.cur = fl.bufs // WriteTo consumes its receiver; keep fl.bufs' array
+		n, werr := fl.cur.WriteTo(conn)
+		fl.cur = nil
 		written += n
 		for i, f := range fl.batch {
 			f.Release()
