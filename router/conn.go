@@ -63,8 +63,8 @@ type Conn struct {
 	subprotocol string
 	created     time.Time
 	maxMsg      int64
-	heartbeat   Heartbeat
 	rateLimit   *RateLimit
+	ipCounted   bool // counted against the route's per-IP limit
 
 	// Read turn.
 	desc       poll.Desc
@@ -285,7 +285,7 @@ func (c *Conn) sendFrame(f *wsconn.Frame) error {
 	switch err {
 	case nil:
 		c.msgsOut.Add(1)
-		c.srv.stats.messagesOut.Add(1)
+		c.route.msgsOut.Add(1)
 		if start {
 			c.startFlush()
 		}
@@ -299,7 +299,7 @@ func (c *Conn) sendFrame(f *wsconn.Frame) error {
 
 func (c *Conn) slowConsumer() {
 	c.srv.stats.queueDrops.Add(1)
-	if c.srv.cfg.SlowConsumer == SlowConsumerClose {
+	if c.srv.c().SlowConsumer == SlowConsumerClose {
 		c.srv.stats.slowCloses.Add(1)
 		c.closeWith(ClosePolicy, "slow consumer", true, true)
 	}
@@ -333,7 +333,7 @@ func (c *Conn) closeWith(code int, reason string, fail, discard bool) {
 	c.byServer = true
 	c.closeCode, c.closeReason = code, reason
 	c.dropAfterSend = fail
-	c.closeDeadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+	c.closeDeadline = time.Now().Add(c.srv.c().CloseTimeout).UnixNano()
 	c.mu.Unlock()
 
 	f := wsconn.NewCloseFrame(ws.StatusCode(code), reason)
@@ -358,7 +358,7 @@ func (c *Conn) onPeerClose(code int, reason string) {
 		c.peerClosed = true
 		c.closeCode, c.closeReason = code, reason
 		c.dropAfterSend = true
-		c.closeDeadline = time.Now().Add(c.srv.cfg.CloseTimeout).UnixNano()
+		c.closeDeadline = time.Now().Add(c.srv.c().CloseTimeout).UnixNano()
 		c.mu.Unlock()
 		var f *wsconn.Frame
 		if code == CloseNoStatus {
@@ -399,11 +399,11 @@ var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
 func (c *Conn) flush() {
 	defer c.srv.wg.Done()
 	fl := flushers.Get().(*wsconn.Flusher)
-	sealed, n, err := fl.Flush(&c.queue, c.nc, c.srv.cfg.WriteTimeout)
+	sealed, n, err := fl.Flush(&c.queue, c.nc, c.srv.c().WriteTimeout)
 	fl.Reset()
 	flushers.Put(fl)
 	c.bytesOut.Add(n)
-	c.srv.stats.bytesOut.Add(n)
+	c.route.bytesOut.Add(n)
 	if err != nil {
 		c.teardown()
 		return
@@ -447,7 +447,9 @@ func (c *Conn) teardown() {
 	}
 	_ = c.nc.Close()
 	c.route.conns.Add(-1)
-	c.route.releaseIP(c.ip)
+	if c.ipCounted {
+		c.route.releaseIP(c.ip)
+	}
 	c.srv.stats.closes(code)
 	if !queued {
 		c.finished()
@@ -494,7 +496,7 @@ func (c *Conn) wantRead() bool {
 
 func (c *Conn) countIn() {
 	c.msgsIn.Add(1)
-	c.srv.stats.messagesIn.Add(1)
+	c.route.msgsIn.Add(1)
 }
 
 // releaseOwned returns an assembled message buffer to the pool.

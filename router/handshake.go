@@ -39,7 +39,7 @@ var errLineTooLong = errors.New("request line too long")
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
 	defer s.handshakeDone(nc)
-	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	deadline := time.Now().Add(s.c().HandshakeTimeout)
 	_ = nc.SetDeadline(deadline)
 
 	br := readers.Get().(*bufio.Reader)
@@ -71,6 +71,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		s.http.serve(nc, br)
 		return
 	}
+	// Counted so that a route removed meanwhile waits for this upgrade.
+	rt.pendingHandshakes.Add(1)
+	defer rt.pendingHandshakes.Add(-1)
 
 	hs := &handshake{
 		srv:      s,
@@ -120,6 +123,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	s.stats.handshakesOK.Add(1)
+	hs.rt.handshakes.Add(1)
 	if n := br.Buffered(); n > 0 {
 		// The client sent frames right behind its request; keep them.
 		c.rbuf = bufpool.Get(max(n, readBufferSize))
@@ -271,10 +275,13 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 	if s.isClosing() {
 		return nil, hs.reject(http.StatusServiceUnavailable, "server shutting down")
 	}
+	if rt.retired.Load() {
+		return nil, hs.reject(http.StatusNotFound, "route removed")
+	}
 	if !s.originAllowed(hs.req.Origin) {
 		return nil, hs.reject(http.StatusForbidden, "origin not allowed")
 	}
-	if max := s.cfg.MaxConnections; max > 0 {
+	if max := s.c().MaxConnections; max > 0 {
 		if s.active.Add(1) > int64(max) {
 			s.active.Add(-1)
 			return nil, hs.reject(http.StatusServiceUnavailable, "too many connections")
@@ -283,10 +290,11 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 		s.active.Add(1)
 	}
 	hs.holdsSlot = true
-	if !rt.acquireIP(hs.ip) {
+	ok, counted := rt.acquireIP(hs.ip)
+	if !ok {
 		return nil, hs.reject(http.StatusTooManyRequests, "too many connections from this address")
 	}
-	hs.holdsIP = true
+	hs.holdsIP = counted
 
 	hs.lane = rt.lanes[int(rt.next.Add(1)-1)%len(rt.lanes)]
 	v, err := hs.ask()
@@ -312,7 +320,7 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 		}
 		if !offered {
 			s.log.Error("handshake: handler chose a subprotocol the client did not offer",
-				"route", rt.spec.Pattern, "subprotocol", v.Subprotocol)
+				"route", rt.Pattern(), "subprotocol", v.Subprotocol)
 			return nil, hs.reject(http.StatusInternalServerError, "internal error")
 		}
 		return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: " + v.Subprotocol + "\r\n"), nil
@@ -323,7 +331,7 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 // ask runs the handler's Handshake on the chosen lane and waits for it
 // within the handshake deadline.
 func (hs *handshake) ask() (Verdict, error) {
-	if sk, ok := hs.rt.spec.Handler.(HandshakeSkipper); ok && sk.SkipHandshake() {
+	if sk, ok := hs.rt.Handler().(HandshakeSkipper); ok && sk.SkipHandshake() {
 		return Verdict{}, nil
 	}
 	ph := &pendingHandshake{req: &hs.req, done: make(chan Verdict, 1)}
@@ -362,6 +370,7 @@ func (ph *pendingHandshake) finish(v Verdict) { ph.done <- v }
 // newConn builds the connection for a completed handshake.
 func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	rt := hs.rt
+	spec := rt.spec.Load()
 	c := &Conn{
 		srv:         s,
 		route:       rt,
@@ -375,13 +384,13 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		ip:          hs.ip,
 		subprotocol: hs.verdict.Subprotocol,
 		created:     time.Now(),
-		maxMsg:      rt.spec.MaxMessageSize,
-		heartbeat:   rt.spec.Heartbeat,
-		rateLimit:   rt.spec.RateLimit,
+		maxMsg:      spec.MaxMessageSize,
+		rateLimit:   spec.RateLimit,
+		ipCounted:   hs.holdsIP,
 		attrs:       hs.verdict.Attrs,
 	}
-	c.parser.MaxMessage = rt.spec.MaxMessageSize
-	c.queue.Limit = s.cfg.WriteQueue
+	c.parser.MaxMessage = spec.MaxMessageSize
+	c.queue.Limit = s.c().WriteQueue
 	c.lastSeen.Store(c.created.UnixNano())
 	c.lastPing.Store(c.created.UnixNano())
 	if s.poller != nil {
@@ -407,6 +416,8 @@ func (s *Server) startConn(c *Conn) {
 	c.lane.push(task{kind: taskOpen, c: c})
 	if s.isClosing() {
 		c.closeWith(CloseGoingAway, "going away", false, false)
+	} else if c.route.retired.Load() {
+		c.closeWith(CloseGoingAway, "route removed", false, false)
 	}
 	if c.rc == nil {
 		s.wg.Add(1)
@@ -514,7 +525,8 @@ func parseOrigin(s string) (originPattern, error) {
 // a non-browser client, which the Origin check (a browser CSRF defence)
 // does not concern.
 func (s *Server) originAllowed(origin string) bool {
-	if len(s.origins) == 0 || origin == "" {
+	origins := s.c().origins
+	if len(origins) == 0 || origin == "" {
 		return true
 	}
 	u, err := url.Parse(origin)
@@ -522,7 +534,7 @@ func (s *Server) originAllowed(origin string) bool {
 		return false
 	}
 	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
-	for _, p := range s.origins {
+	for _, p := range origins {
 		if p.any {
 			return true
 		}

@@ -15,8 +15,7 @@ const pingOp = ws.OpPing
 //   - closes (1001 "heartbeat timeout") those silent for its timeout,
 //   - drops connections whose closing handshake outlived CloseTimeout.
 func (s *Server) sweep() {
-	tick := s.sweepInterval()
-	t := time.NewTicker(tick)
+	t := time.NewTimer(s.sweepInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -24,6 +23,8 @@ func (s *Server) sweep() {
 			return
 		case now := <-t.C:
 			s.sweepOnce(now)
+			// Recomputed each time: a reload may shorten a heartbeat.
+			t.Reset(s.sweepInterval())
 		}
 	}
 }
@@ -32,9 +33,10 @@ func (s *Server) sweep() {
 // between 10ms and 1s: fine enough to keep heartbeat timing within a few
 // percent, coarse enough to cost nothing.
 func (s *Server) sweepInterval() time.Duration {
-	d := min(s.cfg.Heartbeat.Interval, s.cfg.Heartbeat.Timeout, s.cfg.CloseTimeout)
+	d := min(s.c().Heartbeat.Interval, s.c().Heartbeat.Timeout, s.c().CloseTimeout)
 	for _, rt := range s.routes.Load().all {
-		d = min(d, rt.spec.Heartbeat.Interval, rt.spec.Heartbeat.Timeout)
+		hb := rt.spec.Load().Heartbeat
+		d = min(d, hb.Interval, hb.Timeout)
 	}
 	return min(max(d/4, 10*time.Millisecond), time.Second)
 }
@@ -55,7 +57,9 @@ func (s *Server) sweepOnce(now time.Time) {
 			return
 		}
 		quiet := time.Duration(nowNs - c.lastSeen.Load())
-		hb := c.heartbeat
+		// Read through the route, so a reload's new heartbeat applies to
+		// open connections too.
+		hb := c.route.spec.Load().Heartbeat
 		switch {
 		case quiet >= hb.Timeout:
 			c.closeWith(CloseGoingAway, "heartbeat timeout", true, true)

@@ -23,7 +23,7 @@ func newHTTPHandoff(s *Server) *httpHandoff {
 	h := &httpHandoff{s: s, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}}
 	h.srv = &http.Server{
 		Handler:           http.HandlerFunc(h.serveHTTP),
-		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadHeaderTimeout: s.c().HandshakeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -64,8 +64,8 @@ func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this path serves WebSocket connections: upgrade required", http.StatusUpgradeRequired)
 		return
 	}
-	if h.s.cfg.HTTP != nil {
-		h.s.cfg.HTTP.ServeHTTP(w, r)
+	if h.s.c().HTTP != nil {
+		h.s.c().HTTP.ServeHTTP(w, r)
 		return
 	}
 	http.NotFound(w, r)

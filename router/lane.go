@@ -38,6 +38,10 @@ type task struct {
 type lane struct {
 	rt    *Route
 	index int
+	// h is the handler this lane runs. Only the lane touches it: a
+	// reconfiguration swaps it with a task, so every event queued before
+	// the swap runs on the old handler and every later one on the new.
+	h Handler
 
 	mu      sync.Mutex
 	queue   []task
@@ -48,8 +52,8 @@ type lane struct {
 	done    chan struct{}
 }
 
-func newLane(rt *Route, index int) *lane {
-	return &lane{rt: rt, index: index, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newLane(rt *Route, index int, h Handler) *lane {
+	return &lane{rt: rt, index: index, h: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // push queues t. It reports false, dropping t, once the lane is stopped.
@@ -145,17 +149,17 @@ func (l *lane) runTask(t *task) {
 
 func (l *lane) message(c *Conn, kind Kind, data []byte) {
 	defer l.recoverFor(c)
-	l.rt.spec.Handler.Message(l.index, c, kind, data)
+	l.h.Message(l.index, c, kind, data)
 }
 
 func (l *lane) open(c *Conn) {
 	defer l.recoverFor(c)
-	l.rt.spec.Handler.Open(l.index, c)
+	l.h.Open(l.index, c)
 }
 
 func (l *lane) close(c *Conn, code int, reason string) {
 	defer l.recoverFor(nil)
-	l.rt.spec.Handler.Close(l.index, c, code, reason)
+	l.h.Close(l.index, c, code, reason)
 }
 
 func (l *lane) handshake(req *Request) (v Verdict) {
@@ -165,7 +169,7 @@ func (l *lane) handshake(req *Request) (v Verdict) {
 			v = Verdict{Reject: true, Status: 500, Body: "internal error"}
 		}
 	}()
-	return l.rt.spec.Handler.Handshake(l.index, req)
+	return l.h.Handshake(l.index, req)
 }
 
 func (l *lane) call(fn func()) {
@@ -183,5 +187,5 @@ func (l *lane) recoverFor(c *Conn) {
 }
 
 func (l *lane) logPanic(r any) {
-	l.rt.srv.log.Error("handler panic", "route", l.rt.spec.Pattern, "lane", l.index, "panic", r, "stack", string(debug.Stack()))
+	l.rt.srv.log.Error("handler panic", "route", l.rt.Pattern(), "lane", l.index, "panic", r, "stack", string(debug.Stack()))
 }

@@ -110,12 +110,12 @@ func (c *Conn) consume(n int, err error) {
 		c.w += n
 		c.lastSeen.Store(time.Now().UnixNano())
 		c.bytesIn.Add(int64(n))
-		c.srv.stats.bytesIn.Add(int64(n))
+		c.route.bytesIn.Add(int64(n))
 	}
 	c.parse()
 	if err != nil {
 		if !errors.Is(err, io.EOF) && !isClosedErr(err) {
-			c.srv.log.Debug("read failed", "route", c.route.spec.Pattern, "conn", c.id, "err", err)
+			c.srv.log.Debug("read failed", "route", c.route.Pattern(), "conn", c.id, "err", err)
 		}
 		c.teardown()
 	}

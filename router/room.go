@@ -120,6 +120,7 @@ func (s *roomSet) fanout(name string, f *wsconn.Frame, except *Conn) int {
 		case nil:
 			n++
 			c.msgsOut.Add(1)
+			c.route.msgsOut.Add(1)
 			if start {
 				c.startFlush()
 			}

@@ -44,22 +44,42 @@ type RateLimit struct {
 	Burst    int
 }
 
-// Route is a route's runtime, handed to its Handler at Start.
+// Route is a route's runtime, handed to its Handler at Start. It outlives
+// reconfigurations that keep its pattern: its lanes, connections and
+// counters stay, while its spec and handler may be replaced.
 type Route struct {
 	srv     *Server
-	spec    RouteSpec
 	pattern pattern
 	lanes   []*lane
 	next    atomic.Uint32 // round-robin lane assignment
 
-	conns atomic.Int64 // open connections
+	spec    atomic.Pointer[RouteSpec] // normalised; replaced by Reconfigure
+	handler atomic.Pointer[handlerBox]
+	retired atomic.Bool // removed from the table; its connections are closing
+
+	conns             atomic.Int64 // open connections
+	pendingHandshakes atomic.Int64 // upgrades in progress on this route
+
+	// Counters over the route's life. Connections add to them as traffic
+	// flows, so a scrape reads them without walking connections.
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Int64
+	handshakes                         atomic.Int64
 
 	ipMu  sync.Mutex
 	perIP map[string]int
 }
 
+// handlerBox lets a Handler (an interface) live in an atomic.Pointer.
+type handlerBox struct{ h Handler }
+
 // Pattern returns the route's path pattern.
-func (rt *Route) Pattern() string { return rt.spec.Pattern }
+func (rt *Route) Pattern() string { return rt.spec.Load().Pattern }
+
+// Spec returns the route's current spec, defaults applied.
+func (rt *Route) Spec() RouteSpec { return *rt.spec.Load() }
+
+// Handler returns the route's current handler.
+func (rt *Route) Handler() Handler { return rt.handler.Load().h }
 
 // Lanes returns the number of lanes.
 func (rt *Route) Lanes() int { return len(rt.lanes) }
@@ -76,34 +96,60 @@ func (rt *Route) Post(i int, fn func()) bool {
 	return rt.lanes[i].push(task{kind: taskFunc, fn: fn})
 }
 
-// acquireIP counts a connection from ip against MaxConnectionsPerIP.
-func (rt *Route) acquireIP(ip string) bool {
-	limit := rt.spec.MaxConnectionsPerIP
+// acquireIP counts a connection from ip against MaxConnectionsPerIP. It
+// reports whether the connection may proceed and whether it was counted
+// (and so must be released).
+func (rt *Route) acquireIP(ip string) (ok, counted bool) {
+	limit := rt.spec.Load().MaxConnectionsPerIP
 	if limit <= 0 {
-		return true
+		return true, false
 	}
 	rt.ipMu.Lock()
 	defer rt.ipMu.Unlock()
 	if rt.perIP[ip] >= limit {
-		return false
+		return false, false
 	}
 	if rt.perIP == nil {
 		rt.perIP = make(map[string]int)
 	}
 	rt.perIP[ip]++
-	return true
+	return true, true
 }
 
+// releaseIP undoes a counted acquireIP. Counting is recorded per
+// connection, not re-derived from the spec, so a limit changed by a
+// reload cannot unbalance the map.
 func (rt *Route) releaseIP(ip string) {
-	if rt.spec.MaxConnectionsPerIP <= 0 {
-		return
-	}
 	rt.ipMu.Lock()
 	defer rt.ipMu.Unlock()
 	if n := rt.perIP[ip] - 1; n > 0 {
 		rt.perIP[ip] = n
 	} else {
 		delete(rt.perIP, ip)
+	}
+}
+
+// RouteStats is a snapshot of one route's counters.
+type RouteStats struct {
+	Pattern     string
+	Connections int64
+	Handshakes  int64 // upgrades accepted
+	MessagesIn  int64
+	MessagesOut int64
+	BytesIn     int64 // on the wire, frame headers included
+	BytesOut    int64
+}
+
+// Stats returns the route's counters.
+func (rt *Route) Stats() RouteStats {
+	return RouteStats{
+		Pattern:     rt.Pattern(),
+		Connections: rt.conns.Load(),
+		Handshakes:  rt.handshakes.Load(),
+		MessagesIn:  rt.msgsIn.Load(),
+		MessagesOut: rt.msgsOut.Load(),
+		BytesIn:     rt.bytesIn.Load(),
+		BytesOut:    rt.bytesOut.Load(),
 	}
 }
 
@@ -181,6 +227,32 @@ func (pt *pattern) match(path string) (map[string]string, bool) {
 		}
 	}
 	return params, true
+}
+
+func newRouteTable() *routeTable { return &routeTable{exact: make(map[string]*Route)} }
+
+// add appends rt, refusing a second route with the same exact path.
+func (t *routeTable) add(rt *Route) error {
+	if rt.pattern.nparam == 0 {
+		if _, dup := t.exact[rt.Pattern()]; dup {
+			return fmt.Errorf("route %s: duplicate path", rt.Pattern())
+		}
+		t.exact[rt.Pattern()] = rt
+	} else {
+		t.params = append(t.params, rt)
+	}
+	t.all = append(t.all, rt)
+	return nil
+}
+
+// byPattern finds a route by its pattern as written.
+func (t *routeTable) byPattern(p string) *Route {
+	for _, rt := range t.all {
+		if rt.Pattern() == p {
+			return rt
+		}
+	}
+	return nil
 }
 
 // routeTable matches paths to routes. Exact patterns win over patterns with

@@ -96,11 +96,11 @@ func (c *Config) setDefaults() {
 
 // Server accepts WebSocket connections and routes their events to handlers.
 type Server struct {
-	cfg     Config
+	static  Config // as given to New: the settings that cannot change live
+	live    atomic.Pointer[liveConfig]
 	log     *slog.Logger
 	nodeID  string
 	started time.Time
-	origins []originPattern
 
 	routes atomic.Pointer[routeTable]
 	table  connTable
@@ -116,6 +116,9 @@ type Server struct {
 	active       atomic.Int64 // connections whose Close event has not run
 	activeChange chan struct{}
 
+	reMu    sync.Mutex // serialises Reconfigure
+	retired []*Route   // removed routes still draining; guarded by mu
+
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
 	handshakes map[net.Conn]struct{} // sockets in their handshake
@@ -129,12 +132,38 @@ type Server struct {
 	stopAll sync.Once
 }
 
+// liveConfig is the part of Config a reconfiguration replaces, with what is
+// derived from it.
+type liveConfig struct {
+	Config
+	origins []originPattern
+}
+
+// c returns the current configuration.
+func (s *Server) c() *liveConfig { return s.live.Load() }
+
+func newLiveConfig(cfg Config) (*liveConfig, error) {
+	lc := &liveConfig{Config: cfg}
+	for _, o := range cfg.AllowedOrigins {
+		p, err := parseOrigin(o)
+		if err != nil {
+			return nil, err
+		}
+		lc.origins = append(lc.origins, p)
+	}
+	return lc, nil
+}
+
 // New builds a server from cfg and starts its routes' lanes and handlers.
 // It does not listen: call Serve.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
+	lc, err := newLiveConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:          cfg,
+		static:       cfg,
 		log:          cfg.Logger,
 		nodeID:       cfg.NodeID,
 		started:      time.Now(),
@@ -144,34 +173,22 @@ func New(cfg Config) (*Server, error) {
 		sweepStop:    make(chan struct{}),
 		activeChange: make(chan struct{}, 1),
 	}
+	s.live.Store(lc)
 	if s.nodeID == "" {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
 		s.nodeID = hex.EncodeToString(b[:])
 	}
-	for _, o := range cfg.AllowedOrigins {
-		p, err := parseOrigin(o)
-		if err != nil {
-			return nil, err
-		}
-		s.origins = append(s.origins, p)
-	}
 
-	table := &routeTable{exact: make(map[string]*Route)}
+	table := newRouteTable()
 	for _, spec := range cfg.Routes {
 		rt, err := s.newRoute(spec)
 		if err != nil {
 			return nil, err
 		}
-		if rt.pattern.nparam == 0 {
-			if _, dup := table.exact[spec.Pattern]; dup {
-				return nil, fmt.Errorf("route %s: duplicate path", spec.Pattern)
-			}
-			table.exact[spec.Pattern] = rt
-		} else {
-			table.params = append(table.params, rt)
+		if err := table.add(rt); err != nil {
+			return nil, err
 		}
-		table.all = append(table.all, rt)
 	}
 	s.routes.Store(table)
 
@@ -204,55 +221,71 @@ func New(cfg Config) (*Server, error) {
 	s.http = newHTTPHandoff(s)
 	s.startBackground()
 	for _, rt := range table.all {
-		if err := rt.spec.Handler.Start(rt); err != nil {
+		s.startLanes(rt)
+		if err := rt.Handler().Start(rt); err != nil {
 			s.stopBackground()
-			return nil, fmt.Errorf("route %s: %w", rt.spec.Pattern, err)
+			return nil, fmt.Errorf("route %s: %w", rt.Pattern(), err)
 		}
 	}
 	return s, nil
 }
 
-func (s *Server) newRoute(spec RouteSpec) (*Route, error) {
-	pt, err := parsePattern(spec.Pattern)
-	if err != nil {
-		return nil, fmt.Errorf("route %s: %w", spec.Pattern, err)
-	}
+// normalize validates spec and applies the server's defaults to it.
+func (s *Server) normalize(spec RouteSpec, cfg *Config) (RouteSpec, error) {
 	if spec.Handler == nil {
-		return nil, fmt.Errorf("route %s: no handler", spec.Pattern)
+		return spec, fmt.Errorf("route %s: no handler", spec.Pattern)
 	}
 	if spec.Lanes <= 0 {
 		spec.Lanes = 1
 	}
 	if spec.Heartbeat.Interval <= 0 {
-		spec.Heartbeat.Interval = s.cfg.Heartbeat.Interval
+		spec.Heartbeat.Interval = cfg.Heartbeat.Interval
 	}
 	if spec.Heartbeat.Timeout <= 0 {
-		spec.Heartbeat.Timeout = s.cfg.Heartbeat.Timeout
+		spec.Heartbeat.Timeout = cfg.Heartbeat.Timeout
 	}
 	if spec.MaxMessageSize <= 0 {
-		spec.MaxMessageSize = s.cfg.MaxMessageSize
+		spec.MaxMessageSize = cfg.MaxMessageSize
 	}
 	if rl := spec.RateLimit; rl != nil && (rl.Messages <= 0 || rl.Per <= 0) {
-		return nil, fmt.Errorf("route %s: rate limit needs messages > 0 and per > 0", spec.Pattern)
+		return spec, fmt.Errorf("route %s: rate limit needs messages > 0 and per > 0", spec.Pattern)
 	} else if rl != nil && rl.Burst < rl.Messages {
 		cp := *rl
 		cp.Burst = rl.Messages
 		spec.RateLimit = &cp
 	}
-	rt := &Route{srv: s, spec: spec, pattern: pt}
+	return spec, nil
+}
+
+// newRoute builds a route and its lanes; startLanes and the handler's
+// Start bring it to life.
+func (s *Server) newRoute(spec RouteSpec) (*Route, error) {
+	pt, err := parsePattern(spec.Pattern)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", spec.Pattern, err)
+	}
+	spec, err = s.normalize(spec, &s.c().Config)
+	if err != nil {
+		return nil, err
+	}
+	rt := &Route{srv: s, pattern: pt}
+	rt.spec.Store(&spec)
+	rt.handler.Store(&handlerBox{spec.Handler})
 	for i := range spec.Lanes {
-		rt.lanes = append(rt.lanes, newLane(rt, i))
+		rt.lanes = append(rt.lanes, newLane(rt, i, spec.Handler))
 	}
 	return rt, nil
 }
 
-func (s *Server) startBackground() {
-	for _, rt := range s.routes.Load().all {
-		for _, l := range rt.lanes {
-			s.bg.Add(1)
-			go func() { defer s.bg.Done(); l.run() }()
-		}
+// startLanes runs a route's lanes, owned by the server.
+func (s *Server) startLanes(rt *Route) {
+	for _, l := range rt.lanes {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); l.run() }()
 	}
+}
+
+func (s *Server) startBackground() {
 	if s.poller != nil {
 		s.ready = make(chan uint64, 4096)
 		s.bg.Add(1)
@@ -263,7 +296,7 @@ func (s *Server) startBackground() {
 			}
 			close(s.ready)
 		}()
-		for range s.cfg.Workers {
+		for range s.static.Workers {
 			s.bg.Add(1)
 			go func() {
 				defer s.bg.Done()
@@ -416,11 +449,12 @@ func (s *Server) connGone() {
 func (s *Server) stopBackground() {
 	s.stopAll.Do(func() {
 		s.wg.Wait() // handshakes, flushers and reader goroutines
-		for _, rt := range s.routes.Load().all {
-			rt.spec.Handler.Stop()
-			for _, l := range rt.lanes {
-				l.stop()
-			}
+		s.mu.Lock()
+		routes := append(s.routes.Load().all, s.retired...)
+		s.retired = nil
+		s.mu.Unlock()
+		for _, rt := range routes {
+			s.stopRoute(rt)
 		}
 		if s.unsubscribe != nil {
 			s.unsubscribe()
@@ -472,7 +506,6 @@ func (s *Server) broadcast(room string, kind Kind, f *wsconn.Frame, except *Conn
 	f.Release()
 	s.stats.broadcasts.Add(1)
 	s.stats.fanout.Add(int64(n))
-	s.stats.messagesOut.Add(int64(n))
 	if s.brokerAlone == nil || !s.brokerAlone() {
 		m := broker.Message{Op: broker.OpBroadcast, Origin: s.nodeID, Room: room, Binary: kind == Binary, Data: payload()}
 		if except != nil {
@@ -529,7 +562,7 @@ func (s *Server) RoomSize(room string) int { return s.rooms.size(room) }
 func (s *Server) RoomMembers(room string) []string { return s.rooms.memberIDs(room) }
 
 func (s *Server) publish(m broker.Message) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.c().WriteTimeout)
 	defer cancel()
 	if err := s.broker.Publish(ctx, m); err != nil {
 		s.stats.brokerErrors.Add(1)
@@ -553,7 +586,6 @@ func (s *Server) onBroker(m broker.Message) {
 		n := s.rooms.fanout(m.Room, f, except)
 		f.Release()
 		s.stats.fanout.Add(int64(n))
-		s.stats.messagesOut.Add(int64(n))
 	case broker.OpSend:
 		if c := s.Conn(m.Target); c != nil {
 			_ = c.Send(kind, m.Data)

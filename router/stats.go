@@ -9,17 +9,27 @@ import (
 // serverStats are the server's counters. Per-connection figures live on
 // the Conn.
 type serverStats struct {
-	messagesIn, messagesOut atomic.Int64
-	bytesIn, bytesOut       atomic.Int64
-	broadcasts, fanout      atomic.Int64
-	queueDrops, slowCloses  atomic.Int64
-	protocolErrors          atomic.Int64
-	brokerErrors            atomic.Int64
-	handshakesOK            atomic.Int64
+	broadcasts, fanout     atomic.Int64
+	queueDrops, slowCloses atomic.Int64
+	protocolErrors         atomic.Int64
+	brokerErrors           atomic.Int64
+	handshakesOK           atomic.Int64
 
 	mu       sync.Mutex
 	refused  map[int]int64 // handshakes refused, by HTTP status
 	closedBy map[int]int64 // connections closed, by close code
+	gone     RouteStats    // totals of routes removed by reconfiguration
+}
+
+// retire folds a removed route's totals into the server's, so that
+// server-wide counters never go down.
+func (st *serverStats) retire(r RouteStats) {
+	st.mu.Lock()
+	st.gone.MessagesIn += r.MessagesIn
+	st.gone.MessagesOut += r.MessagesOut
+	st.gone.BytesIn += r.BytesIn
+	st.gone.BytesOut += r.BytesOut
+	st.mu.Unlock()
 }
 
 func (st *serverStats) refusedWith(status int) {
@@ -64,10 +74,6 @@ func (s *Server) Stats() Stats {
 	st := &s.stats
 	out := Stats{
 		Connections:    s.table.len(),
-		MessagesIn:     st.messagesIn.Load(),
-		MessagesOut:    st.messagesOut.Load(),
-		BytesIn:        st.bytesIn.Load(),
-		BytesOut:       st.bytesOut.Load(),
 		Broadcasts:     st.broadcasts.Load(),
 		Fanout:         st.fanout.Load(),
 		QueueDrops:     st.queueDrops.Load(),
@@ -76,6 +82,16 @@ func (s *Server) Stats() Stats {
 		BrokerErrors:   st.brokerErrors.Load(),
 		HandshakesOK:   st.handshakesOK.Load(),
 		Uptime:         time.Since(s.started),
+	}
+	routes, gone := s.statRoutes()
+	out.MessagesIn, out.MessagesOut = gone.MessagesIn, gone.MessagesOut
+	out.BytesIn, out.BytesOut = gone.BytesIn, gone.BytesOut
+	for _, rt := range routes {
+		r := rt.Stats()
+		out.MessagesIn += r.MessagesIn
+		out.MessagesOut += r.MessagesOut
+		out.BytesIn += r.BytesIn
+		out.BytesOut += r.BytesOut
 	}
 	st.mu.Lock()
 	out.HandshakesRefused = make(map[int]int64, len(st.refused))
@@ -88,4 +104,30 @@ func (s *Server) Stats() Stats {
 	}
 	st.mu.Unlock()
 	return out
+}
+
+// RouteStats returns the counters of every route, current ones in
+// declaration order, then removed ones still draining.
+func (s *Server) RouteStats() []RouteStats {
+	routes, _ := s.statRoutes()
+	out := make([]RouteStats, len(routes))
+	for i, rt := range routes {
+		out[i] = rt.Stats()
+	}
+	return out
+}
+
+// statRoutes returns the routes that hold counters and the totals of
+// routes gone for good, taken together so that a route moving from one to
+// the other is counted exactly once.
+func (s *Server) statRoutes() ([]*Route, RouteStats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	current := s.routes.Load().all
+	routes := make([]*Route, 0, len(current)+len(s.retired))
+	routes = append(append(routes, current...), s.retired...)
+	s.stats.mu.Lock()
+	gone := s.stats.gone
+	s.stats.mu.Unlock()
+	return routes, gone
 }
