@@ -276,6 +276,11 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 		return nil, hs.reject(http.StatusServiceUnavailable, "server shutting down")
 	}
 	if rt.retired.Load() {
+		// Removed while this request was read. If a new route replaced it,
+		// the client may simply retry.
+		if s.routes.Load().byPattern(rt.Pattern()) != nil {
+			return nil, hs.reject(http.StatusServiceUnavailable, "route reloading; retry")
+		}
 		return nil, hs.reject(http.StatusNotFound, "route removed")
 	}
 	if !s.originAllowed(hs.req.Origin) {

@@ -16,6 +16,7 @@ import (
 //     ones on the new, so no message is lost or handled twice. The old
 //     handler is then stopped.
 //   - A new route starts serving at once.
+//   - A route whose Key changed is removed and added.
 //   - A removed route stops accepting; its connections are closed with
 //     1001 "route removed", and it stops once their Close events have run.
 //   - Server-wide limits (origins, connection caps, timeouts, queue size,
@@ -47,8 +48,9 @@ func (s *Server) Reconfigure(cfg Config) error {
 	}
 	var kept []change
 	var added []*Route
+	keep := map[*Route]bool{}
 	for _, spec := range cfg.Routes {
-		if rt := old.byPattern(spec.Pattern); rt != nil {
+		if rt := old.byPattern(spec.Pattern); rt != nil && rt.Spec().Key == spec.Key {
 			ns, err := s.normalize(spec, &cfg)
 			if err != nil {
 				return err
@@ -57,6 +59,7 @@ func (s *Server) Reconfigure(cfg Config) error {
 				return fmt.Errorf("route %s: lanes cannot change live (%d -> %d)", spec.Pattern, len(rt.lanes), ns.Lanes)
 			}
 			kept = append(kept, change{rt, ns})
+			keep[rt] = true
 			if err := next.add(rt); err != nil {
 				return err
 			}
@@ -83,7 +86,7 @@ func (s *Server) Reconfigure(cfg Config) error {
 	}
 	var removed []*Route
 	for _, rt := range old.all {
-		if next.byPattern(rt.Pattern()) == nil {
+		if !keep[rt] {
 			removed = append(removed, rt)
 		}
 	}

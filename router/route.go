@@ -26,6 +26,10 @@ type RouteSpec struct {
 	// MaxConnectionsPerIP refuses upgrades from one address past this count
 	// with HTTP 429; 0 means no limit.
 	MaxConnectionsPerIP int
+	// Key distinguishes routes that share a pattern across
+	// reconfigurations: a route whose Key changes (moonwire uses the script
+	// path) is removed and added, not updated.
+	Key string
 }
 
 // Heartbeat is the ping/timeout policy of a route.

@@ -175,6 +175,15 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	if ready != nil {
 		ready <- n.Addr()
 	}
+	ctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if cfg.Scripts.Reload && cfg.Dir != "" {
+		go func() {
+			if err := n.Watch(ctx, node.DefaultDebounce); err != nil {
+				log.Warn("not watching files; send SIGHUP to reload", "err", err)
+			}
+		}()
+	}
 
 	for {
 		select {
@@ -187,9 +196,10 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				log.Warn("SIGHUP: hot reload is not available in this version; restart to apply changes")
+				_ = n.Reload() // logged either way; the running version keeps serving on error
 				continue
 			}
+			stopWatch()
 			return drain(n, log, sigs)
 		}
 	}
@@ -198,7 +208,7 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 // drain shuts down gracefully within drain_timeout; a second signal cuts it
 // short.
 func drain(n *node.Node, log *slog.Logger, sigs <-chan os.Signal) int {
-	timeout := n.Config.Server.DrainTimeout
+	timeout := n.Config().Server.DrainTimeout
 	log.Info("draining", "connections", n.Router.Stats().Connections, "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

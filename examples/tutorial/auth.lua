@@ -12,6 +12,7 @@ end
 
 function M.on_handshake(req)
   if not valid(req.headers["x-auth-token"]) then
+    log.info("refused: invalid or missing token", { addr = req.remote_addr })
     return false, 401, "Invalid or missing token"
   end
 end

@@ -26,6 +26,7 @@ end
 function M.on_handshake(req)
   local token = req.headers["x-monitor-token"]
   if not token or not crypto.equal(token, ws.settings.token) then
+    log.info("refused: invalid monitor token", { addr = req.remote_addr })
     return false, 401, "Invalid Monitor Token"
   end
 end
@@ -37,7 +38,7 @@ function M.on_open(conn)
   local timeout = tonumber(ws.settings.silent_timeout) or 30
   checkers[conn.id] = timer.every(tonumber(ws.settings.check_every) or 10, function()
     if time.now() - last[conn.id] > timeout then
-      log.info("client heartbeat timed out", { addr = conn.remote_addr })
+      log.info("client heartbeat timed out", { addr = conn.remote_addr, conn = conn.id })
       conn:close(1001, "Heartbeat timeout")
     end
   end)

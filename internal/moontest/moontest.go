@@ -104,6 +104,24 @@ func StartConfig(t testing.TB, cfg *config.Config, tune ...func(*router.Config))
 	return s
 }
 
+// WriteFile (re)writes a file under the server's folder (Start only), as
+// an operator editing a script would: to a temporary name, then renamed
+// into place.
+func (s *Server) WriteFile(t testing.TB, name, content string) {
+	t.Helper()
+	p := filepath.Join(s.Dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := p + ".tmp~"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // URL returns the ws:// URL of path on the server.
 func (s *Server) URL(path string) string { return "ws://" + s.Addr() + path }
 

@@ -1,7 +1,8 @@
 // Package node assembles a running moonwire node from a loaded
 // configuration: the Lua engine and its modules, one scripted handler per
-// route, and the router. cmd/moonwire adds flags, signals and output; tests
-// and examples use it to run the real thing in-process.
+// route, and the router; and it reloads them. cmd/moonwire adds flags,
+// signals and output; tests and examples use it to run the real thing
+// in-process.
 //
 // It is wiring only: it holds no protocol or scripting logic of its own.
 package node
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"sync"
 
 	"github.com/moonwire/moonwire/plugins/crypto"
 	"github.com/moonwire/moonwire/plugins/json"
@@ -25,14 +27,19 @@ import (
 
 // Node is a configured moonwire server.
 type Node struct {
-	Config *config.Config
 	Router *router.Server
 	Engine *lua.Engine
 	Store  *store.Store
 
 	log    *slog.Logger
+	tune   []func(*router.Config)
 	ln     net.Listener
 	served chan error
+
+	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status
+	cfg      *config.Config
+	handlers map[string]*lua.Route // by route path
+	status   ReloadStatus
 }
 
 // Modules returns the plugin modules every script gets, sharing st.
@@ -96,18 +103,13 @@ func Inactive(cfg *config.Config, log *slog.Logger) error {
 	if cfg.Server.Compression {
 		log.Warn("server.compression is not available in this version; messages are sent uncompressed")
 	}
-	if cfg.Admin.Listen != "" {
-		log.Warn("admin.listen is not available in this version; no admin listener started", "listen", cfg.Admin.Listen)
-	}
-	if cfg.Scripts.Reload && cfg.Dir != "" {
-		log.Info("scripts.reload: hot reload is not available in this version; restart to apply changes")
-	}
 	return nil
 }
 
 // New builds a node: it compiles every script and starts the routes'
 // lanes, but does not listen. tune, if given, adjusts the router's
-// configuration last (tests use it to pick the goroutine reader).
+// configuration last (tests use it to pick the goroutine reader or share a
+// broker).
 func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
@@ -115,9 +117,55 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 	if err := Inactive(cfg, log); err != nil {
 		return nil, err
 	}
-	n := &Node{Config: cfg, log: log, Store: store.New(store.Options{})}
+	n := &Node{cfg: cfg, log: log, tune: tune, Store: store.New(store.Options{})}
 	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store)})
 
+	handlers, err := n.build(cfg, nil)
+	if err != nil {
+		n.release()
+		return nil, err
+	}
+	srv, err := router.New(n.routerConfig(cfg, handlers))
+	if err != nil {
+		releaseAll(handlers, nil)
+		n.release()
+		return nil, err
+	}
+	n.Router, n.handlers = srv, handlers
+	return n, nil
+}
+
+// build compiles a handler for every route of cfg. A route whose version
+// (script, modules, settings) is unchanged from current keeps its running
+// handler. On error nothing is kept: new handlers are released.
+func (n *Node) build(cfg *config.Config, current map[string]*lua.Route) (map[string]*lua.Route, error) {
+	out := make(map[string]*lua.Route, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		r, err := n.Engine.NewRoute(RouteConfig(cfg, rc))
+		if err != nil {
+			releaseAll(out, current)
+			return nil, err
+		}
+		if old := current[rc.Path]; old != nil && old.Version() == r.Version() {
+			r.Release()
+			r = old
+		}
+		out[rc.Path] = r
+	}
+	return out, nil
+}
+
+// releaseAll frees built handlers that are not also in keep.
+func releaseAll(built, keep map[string]*lua.Route) {
+	for p, r := range built {
+		if keep[p] != r {
+			r.Release()
+		}
+	}
+}
+
+// routerConfig translates cfg into the router's terms.
+func (n *Node) routerConfig(cfg *config.Config, handlers map[string]*lua.Route) router.Config {
 	rcfg := router.Config{
 		MaxMessageSize:   cfg.Server.MaxMessageSize,
 		MaxConnections:   cfg.Server.MaxConnections,
@@ -126,7 +174,7 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 		WriteTimeout:     cfg.Server.WriteTimeout,
 		Heartbeat:        router.Heartbeat(cfg.Heartbeat),
 		AllowedOrigins:   cfg.Server.AllowedOrigins,
-		Logger:           log,
+		Logger:           n.log,
 	}
 	if cfg.Server.SlowConsumer == "drop" {
 		rcfg.SlowConsumer = router.SlowConsumerDrop
@@ -134,21 +182,13 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 	if cfg.Server.StaticFS != nil {
 		rcfg.HTTP = http.FileServerFS(cfg.Server.StaticFS)
 	}
-	var routes []*lua.Route
 	for _, rc := range cfg.Routes {
-		r, err := n.Engine.NewRoute(RouteConfig(cfg, rc))
-		if err != nil {
-			for _, r := range routes {
-				r.Release()
-			}
-			n.release()
-			return nil, err
-		}
-		routes = append(routes, r)
+		h := handlers[rc.Path]
 		spec := router.RouteSpec{
 			Pattern:             rc.Path,
-			Handler:             r,
-			Lanes:               r.Lanes(),
+			Key:                 rc.Script,
+			Handler:             h,
+			Lanes:               h.Lanes(),
 			Heartbeat:           router.Heartbeat(rc.Heartbeat),
 			MaxMessageSize:      rc.MaxMessageSize,
 			MaxConnectionsPerIP: rc.MaxConnectionsPerIP,
@@ -158,29 +198,52 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 		}
 		rcfg.Routes = append(rcfg.Routes, spec)
 	}
-	for _, f := range tune {
+	for _, f := range n.tune {
 		f(&rcfg)
 	}
-	srv, err := router.New(rcfg)
-	if err != nil {
-		for _, r := range routes {
-			r.Release()
-		}
-		n.release()
-		return nil, err
+	return rcfg
+}
+
+// Config returns the configuration the node currently runs.
+func (n *Node) Config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
+}
+
+// RouteInfo describes a served route, for the admin API.
+type RouteInfo struct {
+	Path        string `json:"path"`
+	Script      string `json:"script"`
+	Version     string `json:"version"`
+	Connections int64  `json:"connections"`
+}
+
+// Routes describes the routes the node serves, in config order.
+func (n *Node) Routes() []RouteInfo {
+	n.mu.Lock()
+	cfg, handlers := n.cfg, n.handlers
+	n.mu.Unlock()
+	conns := map[string]int64{}
+	for _, rt := range n.Router.Routes() {
+		conns[rt.Pattern()] = rt.Connections()
 	}
-	n.Router = srv
-	return n, nil
+	out := make([]RouteInfo, 0, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		out = append(out, RouteInfo{Path: rc.Path, Script: rc.Script, Version: handlers[rc.Path].Version(), Connections: conns[rc.Path]})
+	}
+	return out
 }
 
 // Listen binds server.listen (or addr, when not empty) and starts serving.
 func (n *Node) Listen(addr string) error {
+	cfg := n.Config()
 	if addr == "" {
-		addr = n.Config.Server.Listen
+		addr = cfg.Server.Listen
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s: server.listen: %w", n.Config.File, err)
+		return fmt.Errorf("%s: server.listen: %w", cfg.File, err)
 	}
 	n.Serve(ln)
 	return nil
@@ -205,7 +268,7 @@ func (n *Node) Addr() string { return n.ln.Addr().String() }
 // URLs returns the ws:// URL of every route, in config order.
 func (n *Node) URLs() []string {
 	var urls []string
-	for _, rc := range n.Config.Routes {
+	for _, rc := range n.Config().Routes {
 		urls = append(urls, "ws://"+n.Addr()+rc.Path)
 	}
 	return urls

@@ -12,6 +12,7 @@ import (
 // boxed once here so that reading conn.id allocates nothing.
 type luaConn struct {
 	c      *router.Conn
+	vm     *vm // the VM this handle belongs to
 	id     glua.LValue
 	params *glua.LTable
 }
@@ -21,8 +22,22 @@ const connType = "moonwire.conn"
 // newConn wraps c for this VM.
 func (v *vm) newConn(c *router.Conn) *glua.LUserData {
 	ud := v.L.NewUserData()
-	ud.Value = &luaConn{c: c, id: glua.LString(c.ID())}
+	ud.Value = &luaConn{c: c, vm: v, id: glua.LString(c.ID())}
 	ud.Metatable = v.connMeta()
+	return ud
+}
+
+// connUD returns c's handle in this VM. A connection opened under an
+// earlier version of the script (before a reload) carries the old VM's
+// handle; it gets one from this VM on first use.
+func (v *vm) connUD(c *router.Conn) *glua.LUserData {
+	if ud, ok := c.HandlerData().(*glua.LUserData); ok {
+		if lc, ok := ud.Value.(*luaConn); ok && lc.vm == v {
+			return ud
+		}
+	}
+	ud := v.newConn(c)
+	c.SetHandlerData(ud)
 	return ud
 }
 

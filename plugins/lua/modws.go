@@ -147,10 +147,9 @@ func (v *vm) wsConn(L *glua.LState) int {
 		return 1
 	}
 	if c.Route() == v.route.rt && c.Lane() == v.lane {
-		if ud, ok := c.HandlerData().(*glua.LUserData); ok {
-			L.Push(ud)
-			return 1
-		}
+		// One of this VM's own connections: its own handle.
+		L.Push(v.connUD(c))
+		return 1
 	}
 	L.Push(v.newConn(c))
 	return 1

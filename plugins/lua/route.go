@@ -1,10 +1,15 @@
 package lua
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"path"
+	"sort"
 	"sync"
 	"time"
 
@@ -46,6 +51,8 @@ type Route struct {
 
 	modMu     sync.Mutex
 	modProtos map[string]*glua.FunctionProto
+	sums      map[string][32]byte // source hash of every file loaded, by path
+	version   string
 }
 
 // NewRoute compiles the route's script and builds its VMs, running the
@@ -61,12 +68,13 @@ func (e *Engine) NewRoute(cfg RouteConfig) (*Route, error) {
 	if cfg.FS == nil {
 		return nil, errors.New("route " + cfg.Pattern + ": no scripts folder")
 	}
-	r := &Route{eng: e, cfg: cfg, modProtos: make(map[string]*glua.FunctionProto)}
-	proto, err := loadScript(cfg.FS, cfg.Script, r.display(cfg.Script))
+	r := &Route{eng: e, cfg: cfg, modProtos: make(map[string]*glua.FunctionProto), sums: make(map[string][32]byte)}
+	proto, sum, err := loadScript(cfg.FS, cfg.Script, r.display(cfg.Script))
 	if err != nil {
 		return nil, err
 	}
 	r.proto = proto
+	r.sums[cfg.Script] = sum
 	for i := range cfg.VMs {
 		v, err := newVM(r, i)
 		if err != nil {
@@ -75,7 +83,39 @@ func (e *Engine) NewRoute(cfg RouteConfig) (*Route, error) {
 		}
 		r.vms = append(r.vms, v)
 	}
+	r.version = r.computeVersion()
 	return r, nil
+}
+
+// Version identifies what the route runs: its script and every module its
+// top level required, its settings, VM count and timeout. Two routes with
+// the same version behave the same, so a reload that finds the version
+// unchanged keeps the running one (and its timers).
+func (r *Route) Version() string { return r.version }
+
+// Files returns the files the route loaded, inside the scripts folder.
+func (r *Route) Files() []string {
+	r.modMu.Lock()
+	defer r.modMu.Unlock()
+	files := make([]string, 0, len(r.sums))
+	for f := range r.sums {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	return files
+}
+
+func (r *Route) computeVersion() string {
+	h := sha256.New()
+	for _, f := range r.Files() {
+		r.modMu.Lock()
+		sum := r.sums[f]
+		r.modMu.Unlock()
+		fmt.Fprintf(h, "%s\x00%x\n", f, sum)
+	}
+	settings, _ := json.Marshal(r.cfg.Settings) // map keys sort: deterministic
+	fmt.Fprintf(h, "settings %s\nvms %d\ntimeout %s\n", settings, r.cfg.VMs, r.cfg.HandlerTimeout)
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Lanes is the number of router lanes the route needs: one per VM.
@@ -106,11 +146,12 @@ func (r *Route) moduleProto(file string) (*glua.FunctionProto, error) {
 	if p, ok := r.modProtos[file]; ok {
 		return p, nil
 	}
-	p, err := loadScript(r.cfg.FS, file, r.display(file))
+	p, sum, err := loadScript(r.cfg.FS, file, r.display(file))
 	if err != nil {
 		return nil, err
 	}
 	r.modProtos[file] = p
+	r.sums[file] = sum
 	return p, nil
 }
 
@@ -237,10 +278,7 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 	if v.onMessage == nil || v.closed {
 		return
 	}
-	ud, _ := c.HandlerData().(*glua.LUserData)
-	if ud == nil {
-		return
-	}
+	ud := v.connUD(c)
 	L := v.L
 	v.cur = c
 	L.Push(v.onMessage)
@@ -261,10 +299,10 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 // Close implements router.Handler.
 func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
 	v := r.vms[lane]
-	ud, _ := c.HandlerData().(*glua.LUserData)
-	if ud == nil || v.onClose == nil || v.closed {
+	if v.onClose == nil || v.closed {
 		return
 	}
+	ud := v.connUD(c)
 	v.cur = c
 	v.L.Push(v.onClose)
 	v.L.Push(ud)

@@ -2,6 +2,7 @@ package lua
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,13 +63,14 @@ func compile(src []byte, name string) (*glua.FunctionProto, error) {
 }
 
 // loadScript reads and compiles path from fsys; display is the name used
-// in messages.
-func loadScript(fsys fs.FS, path, display string) (*glua.FunctionProto, error) {
+// in messages. It also returns the source's SHA-256, for versioning.
+func loadScript(fsys fs.FS, path, display string) (*glua.FunctionProto, [32]byte, error) {
 	src, err := fs.ReadFile(fsys, path)
 	if err != nil {
-		return nil, &ScriptError{File: display, Msg: "cannot read script: " + errors.Unwrap(err).Error()}
+		return nil, [32]byte{}, &ScriptError{File: display, Msg: "cannot read script: " + errors.Unwrap(err).Error()}
 	}
-	return compile(src, display)
+	proto, err := compile(src, display)
+	return proto, sha256.Sum256(src), err
 }
 
 // Lua error values carry their position as a "chunk:line:" prefix.

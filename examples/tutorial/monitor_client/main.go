@@ -170,6 +170,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			c.logf("stopped while waiting to reconnect")
 			return nil
 		case <-t.C:
 		}
