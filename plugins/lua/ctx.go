@@ -11,8 +11,9 @@ import (
 	glua "github.com/yuin/gopher-lua"
 )
 
-// errTimeout is what a stopped callback sees.
-var errTimeout = errors.New("handler timeout exceeded")
+// ErrTimeout is wrapped by the ScriptError of a callback stopped for running
+// past its route's handler timeout: errors.Is(err, ErrTimeout).
+var ErrTimeout = errors.New("handler timeout exceeded")
 
 // vmCtx is a VM's long-lived context: gopher-lua checks it between
 // instructions, and the engine's watchdog cancels it when a callback runs
@@ -49,7 +50,7 @@ func (c *vmCtx) Err() error {
 
 // cancel stops every call running under c, including coroutines.
 func (c *vmCtx) cancel() {
-	err := errTimeout
+	err := ErrTimeout
 	if !c.err.CompareAndSwap(nil, &err) {
 		return
 	}

@@ -18,6 +18,21 @@ type Module interface {
 	Open(L *glua.LState) int
 }
 
+// RouteModule is a Module whose table depends on the route it is opened
+// for (the metrics module labels what a route records with the route).
+type RouteModule interface {
+	Name() string
+	OpenRoute(L *glua.LState, route string) int
+}
+
+// Observer is told about every callback a script runs: the route, the
+// callback ("on_message", "timer", ...), how long it took, and its error
+// (a Lua error or a timeout; nil on success). The admin listener turns
+// these into the handler duration histogram and error counters.
+type Observer interface {
+	Callback(route, callback string, d time.Duration, err error)
+}
+
 // Options configure an Engine.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()
@@ -29,6 +44,8 @@ type Options struct {
 	MaxStringSize int
 	// MaxTimers bounds the live timers of one VM; 0: 10000.
 	MaxTimers int
+	// Observer, when set, is told about every callback.
+	Observer Observer
 }
 
 // Engine runs route scripts. One Engine serves every route of a process: it
@@ -38,6 +55,7 @@ type Engine struct {
 	modules []Module
 	maxStr  int
 	maxTmr  int
+	obs     Observer
 	started time.Time
 
 	// The watchdog's coarse clock, in nanoseconds since started, and the
@@ -61,6 +79,7 @@ func New(opts Options) *Engine {
 		modules: opts.Modules,
 		maxStr:  opts.MaxStringSize,
 		maxTmr:  opts.MaxTimers,
+		obs:     opts.Observer,
 		started: time.Now(),
 		watched: make(map[*vm]struct{}),
 		stop:    make(chan struct{}),

@@ -96,7 +96,7 @@ func (t *timer) fire() {
 		delete(v.timers, t)
 	}
 	v.L.Push(t.fn)
-	if err := v.pcall(0, 0); err != nil {
+	if err := v.call("timer", 0, 0); err != nil {
 		v.fail("timer", err)
 	}
 	if t.active && t.every > 0 && !v.closed {

@@ -171,7 +171,7 @@ func (r *Route) Start(rt *router.Route) error {
 			v.ws.RawSetString("node_id", glua.LString(r.srv.NodeID()))
 			if v.onStart != nil {
 				v.L.Push(v.onStart)
-				if err := v.pcall(0, 0); err != nil {
+				if err := v.call("on_start", 0, 0); err != nil {
 					v.fail("on_start", err)
 				}
 			}
@@ -202,7 +202,7 @@ func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 	L := v.L
 	L.Push(v.onHandshake)
 	L.Push(v.requestTable(req))
-	if err := v.pcall(1, 3); err != nil {
+	if err := v.call("on_handshake", 1, 3); err != nil {
 		v.fail("on_handshake", err)
 		return router.Verdict{Reject: true, Status: http.StatusInternalServerError, Body: "internal error"}
 	}
@@ -264,7 +264,7 @@ func (r *Route) Open(lane int, c *router.Conn) {
 	v.cur = c
 	v.L.Push(v.onOpen)
 	v.L.Push(ud)
-	if err := v.pcall(1, 0); err != nil {
+	if err := v.call("on_open", 1, 0); err != nil {
 		v.fail("on_open", err)
 		_ = c.Close(router.CloseInternalError, "internal error")
 	}
@@ -289,7 +289,7 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 	} else {
 		L.Push(v.kindText)
 	}
-	if err := v.pcall(3, 0); err != nil {
+	if err := v.call("on_message", 3, 0); err != nil {
 		v.fail("on_message", err)
 		_ = c.Close(router.CloseInternalError, "internal error")
 	}
@@ -308,7 +308,7 @@ func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
 	v.L.Push(ud)
 	v.L.Push(glua.LNumber(code))
 	v.L.Push(glua.LString(reason))
-	if err := v.pcall(3, 0); err != nil {
+	if err := v.call("on_close", 3, 0); err != nil {
 		v.fail("on_close", err)
 	}
 	v.cur = nil

@@ -22,7 +22,11 @@ type ScriptError struct {
 	Line      int    // 0 when unknown
 	Msg       string
 	Traceback string // Lua stack traceback, for runtime errors
+	cause     error  // ErrTimeout for a stopped callback
 }
+
+// Unwrap returns ErrTimeout for a callback stopped by its deadline.
+func (e *ScriptError) Unwrap() error { return e.cause }
 
 // Error implements error.
 func (e *ScriptError) Error() string {

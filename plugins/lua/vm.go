@@ -109,12 +109,30 @@ func (v *vm) openModules() {
 		v.loaded.RawSetString(name, mod)
 	}
 	for _, m := range v.eng.modules {
+		if rm, ok := m.(RouteModule); ok {
+			route := v.route.cfg.Pattern
+			install(m.Name(), func(L *glua.LState) int { return rm.OpenRoute(L, route) })
+			continue
+		}
 		install(m.Name(), m.Open)
 	}
 	install("ws", v.openWS)
 	install("timer", v.openTimer)
 	install("log", v.openLog)
 	install("time", v.openTime)
+}
+
+// call runs a callback (the function and nargs arguments on the stack)
+// and reports it to the engine's observer.
+func (v *vm) call(callback string, nargs, nret int) error {
+	obs := v.eng.obs
+	if obs == nil {
+		return v.pcall(nargs, nret)
+	}
+	start := time.Now()
+	err := v.pcall(nargs, nret)
+	obs.Callback(v.route.cfg.Pattern, callback, time.Since(start), err)
+	return err
 }
 
 // pcall calls the function and nargs arguments on the stack under the
@@ -129,6 +147,7 @@ func (v *vm) pcall(nargs, nret int) error {
 	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
 	if timedOut {
 		se.Msg = "handler timeout (" + v.route.cfg.HandlerTimeout.String() + ") exceeded"
+		se.cause = ErrTimeout
 	}
 	return se
 }
