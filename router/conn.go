@@ -464,12 +464,29 @@ func (c *Conn) opened() {
 }
 
 // finished runs on the lane after the handler's Close: the connection is
-// forgotten.
+// logged (the access log) and forgotten.
 func (c *Conn) finished() {
+	c.mu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	c.srv.log.Info("connection closed",
+		"route", c.route.Pattern(), "conn", c.id, "remote", c.remoteAddr,
+		"duration", time.Since(c.created).Round(time.Millisecond),
+		"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
+		"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),
+		"code", code, "reason", reason)
 	c.handlerData = nil
 	c.srv.table.remove(c)
 	c.srv.active.Add(-1)
 	c.srv.connGone()
+}
+
+// closeWritten reports whether our close frame is out or the connection
+// is gone.
+func (c *Conn) closeWritten() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeSent || c.state == stateClosed
 }
 
 // closedByServer reports whether the server side closed the connection, in

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -141,14 +142,19 @@ func (s *Server) retire(rt *Route) {
 	s.mu.Lock()
 	s.retired = append(s.retired, rt)
 	s.mu.Unlock()
-	s.table.each(func(c *Conn) {
-		if c.route == rt {
-			c.closeWith(CloseGoingAway, "route removed", false, false)
-		}
-	})
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.stopped:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		s.closeAll(ctx, CloseGoingAway, "route removed", func(c *Conn) bool { return c.route == rt })
+		cancel()
 		for rt.conns.Load() > 0 || rt.pendingHandshakes.Load() > 0 {
 			select {
 			case <-s.stopped:

@@ -381,13 +381,19 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
+// drainBatch bounds how many connections a drain closes at once: each close
+// writes a frame from a goroutine of its own, and a hundred thousand at
+// once would be a burst of memory for nothing.
+const drainBatch = 1000
+
 // Shutdown drains the server: it stops accepting, closes every connection
-// with 1001 "going away", waits for their Close events to run, then stops
-// the routes. When ctx ends first, the remaining connections are dropped
-// (their Close events still run) and ctx's error is returned.
+// with 1001 "going away" (drainBatch at a time), waits for their Close
+// events to run, then stops the routes. When ctx ends first, the remaining
+// connections are dropped (their Close events still run) and ctx's error
+// is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginClosing()
-	s.table.each(func(c *Conn) { c.closeWith(CloseGoingAway, "going away", false, false) })
+	s.closeAll(ctx, CloseGoingAway, "going away", nil)
 	err := s.waitIdle(ctx)
 	if err != nil {
 		s.table.each(func(c *Conn) { c.teardown() })
@@ -395,6 +401,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.stopBackground()
 	return err
+}
+
+// closeAll starts the closing handshake on every connection, a batch at a
+// time: the next batch starts once this one's close frames are written (or
+// a second has passed, for peers that do not read).
+func (s *Server) closeAll(ctx context.Context, code int, reason string, which func(*Conn) bool) {
+	var batch []*Conn
+	flush := func() {
+		for _, c := range batch {
+			c.closeWith(code, reason, false, false)
+		}
+		deadline := time.Now().Add(time.Second)
+		for _, c := range batch {
+			for !c.closeWritten() && time.Now().Before(deadline) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		batch = batch[:0]
+	}
+	s.table.each(func(c *Conn) {
+		if ctx.Err() != nil || (which != nil && !which(c)) {
+			return
+		}
+		if batch = append(batch, c); len(batch) == drainBatch {
+			flush()
+		}
+	})
+	flush()
 }
 
 // Close drops every connection at once (their Close events still run) and
