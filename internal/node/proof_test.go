@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -19,12 +20,14 @@ import (
 // The reload proof: chat clients exchange messages while the route's script
 // is rewritten over and over, alternating valid and broken versions. The
 // default sizes keep the suite quick; the figures in the README come from
+// examples/reload/proof.sh, which runs
 //
-//	go test ./internal/node/ -run TestReloadUnderLoad -v -reload.clients=1000 -reload.rewrites=100
+//	go test ./internal/node/ -run TestReloadUnderLoad -v -reload.clients=1000 -reload.rewrites=100 -reload.via=watch
 var (
 	proofClients  = flag.Int("reload.clients", 200, "chat clients in the reload proof")
 	proofRewrites = flag.Int("reload.rewrites", 40, "script rewrites in the reload proof (half of them broken)")
 	proofInterval = flag.Duration("reload.interval", 20*time.Millisecond, "time between rewrites (clients keep chatting meanwhile)")
+	proofVia      = flag.String("reload.via", "call", `how rewrites are applied: "call" (Node.Reload, as SIGHUP does) or "watch" (the file watcher picks up the saved file)`)
 	proofRoomSize = flag.Int("reload.room", 50, "clients per chat room")
 )
 
@@ -151,24 +154,51 @@ script = "chat.lua"
 		}()
 	}
 
-	// Rewrites, alternating valid and broken; after each valid one a probe
-	// proves the new version is what serves.
+	// With -reload.via=watch the file watcher applies each save; a save may
+	// cause more than one reload (editors and renames make bursts), so the
+	// checks below look at outcomes, not counts.
+	if *proofVia == "watch" {
+		ctx, cancel := context.WithCancel(context.Background())
+		watching := make(chan error, 1)
+		go func() { watching <- s.Watch(ctx, 10*time.Millisecond) }()
+		defer func() { cancel(); <-watching }()
+	}
 	probe := moontest.Dial(t, s.URL("/chat?room=probe"))
-	validSeen := 0
+	// serving asks the route which version answers.
+	serving := func() string {
+		probe.Send("probe")
+		return strings.TrimPrefix(probe.Next().Text(), "probe ")
+	}
+
+	// Rewrites, alternating valid and broken. After a valid one the probe
+	// must see the new version; after a broken one the reload must have
+	// failed and the previous version must still answer.
+	validSeen, current := 0, "v0"
 	for i := 1; i <= nRewrites; i++ {
+		failures := s.Status().Failures
 		if i%2 == 1 {
 			v := fmt.Sprintf("v%d", i)
 			s.WriteFile(t, "scripts/chat.lua", proofScript(v))
-			if err := s.Reload(); err != nil {
-				t.Fatalf("valid rewrite %d: %v", i, err)
+			if *proofVia == "call" {
+				if err := s.Reload(); err != nil {
+					t.Fatalf("valid rewrite %d: %v", i, err)
+				}
 			}
-			probe.Send("probe")
-			probe.Expect("probe " + v)
+			moontest.WaitFor(t, "version "+v+" to serve", func() bool { return serving() == v })
 			validSeen++
+			current = v
 		} else {
 			s.WriteFile(t, "scripts/chat.lua", brokenScript(i))
-			if err := s.Reload(); err == nil {
-				t.Fatalf("broken rewrite %d was accepted", i)
+			if *proofVia == "call" {
+				if err := s.Reload(); err == nil {
+					t.Fatalf("broken rewrite %d was accepted", i)
+				}
+			}
+			moontest.WaitFor(t, fmt.Sprintf("broken rewrite %d to be refused", i), func() bool {
+				return s.Status().Failures > failures
+			})
+			if got := serving(); got != current {
+				t.Fatalf("after broken rewrite %d the route serves %q, want %q", i, got, current)
 			}
 		}
 		time.Sleep(*proofInterval) // let the chat run on this version

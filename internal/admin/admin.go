@@ -1,0 +1,159 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/moonwire/moonwire/router"
+)
+
+// Route describes a served route for /routes.
+type Route struct {
+	Path        string `json:"path"`
+	Script      string `json:"script"`
+	Version     string `json:"version"`
+	Connections int64  `json:"connections"`
+}
+
+// ReloadState is the outcome of the last configuration reload.
+//
+// Reloads and Failures are disjoint: Reloads counts successful reloads,
+// Failures failed ones (attempts = Reloads + Failures). At is the time of
+// the last attempt, zero before any; OK and Err describe that attempt.
+// Before any reload (At zero) the admin surface reports OK as true, whatever
+// the field holds: nothing has failed.
+type ReloadState struct {
+	Reloads  int64     `json:"reloads"`
+	Failures int64     `json:"failures"`
+	At       time.Time `json:"at,omitzero"`
+	OK       bool      `json:"ok"`
+	Err      string    `json:"error,omitempty"`
+}
+
+// lastOK reports whether the last reload succeeded; true before any.
+func (r ReloadState) lastOK() bool { return r.OK || r.At.IsZero() }
+
+// Source is what the admin surface reads; the node implements it. Every
+// method is called at request (scrape) time, possibly from several
+// goroutines at once.
+type Source interface {
+	Stats() router.Stats
+	RouteStats() []router.RouteStats
+	Routes() []Route
+	Reload() ReloadState
+	Draining() bool
+}
+
+// New returns the admin HTTP handler: /metrics, /healthz, /routes (and 404
+// elsewhere). reg is the registry to expose; New registers the moonwire
+// collector (which reads src at scrape time) plus the Go runtime and
+// process collectors on it. A registry that already holds the Go runtime
+// or process collector is fine; one that already holds a moonwire
+// collector is an error.
+func New(src Source, reg *prometheus.Registry) (http.Handler, error) {
+	if src == nil {
+		return nil, errors.New("admin: nil Source")
+	}
+	if reg == nil {
+		return nil, errors.New("admin: nil registry")
+	}
+	mc := newCollector(src)
+	if err := reg.Register(mc); err != nil {
+		return nil, fmt.Errorf("admin: registering the moonwire collector: %w", err)
+	}
+	std := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+	for i, c := range std {
+		if err := reg.Register(c); err != nil {
+			if _, dup := errors.AsType[prometheus.AlreadyRegisteredError](err); dup {
+				std[i] = nil // someone else's; not ours to unregister
+				continue
+			}
+			reg.Unregister(mc)
+			for _, c := range std[:i] {
+				if c != nil {
+					reg.Unregister(c)
+				}
+			}
+			return nil, fmt.Errorf("admin: registering the runtime collectors: %w", err)
+		}
+	}
+
+	h := &handler{src: src}
+	mux := http.NewServeMux()
+	// "GET /x" also matches HEAD; the mux answers other methods with 405
+	// and an Allow header, and unknown paths with 404.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		// One bad series must not blank the whole scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      slogErrorLog{},
+	}))
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /routes", h.routes)
+	return mux, nil
+}
+
+type handler struct {
+	src Source
+}
+
+// health is the /healthz body.
+type health struct {
+	Status string       `json:"status"`
+	Reload *ReloadState `json:"reload,omitempty"`
+}
+
+// healthz answers 200 {"status":"ok","reload":{...}} while serving, also
+// after a failed reload (the previous version keeps serving; the body says
+// "ok":false with the error), and 503 {"status":"draining"} once the node
+// drains, so that load balancers stop sending new clients.
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if h.src.Draining() {
+		writeJSON(w, http.StatusServiceUnavailable, health{Status: "draining"})
+		return
+	}
+	rs := h.src.Reload()
+	rs.OK = rs.lastOK()
+	writeJSON(w, http.StatusOK, health{Status: "ok", Reload: &rs})
+}
+
+// routes answers the served routes as a JSON array ([] when none).
+func (h *handler) routes(w http.ResponseWriter, r *http.Request) {
+	routes := h.src.Routes()
+	if routes == nil {
+		routes = []Route{}
+	}
+	writeJSON(w, http.StatusOK, routes)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "admin: encoding the response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	body = append(body, '\n')
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(body) // discarded for HEAD by net/http
+}
+
+// slogErrorLog sends promhttp's gathering errors to the default logger.
+type slogErrorLog struct{}
+
+func (slogErrorLog) Println(v ...any) {
+	slog.Default().Error("admin: /metrics: " + fmt.Sprint(v...))
+}
