@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -35,7 +37,10 @@ type fakeSource struct {
 func (f *fakeSource) Stats() router.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.stats
+	st := f.stats
+	st.HandshakesRefused = maps.Clone(st.HandshakesRefused)
+	st.Closes = maps.Clone(st.Closes)
+	return st
 }
 
 func (f *fakeSource) RouteStats() []router.RouteStats {
@@ -549,7 +554,7 @@ func TestNewErrors(t *testing.T) {
 		}, isAlreadyRegistered},
 		{"registry already holding the runtime collectors", func() error {
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			_, err := New(&fakeSource{}, reg)
 			return err
 		}, nil},
@@ -606,10 +611,18 @@ func TestConcurrentScrapes(t *testing.T) {
 		wg.Go(func() {
 			for j := range 20 {
 				switch (i + j) % 4 {
-				case 0:
-					scrape(t, srv.URL)
-				case 1:
-					get(t, http.MethodGet, srv.URL+"/healthz")
+				case 0, 1:
+					path := [2]string{"/metrics", "/healthz"}[(i+j)%4]
+					resp, err := http.Get(srv.URL + path)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("%s: %s", path, resp.Status)
+					}
 				case 2:
 					src.mu.Lock()
 					src.rstats[0].MessagesIn++

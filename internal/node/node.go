@@ -16,10 +16,16 @@ import (
 	"net/http"
 	"path"
 	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moonwire/moonwire/internal/admin"
 	"github.com/moonwire/moonwire/plugins/crypto"
 	"github.com/moonwire/moonwire/plugins/json"
 	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/plugins/metrics"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
@@ -27,14 +33,18 @@ import (
 
 // Node is a configured moonwire server.
 type Node struct {
-	Router *router.Server
-	Engine *lua.Engine
-	Store  *store.Store
+	Router   *router.Server
+	Engine   *lua.Engine
+	Store    *store.Store
+	Registry *prometheus.Registry // what /metrics exposes
 
-	log    *slog.Logger
-	tune   []func(*router.Config)
-	ln     net.Listener
-	served chan error
+	log      *slog.Logger
+	tune     []func(*router.Config)
+	ln       net.Listener
+	served   chan error
+	admin    *http.Server
+	adminLn  net.Listener
+	draining atomic.Bool
 
 	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status
 	cfg      *config.Config
@@ -42,12 +52,15 @@ type Node struct {
 	status   ReloadStatus
 }
 
-// Modules returns the plugin modules every script gets, sharing st.
-func Modules(st *store.Store) []lua.Module {
+// Modules returns the plugin modules every script gets: json, crypto, the
+// shared store st and metrics registered on reg (nil: counted, not
+// exported).
+func Modules(st *store.Store, reg prometheus.Registerer) []lua.Module {
 	return []lua.Module{
 		json.New(json.Limits{}),
 		crypto.New(crypto.Options{}),
 		st,
+		metrics.New(reg, metrics.Options{}),
 	}
 }
 
@@ -74,7 +87,7 @@ func RouteConfig(cfg *config.Config, rc config.Route) lua.RouteConfig {
 func Check(cfg *config.Config) []error {
 	st := store.New(store.Options{})
 	defer st.Close()
-	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: Modules(st)})
+	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: Modules(st, nil)})
 	defer eng.Close()
 	var problems []error
 	for _, rc := range cfg.Routes {
@@ -106,6 +119,18 @@ func Inactive(cfg *config.Config, log *slog.Logger) error {
 	return nil
 }
 
+// adminSource shows the node to the admin surface.
+type adminSource struct{ n *Node }
+
+func (a adminSource) Stats() router.Stats             { return a.n.Router.Stats() }
+func (a adminSource) RouteStats() []router.RouteStats { return a.n.Router.RouteStats() }
+func (a adminSource) Routes() []admin.Route           { return a.n.Routes() }
+func (a adminSource) Draining() bool                  { return a.n.draining.Load() }
+func (a adminSource) Reload() admin.ReloadState {
+	st := a.n.Status()
+	return admin.ReloadState{Reloads: st.Reloads, Failures: st.Failures, At: st.At, OK: st.OK, Err: st.Err}
+}
+
 // New builds a node: it compiles every script and starts the routes'
 // lanes, but does not listen. tune, if given, adjusts the router's
 // configuration last (tests use it to pick the goroutine reader or share a
@@ -117,8 +142,12 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 	if err := Inactive(cfg, log); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, tune: tune, Store: store.New(store.Options{})}
-	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store)})
+	n := &Node{cfg: cfg, log: log, tune: tune, Store: store.New(store.Options{}), Registry: prometheus.NewRegistry()}
+	obs, err := admin.NewObserver(n.Registry)
+	if err != nil {
+		return nil, err
+	}
+	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store, n.Registry), Observer: obs})
 
 	handlers, err := n.build(cfg, nil)
 	if err != nil {
@@ -211,16 +240,8 @@ func (n *Node) Config() *config.Config {
 	return n.cfg
 }
 
-// RouteInfo describes a served route, for the admin API.
-type RouteInfo struct {
-	Path        string `json:"path"`
-	Script      string `json:"script"`
-	Version     string `json:"version"`
-	Connections int64  `json:"connections"`
-}
-
 // Routes describes the routes the node serves, in config order.
-func (n *Node) Routes() []RouteInfo {
+func (n *Node) Routes() []admin.Route {
 	n.mu.Lock()
 	cfg, handlers := n.cfg, n.handlers
 	n.mu.Unlock()
@@ -228,25 +249,62 @@ func (n *Node) Routes() []RouteInfo {
 	for _, rt := range n.Router.Routes() {
 		conns[rt.Pattern()] = rt.Connections()
 	}
-	out := make([]RouteInfo, 0, len(cfg.Routes))
+	out := make([]admin.Route, 0, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
-		out = append(out, RouteInfo{Path: rc.Path, Script: rc.Script, Version: handlers[rc.Path].Version(), Connections: conns[rc.Path]})
+		out = append(out, admin.Route{Path: rc.Path, Script: rc.Script, Version: handlers[rc.Path].Version(), Connections: conns[rc.Path]})
 	}
 	return out
 }
 
-// Listen binds server.listen (or addr, when not empty) and starts serving.
-func (n *Node) Listen(addr string) error {
+// Listen binds server.listen (or addr, when not empty) and starts serving,
+// and the admin listener when admin.listen is set (adminAddr, when not
+// empty, overrides it).
+func (n *Node) Listen(addr string, adminAddr ...string) error {
 	cfg := n.Config()
 	if addr == "" {
 		addr = cfg.Server.Listen
 	}
+	aaddr := cfg.Admin.Listen
+	if len(adminAddr) > 0 && adminAddr[0] != "" {
+		aaddr = adminAddr[0]
+	}
+	if aaddr != "" {
+		h, err := admin.New(adminSource{n}, n.Registry)
+		if err != nil {
+			return err
+		}
+		aln, err := net.Listen("tcp", aaddr)
+		if err != nil {
+			return fmt.Errorf("%s: admin.listen: %w", cfg.File, err)
+		}
+		n.adminLn = aln
+		n.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+		go func() { _ = n.admin.Serve(aln) }()
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		n.closeAdmin()
 		return fmt.Errorf("%s: server.listen: %w", cfg.File, err)
 	}
 	n.Serve(ln)
 	return nil
+}
+
+// AdminAddr returns the admin listener's address, or "" when it is off.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// Draining reports whether the node is shutting down; /healthz fails then.
+func (n *Node) Draining() bool { return n.draining.Load() }
+
+func (n *Node) closeAdmin() {
+	if n.admin != nil {
+		_ = n.admin.Close()
+	}
 }
 
 // Serve serves on ln in the background; Done reports when it stops.
@@ -277,16 +335,22 @@ func (n *Node) URLs() []string {
 // Done receives the serve loop's error (nil after a shutdown).
 func (n *Node) Done() <-chan error { return n.served }
 
-// Shutdown drains the node (see router.Server.Shutdown) and releases it.
+// Shutdown drains the node: /healthz fails first (load balancers stop
+// sending), then the router drains (see router.Server.Shutdown); the admin
+// listener stays up until the end so the drain can be watched.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.draining.Store(true)
 	err := n.Router.Shutdown(ctx)
+	n.closeAdmin()
 	n.release()
 	return err
 }
 
 // Close drops every connection and releases the node.
 func (n *Node) Close() error {
+	n.draining.Store(true)
 	err := n.Router.Close()
+	n.closeAdmin()
 	n.release()
 	return err
 }

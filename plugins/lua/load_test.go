@@ -17,7 +17,7 @@ func startErr(t *testing.T, script string) (*lua.Route, error) {
 	t.Helper()
 	st := store.New(store.Options{})
 	defer st.Close()
-	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: node.Modules(st)})
+	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: node.Modules(st, nil)})
 	defer eng.Close()
 	r, err := eng.NewRoute(lua.RouteConfig{
 		Pattern:        "/t",

@@ -158,7 +158,10 @@ func finite(n float64) bool { return !math.IsNaN(n) && !math.IsInf(n, 0) }
 // c:inc([n])
 func counterInc(L *lua.LState) int {
 	c := checkCounter(L)
-	n := float64(L.OptNumber(2, 1))
+	n := 1.0
+	if L.Get(2) != lua.LNil { // L.OptNumber would refuse numeric strings
+		n = float64(L.CheckNumber(2))
+	}
 	if !finite(n) || n < 0 {
 		L.ArgError(2, "metrics: counter increment must be a finite number >= 0")
 	}

@@ -48,7 +48,7 @@ type Module struct {
 
 // New returns a module that registers the metrics scripts define on reg.
 // A nil reg is allowed: metrics then count but are exported nowhere, which
-// suits tools that run scripts without serving them (moonwire check).
+// suits tools that run scripts without serving them.
 func New(reg prometheus.Registerer, opts Options) *Module {
 	if opts.MaxMetrics <= 0 {
 		opts.MaxMetrics = DefaultMaxMetrics

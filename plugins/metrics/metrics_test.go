@@ -191,7 +191,7 @@ func TestLua(t *testing.T) {
 			metrics.gauge("h3", "Things in flight.")
 			metrics.gauge("h3", "Ignored.")
 			eq(help("h3"), "Things in flight.", "first wins")
-			raises("bad argument #2 to counter (string expected, got table)", metrics.counter, "h4_total", {})
+			raises("bad argument #2 to counter (string expected, got table)", function() metrics.counter("h4_total", {}) end)
 			raises("help must be valid UTF-8", metrics.counter, "h5_total", "\255")
 			eq(help("h5_total"), nil, "not defined")`},
 		{"name syntax", Options{}, `
@@ -200,10 +200,10 @@ func TestLua(t *testing.T) {
 				eq(value(name, "/r"), 0, name)
 			end
 			for _, name in ipairs({"", "9lives", "a-b", "a b", "a.b", "caf\195\169", "a\0b", "a{b}"}) do
-				raises("bad argument #1 to counter (metrics: invalid name", metrics.counter, name)
+				raises("bad argument #1 to counter (metrics: invalid name", function() metrics.counter(name) end)
 				raises("must match [a-zA-Z_:][a-zA-Z0-9_:]*)", metrics.gauge, name)
 			end
-			raises("bad argument #1 to counter (string expected, got no value)", metrics.counter)
+			raises("bad argument #1 to counter (string expected, got nil)", function() metrics.counter() end)
 			raises("invalid name \"42\"", metrics.counter, 42)`},
 		{"reserved prefixes", Options{}, `
 			for _, p in ipairs({"moonwire_", "go_", "process_", "promhttp_"}) do
@@ -230,29 +230,34 @@ func TestLua(t *testing.T) {
 		{"bad counter increments", Options{}, `
 			local c = metrics.counter("c_total")
 			c:inc(3)
-			raises("bad argument #2 to inc (metrics: counter increment must be a finite number >= 0)", c.inc, c, -1)
+			raises("bad argument #2 to inc (metrics: counter increment must be a finite number >= 0)", function() c:inc(-1) end)
 			raises("finite number >= 0", c.inc, c, -0.001)
 			raises("finite number >= 0", c.inc, c, 0/0)
 			raises("finite number >= 0", c.inc, c, 1/0)
 			raises("finite number >= 0", c.inc, c, -1/0)
-			raises("bad argument #2 to inc (number expected, got string)", c.inc, c, "x")
+			raises("bad argument #2 to inc (number expected, got string)", function() c:inc("x") end)
+			raises("bad argument #2 to inc (number expected, got boolean)", function() c:inc(false) end)
 			c:inc(-0)
 			eq(value("c_total", "/r"), 3, "unchanged")`},
 		{"bad gauge arguments", Options{}, `
 			local g = metrics.gauge("g")
 			g:set(5)
-			raises("bad argument #2 to add (metrics: gauge increment must be a finite number)", g.add, g, 0/0)
+			raises("bad argument #2 to add (metrics: gauge increment must be a finite number)", function() g:add(0/0) end)
 			raises("must be a finite number", g.add, g, 1/0)
-			raises("bad argument #2 to add (number expected, got no value)", g.add, g)
-			raises("bad argument #2 to set (number expected, got no value)", g.set, g)
-			raises("bad argument #2 to set (number expected, got boolean)", g.set, g, true)
+			raises("bad argument #2 to add (number expected, got nil)", function() g:add() end)
+			raises("bad argument #2 to set (number expected, got nil)", function() g:set() end)
+			raises("bad argument #2 to set (number expected, got boolean)", function() g:set(true) end)
+			raises("bad argument #2 to set (number expected, got string)", function() g:set("x") end)
+			g:add("1")
+			eq(value("g", "/r"), 6, "numeric string")
+			g:set("5")
 			eq(value("g", "/r"), 5, "unchanged")`},
 		{"methods need their object", Options{}, `
 			local c, g = metrics.counter("c_total"), metrics.gauge("g")
-			raises("bad argument #1 to inc (counter expected (call it as c:inc()))", c.inc)
+			raises("bad argument #1 to inc (counter expected (call it as c:inc()))", function() c.inc() end)
 			raises("counter expected", c.inc, g)
 			raises("counter expected", c.inc, 1)
-			raises("bad argument #1 to set (gauge expected (call it as g:set(v)))", g.set, 1)
+			raises("bad argument #1 to set (gauge expected (call it as g:set(v)))", function() g.set(1) end)
 			raises("gauge expected", g.inc, c)
 			raises("gauge expected", g.dec, {})
 			eq(type(c), "userdata")
