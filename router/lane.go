@@ -165,7 +165,7 @@ func (l *lane) close(c *Conn, code int, reason string) {
 func (l *lane) handshake(req *Request) (v Verdict) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.logPanic(r)
+			l.logPanic(r, nil)
 			v = Verdict{Reject: true, Status: 500, Body: "internal error"}
 		}
 	}()
@@ -179,13 +179,17 @@ func (l *lane) call(fn func()) {
 
 func (l *lane) recoverFor(c *Conn) {
 	if r := recover(); r != nil {
-		l.logPanic(r)
+		l.logPanic(r, c)
 		if c != nil {
 			c.Close(CloseInternalError, "internal error")
 		}
 	}
 }
 
-func (l *lane) logPanic(r any) {
-	l.rt.srv.log.Error("handler panic", "route", l.rt.Pattern(), "lane", l.index, "panic", r, "stack", string(debug.Stack()))
+func (l *lane) logPanic(r any, c *Conn) {
+	attrs := []any{"route", l.rt.Pattern(), "lane", l.index, "panic", r, "stack", string(debug.Stack())}
+	if c != nil {
+		attrs = append(attrs, "conn", c.id)
+	}
+	l.rt.srv.log.Error("handler panic", attrs...)
 }

@@ -172,6 +172,12 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	for i, u := range n.URLs() {
 		fmt.Fprintf(stdout, "  %-40s %s\n", u, cfg.Routes[i].Script)
 	}
+	if a := n.AdminAddr(); a != "" {
+		fmt.Fprintf(stdout, "  admin: http://%s/metrics  /healthz  /routes\n", a)
+	}
+	if cfg.Scripts.Reload && cfg.Dir != "" {
+		fmt.Fprintf(stdout, "  watching %s and %s for changes (SIGHUP reloads too)\n", cfg.File, cfg.Scripts.Dir)
+	}
 	if ready != nil {
 		ready <- n.Addr()
 	}

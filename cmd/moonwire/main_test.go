@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,5 +279,51 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "second signal") {
 		t.Fatalf("log:\n%s", errOut.String())
+	}
+}
+
+// TestSIGHUPReloadsAndLogsAreJSON: with -log-format json every line is a
+// JSON object; SIGHUP applies an edited script to the open connection; the
+// access log line names the route, the connection and how it ended.
+func TestSIGHUPReloadsAndLogsAreJSON(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\n\n[scripts]\nreload = false\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
+		"scripts/echo.lua": `return { on_message = function(conn, data) conn:send("v1 " .. data) end }`,
+	})
+	var out, errOut syncBuffer
+	sigs := make(chan os.Signal, 2)
+	ready := make(chan string, 1)
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml"), "-log-format", "json", "-log-level", "debug"}, &out, &errOut, sigs, ready)
+	}()
+	addr := <-ready
+	c := moontest.Dial(t, "ws://"+addr+"/echo")
+	c.Send("a")
+	c.Expect("v1 a")
+	if err := os.WriteFile(filepath.Join(dir, "scripts", "echo.lua"), []byte(`return { on_message = function(conn, data) conn:send("v2 " .. data) end }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sigs <- syscall.SIGHUP
+	moontest.WaitFor(t, "the reload", func() bool { return strings.Contains(errOut.String(), `"msg":"reloaded"`) })
+	c.Send("b")
+	c.Expect("v2 b")
+	c.Close(4000)
+	moontest.WaitFor(t, "the access log line", func() bool { return strings.Contains(errOut.String(), `"msg":"connection closed"`) })
+	sigs <- syscall.SIGTERM
+	if code := <-exit; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a JSON log line: %q", line)
+		}
+		if m["msg"] == "connection closed" {
+			if m["route"] != "/echo" || m["conn"] == nil || m["code"] != 4000.0 || m["messages_in"] != 2.0 || m["duration"] == nil {
+				t.Fatalf("access log line: %s", line)
+			}
+		}
 	}
 }
