@@ -447,6 +447,7 @@ script = "flood.lua"
 			reader := moontest.Dial(t, s.URL("/room"))
 			_ = reader.Conn.(*net.TCPConn).SetReadBuffer(4096)
 			sender := moontest.Dial(t, s.URL("/room"))
+			moontest.WaitFor(t, "both to join", func() bool { return s.Router.RoomSize("r") == 2 })
 			sender.Send("go")
 			sender.Expect("done")
 			switch policy {

@@ -404,6 +404,8 @@ return M
 `, "settings = { name = \"demo\", list = [\"a\", \"b\"], nested = { k = 1 } }\n")
 	a := moontest.Dial(t, s.URL("/t"))
 	b := moontest.Dial(t, s.URL("/t"))
+	// on_open (which joins) runs on the lane after the handshake returns.
+	moontest.WaitFor(t, "both to join", func() bool { return s.Router.RoomSize("room") == 2 })
 	a.Send("broadcast hi")
 	a.Expect("all: hi")
 	a.Expect("sent to 2")
