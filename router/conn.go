@@ -65,6 +65,7 @@ type Conn struct {
 	maxMsg      int64
 	rateLimit   *RateLimit
 	ipCounted   bool // counted against the route's per-IP limit
+	deflate     wsconn.Deflate
 
 	// Read turn.
 	desc       poll.Desc
@@ -226,17 +227,17 @@ func (c *Conn) Leave(room string) {
 // connection is then closed or the message dropped, per the slow-consumer
 // policy).
 func (c *Conn) Send(kind Kind, data []byte) error {
-	f := wsconn.NewFrame(opcode(kind), data)
-	err := c.sendFrame(f)
-	f.Release()
+	m := newOutMsg(kind, data, "")
+	err := c.sendFrame(m.frameFor(c))
+	m.release()
 	return err
 }
 
 // SendString is Send for a string payload.
 func (c *Conn) SendString(kind Kind, data string) error {
-	f := wsconn.NewFrameString(opcode(kind), data)
-	err := c.sendFrame(f)
-	f.Release()
+	m := newOutMsg(kind, nil, data)
+	err := c.sendFrame(m.frameFor(c))
+	m.release()
 	return err
 }
 

@@ -14,9 +14,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/wsconn"
 )
 
 // The handshake path. Each accepted socket gets a goroutine for its
@@ -93,6 +95,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		OnHeader:        hs.onHeader,
 		ProtocolCustom:  hs.onProtocol,
 		OnBeforeUpgrade: hs.decide,
+	}
+	if s.static.Compression {
+		u.Negotiate = hs.negotiate
 	}
 	_, err = u.Upgrade(readWriter{&headReader{br: br}, nc})
 	if err != nil {
@@ -215,6 +220,7 @@ type handshake struct {
 	headerBytes int
 	lane        *lane
 	verdict     Verdict
+	deflate     wsconn.Deflate
 	refused     int // the HTTP status we refused with
 	holdsSlot   bool
 	holdsIP     bool
@@ -241,6 +247,19 @@ func (hs *handshake) onHeader(k, v []byte) error {
 		hs.req.Origin = string(v)
 	}
 	return nil
+}
+
+// negotiate accepts the first permessage-deflate offer we can honour.
+func (hs *handshake) negotiate(offer httphead.Option) (httphead.Option, error) {
+	if hs.deflate.Enabled {
+		return httphead.Option{}, nil // one is enough
+	}
+	resp, d, ok := wsconn.NegotiateDeflate(offer)
+	if !ok {
+		return httphead.Option{}, nil
+	}
+	hs.deflate = d
+	return resp, nil
 }
 
 // onProtocol records the offered subprotocols and selects none: the
@@ -395,6 +414,8 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		attrs:       hs.verdict.Attrs,
 	}
 	c.parser.MaxMessage = spec.MaxMessageSize
+	c.deflate = hs.deflate
+	c.parser.Deflate = hs.deflate.Enabled
 	c.queue.Limit = s.c().WriteQueue
 	c.lastSeen.Store(c.created.UnixNano())
 	c.lastPing.Store(c.created.UnixNano())

@@ -100,10 +100,10 @@ func (s *roomSet) memberIDs(name string) []string {
 	return ids
 }
 
-// fanout queues f on every local member except one, returning how many
+// fanout queues m on every local member except one, returning how many
 // accepted it. Slow consumers are dealt with after the room lock is
 // released, since closing takes Conn.mu.
-func (s *roomSet) fanout(name string, f *wsconn.Frame, except *Conn) int {
+func (s *roomSet) fanout(name string, m *outMsg, except *Conn) int {
 	r := s.get(name)
 	if r == nil {
 		return 0
@@ -115,7 +115,7 @@ func (s *roomSet) fanout(name string, f *wsconn.Frame, except *Conn) int {
 		if c == except {
 			continue
 		}
-		start, err := c.queue.Push(f)
+		start, err := c.queue.Push(m.frameFor(c))
 		switch err {
 		case nil:
 			n++

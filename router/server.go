@@ -17,7 +17,6 @@ import (
 
 	"github.com/moonwire/moonwire/router/broker"
 	"github.com/moonwire/moonwire/router/poll"
-	"github.com/moonwire/moonwire/router/wsconn"
 )
 
 // SlowConsumerPolicy says what happens when a connection's write queue is
@@ -52,6 +51,9 @@ type Config struct {
 	// HTTP serves requests that are not WebSocket upgrades to a route
 	// (static pages); nil answers 404.
 	HTTP http.Handler
+	// Compression negotiates permessage-deflate (RFC 7692) with clients
+	// that offer it. Fixed at New.
+	Compression bool
 
 	Broker broker.Broker // nil: a private in-memory broker
 	NodeID string        // "": random
@@ -525,19 +527,19 @@ func (s *Server) Conn(id string) *Conn {
 // returns the number of local recipients. The payload is framed once for
 // all of them.
 func (s *Server) Broadcast(room string, kind Kind, data []byte, except *Conn) int {
-	f := wsconn.NewFrame(opcode(kind), data)
-	return s.broadcast(room, kind, f, except, func() []byte { return clone(data) })
+	m := newOutMsg(kind, data, "")
+	return s.broadcast(room, kind, &m, except, func() []byte { return clone(data) })
 }
 
 // BroadcastString is Broadcast for a string payload.
 func (s *Server) BroadcastString(room string, kind Kind, data string, except *Conn) int {
-	f := wsconn.NewFrameString(opcode(kind), data)
-	return s.broadcast(room, kind, f, except, func() []byte { return []byte(data) })
+	m := newOutMsg(kind, nil, data)
+	return s.broadcast(room, kind, &m, except, func() []byte { return []byte(data) })
 }
 
-func (s *Server) broadcast(room string, kind Kind, f *wsconn.Frame, except *Conn, payload func() []byte) int {
-	n := s.rooms.fanout(room, f, except)
-	f.Release()
+func (s *Server) broadcast(room string, kind Kind, m *outMsg, except *Conn, payload func() []byte) int {
+	n := s.rooms.fanout(room, m, except)
+	m.release()
 	s.stats.broadcasts.Add(1)
 	s.stats.fanout.Add(int64(n))
 	if s.brokerAlone == nil || !s.brokerAlone() {
@@ -616,9 +618,9 @@ func (s *Server) onBroker(m broker.Message) {
 		if m.Except != "" {
 			except = s.Conn(m.Except)
 		}
-		f := wsconn.NewFrame(opcode(kind), m.Data)
-		n := s.rooms.fanout(m.Room, f, except)
-		f.Release()
+		out := newOutMsg(kind, m.Data, "")
+		n := s.rooms.fanout(m.Room, &out, except)
+		out.release()
 		s.stats.fanout.Add(int64(n))
 	case broker.OpSend:
 		if c := s.Conn(m.Target); c != nil {

@@ -30,6 +30,7 @@ func TestBrowser(t *testing.T) {
 		"moonwire.toml": `
 [server]
 static_dir = "public"
+compression = true   # browsers offer permessage-deflate; exercise it
 
 [[routes]]
 path = "/echo"

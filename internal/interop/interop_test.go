@@ -152,3 +152,39 @@ const next = (ws) => ws.queue.length ? Promise.resolve(ws.queue.shift()) : new P
 		}
 	}
 }
+
+// TestPythonWebsocketsCompressed: websockets offers permessage-deflate by
+// default; against a server with compression on, it is negotiated and
+// large messages round-trip.
+func TestPythonWebsocketsCompressed(t *testing.T) {
+	t.Parallel()
+	if err := exec.Command(python, "-c", "import websockets").Run(); err != nil {
+		t.Skip("python3-websockets is not installed")
+	}
+	s := moontest.Start(t, moontest.Files(`
+[server]
+compression = true
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+`, "scripts/echo.lua", "return { on_message = function(conn, data, kind) conn:send(data, kind) end }"))
+	out := runClient(t, python, "-c", `
+import asyncio, sys
+import websockets
+
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        names = [e.name for e in ws.extensions]
+        assert names == ["permessage-deflate"], names
+        for msg in ["small", "compress me " * 5000, bytes(range(256)) * 100]:
+            await ws.send(msg)
+            assert await ws.recv() == msg
+    print("compressed echo ok")
+
+asyncio.run(main())
+`, s.URL("/echo"))
+	if !strings.Contains(out, "compressed echo ok") {
+		t.Fatalf("output:\n%s", out)
+	}
+}

@@ -9,6 +9,7 @@ package moontest
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/internal/node"
@@ -192,6 +194,8 @@ type Client struct {
 	br   *bufio.Reader
 	// Subprotocol is what the server selected.
 	Subprotocol string
+	// Extensions is what the server accepted (Sec-WebSocket-Extensions).
+	Extensions string
 }
 
 // Refusal is a handshake the server answered with an HTTP error.
@@ -207,6 +211,10 @@ func (r *Refusal) Error() string { return fmt.Sprintf("refused: %d %q", r.Status
 type DialOptions struct {
 	Header    http.Header
 	Protocols []string
+	// Deflate offers permessage-deflate; Extension is the raw offer to send
+	// instead of the default "permessage-deflate; client_max_window_bits".
+	Deflate   bool
+	Extension string
 }
 
 // Dial connects or fails the test.
@@ -241,6 +249,17 @@ func TryDial(t testing.TB, url string, opts ...DialOptions) (*Client, error) {
 	if o.Header != nil {
 		d.Header = ws.HandshakeHeaderHTTP(o.Header)
 	}
+	if o.Deflate || o.Extension != "" {
+		offer := o.Extension
+		if offer == "" {
+			offer = "permessage-deflate; client_max_window_bits"
+		}
+		opts, ok := httphead.ParseOptions([]byte(offer), nil)
+		if !ok {
+			return nil, errors.New("bad extension offer")
+		}
+		d.Extensions = opts
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
 	conn, br, hs, err := d.Dial(ctx, url)
@@ -254,6 +273,19 @@ func TryDial(t testing.TB, url string, opts ...DialOptions) (*Client, error) {
 		br = bufio.NewReader(conn)
 	}
 	c := &Client{t: t, Conn: conn, br: br, Subprotocol: hs.Protocol}
+	for i, e := range hs.Extensions {
+		if i > 0 {
+			c.Extensions += ", "
+		}
+		c.Extensions += string(e.Name)
+		e.Parameters.ForEach(func(k, v []byte) bool {
+			c.Extensions += "; " + string(k)
+			if len(v) > 0 {
+				c.Extensions += "=" + string(v)
+			}
+			return true
+		})
+	}
 	t.Cleanup(func() { conn.Close() })
 	return c, nil
 }
@@ -263,6 +295,9 @@ type Frame struct {
 	Op      ws.OpCode
 	Fin     bool
 	Payload []byte
+	// Compressed: RSV1 was set (permessage-deflate); Payload is already
+	// inflated.
+	Compressed bool
 }
 
 // Text returns the payload as a string.
@@ -327,7 +362,33 @@ func (c *Client) ReadFrame(d time.Duration) (Frame, error) {
 	if h.Masked {
 		return Frame{}, errors.New("server sent a masked frame")
 	}
-	return Frame{Op: h.OpCode, Fin: h.Fin, Payload: p}, nil
+	f := Frame{Op: h.OpCode, Fin: h.Fin, Payload: p}
+	if h.Rsv&0x4 != 0 {
+		// A single compressed frame (the server never fragments).
+		r := flate.NewReader(io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
+		out, err := io.ReadAll(r)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return Frame{}, fmt.Errorf("inflate: %w", err)
+		}
+		f.Payload, f.Compressed = out, true
+	}
+	return f, nil
+}
+
+// WriteCompressed sends one masked, compressed (RSV1) frame holding
+// payload, as a permessage-deflate client would.
+func (c *Client) WriteCompressed(op ws.OpCode, payload []byte) error {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	_, _ = w.Write(payload)
+	_ = w.Flush()
+	body := bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+	h := ws.Header{Fin: true, Rsv: 0x4, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(body))}
+	var out bytes.Buffer
+	_ = ws.WriteHeader(&out, h)
+	ws.Cipher(body, h.Mask, 0)
+	out.Write(body)
+	return c.WriteRaw(out.Bytes())
 }
 
 // Next returns the next data message or close frame, answering pings and

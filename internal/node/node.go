@@ -113,9 +113,6 @@ func Inactive(cfg *config.Config, log *slog.Logger) error {
 	if cfg.Broker.Kind != "memory" {
 		return fmt.Errorf("%s: broker.kind = %q: only \"memory\" is available in this version", cfg.File, cfg.Broker.Kind)
 	}
-	if cfg.Server.Compression {
-		log.Warn("server.compression is not available in this version; messages are sent uncompressed")
-	}
 	return nil
 }
 
@@ -203,6 +200,7 @@ func (n *Node) routerConfig(cfg *config.Config, handlers map[string]*lua.Route) 
 		WriteTimeout:     cfg.Server.WriteTimeout,
 		Heartbeat:        router.Heartbeat(cfg.Heartbeat),
 		AllowedOrigins:   cfg.Server.AllowedOrigins,
+		Compression:      cfg.Server.Compression,
 		Logger:           n.log,
 	}
 	if cfg.Server.SlowConsumer == "drop" {

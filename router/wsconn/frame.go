@@ -16,6 +16,7 @@ import (
 // reference, and the last Release returns its memory to the pool.
 type Frame struct {
 	b    []byte
+	base []byte // the pooled buffer b lies in, when b does not start it
 	refs atomic.Int32
 }
 
@@ -69,8 +70,12 @@ func (f *Frame) Retain() { f.refs.Add(1) }
 func (f *Frame) Release() {
 	switch r := f.refs.Add(-1); {
 	case r == 0:
-		bufpool.Put(f.b)
-		f.b = nil
+		if f.base != nil {
+			bufpool.Put(f.base)
+		} else {
+			bufpool.Put(f.b)
+		}
+		f.b, f.base = nil, nil
 		framePool.Put(f)
 	case r < 0:
 		panic("wsconn: Frame released more times than retained")

@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"encoding/binary"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -74,14 +75,16 @@ type Parser struct {
 	// MaxMessage bounds a reassembled message; a longer message fails with
 	// close code 1009 before its payload is buffered.
 	MaxMessage int64
-	// Extended is set when an extension that defines RSV bits was
-	// negotiated; until then any RSV bit is a protocol error.
-	Extended bool
+	// Deflate is set when permessage-deflate was negotiated: RSV1 on the
+	// first frame of a data message then means the message is compressed.
+	// Without it any RSV bit is a protocol error.
+	Deflate bool
 
-	frag   bool      // inside a fragmented data message
-	fragOp ws.OpCode // its opcode (text or binary)
-	msg    []byte    // assembly buffer (pooled) for the fragmented message
-	utf8   utf8Tail  // validation state carried across text fragments
+	frag       bool      // inside a fragmented data message
+	fragOp     ws.OpCode // its opcode (text or binary)
+	compressed bool      // the fragmented message is compressed
+	msg        []byte    // assembly buffer (pooled) for the fragmented message
+	utf8       utf8Tail  // validation state carried across text fragments
 }
 
 // Reset drops any partially assembled message, returning its buffer.
@@ -90,7 +93,7 @@ func (p *Parser) Reset() {
 		bufpool.Put(p.msg)
 		p.msg = nil
 	}
-	p.frag = false
+	p.frag, p.compressed = false, false
 	p.utf8 = utf8Tail{}
 }
 
@@ -149,7 +152,14 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	if p.frag {
 		state |= ws.StateFragmented
 	}
-	if p.Extended {
+	compressed := false
+	if h.Rsv != 0 {
+		// RSV1 is permessage-deflate's, and only on the first frame of a
+		// data message (RFC 7692 §6); every other reserved bit is an error.
+		if !p.Deflate || h.Rsv != rsv1 || (h.OpCode != ws.OpText && h.OpCode != ws.OpBinary) {
+			return ev, 0, protocolError("reserved bits set")
+		}
+		compressed = true
 		state |= ws.StateExtended
 	}
 	if e := ws.CheckHeader(h, state); e != nil {
@@ -185,12 +195,15 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 		return p.closeEvent(payload, n)
 	case ws.OpText, ws.OpBinary:
 		if h.Fin {
+			if compressed {
+				return p.inflated(h.OpCode, payload, n)
+			}
 			if h.OpCode == ws.OpText && !utf8.Valid(payload) {
 				return ev, 0, invalidUTF8()
 			}
 			return Event{Kind: kindOf(h.OpCode), Payload: payload}, n, nil
 		}
-		p.frag, p.fragOp = true, h.OpCode
+		p.frag, p.fragOp, p.compressed = true, h.OpCode, compressed
 		p.utf8 = utf8Tail{}
 		p.msg = bufpool.Get(int(min(max(h.Length*2, 512), p.MaxMessage)))[:0]
 		if err := p.absorb(payload); err != nil {
@@ -204,6 +217,13 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 		if !h.Fin {
 			return ev, n, nil
 		}
+		if p.compressed {
+			msg := p.msg
+			p.msg, p.frag, p.compressed = nil, false, false
+			ev, n, err := p.inflated(p.fragOp, msg, n)
+			bufpool.Put(msg)
+			return ev, n, err
+		}
 		if p.fragOp == ws.OpText && !p.utf8.complete() {
 			return ev, 0, invalidUTF8()
 		}
@@ -216,10 +236,28 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	return ev, 0, protocolError("unknown opcode")
 }
 
+// inflated decompresses a complete compressed message into an owned
+// buffer, applying MaxMessage to the inflated size and checking text.
+func (p *Parser) inflated(op ws.OpCode, compressed []byte, n int) (Event, int, error) {
+	out, err := inflate(compressed, p.MaxMessage)
+	switch {
+	case errors.Is(err, errTooBig):
+		return Event{}, 0, &CloseError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
+	case err != nil:
+		return Event{}, 0, &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid compressed data"}
+	}
+	if op == ws.OpText && !utf8.Valid(out) {
+		bufpool.Put(out)
+		return Event{}, 0, invalidUTF8()
+	}
+	return Event{Kind: kindOf(op), Payload: out, Owned: true}, n, nil
+}
+
 // absorb appends a fragment to the assembly buffer, validating text as it
-// arrives so that invalid UTF-8 fails on the fragment that carries it.
+// arrives so that invalid UTF-8 fails on the fragment that carries it
+// (compressed text is checked once inflated).
 func (p *Parser) absorb(payload []byte) error {
-	if p.fragOp == ws.OpText && !p.utf8.feed(payload) {
+	if p.fragOp == ws.OpText && !p.compressed && !p.utf8.feed(payload) {
 		return invalidUTF8()
 	}
 	if need := len(p.msg) + len(payload); need > cap(p.msg) {
@@ -263,6 +301,9 @@ func kindOf(op ws.OpCode) Kind {
 	}
 	return Binary
 }
+
+// rsv1 is the first reserved bit as ws.Header.Rsv holds it.
+const rsv1 = 0x4
 
 func boolInt(b bool) int {
 	if b {

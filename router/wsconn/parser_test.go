@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"compress/flate"
 	"errors"
 	"fmt"
 	"strings"
@@ -564,7 +565,7 @@ func TestParserProtocolErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			p := &Parser{MaxMessage: max, Extended: c.extended}
+			p := &Parser{MaxMessage: max, Deflate: c.extended}
 			for i, f := range c.prep {
 				ev, n, err := p.Next(f)
 				if err != nil || n != len(f) {
@@ -585,27 +586,80 @@ func TestParserProtocolErrors(t *testing.T) {
 	}
 }
 
-// TestParserRSVExtended: with an extension negotiated the RSV bits pass
-// through on data and control frames.
-func TestParserRSVExtended(t *testing.T) {
+// TestParserDeflate: with permessage-deflate negotiated, RSV1 on the first
+// frame of a data message means compressed; every other reserved bit, and
+// RSV1 anywhere else, is a protocol error; the size limit applies to the
+// inflated message and invalid compressed data fails with 1007.
+func TestParserDeflate(t *testing.T) {
 	t.Parallel()
-	for _, rsv := range []byte{1, 2, 4, 7} {
-		p := &Parser{MaxMessage: 4096, Extended: true}
+	deflate := func(s string) []byte {
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, flate.BestSpeed)
+		_, _ = w.Write([]byte(s))
+		_ = w.Flush()
+		return bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+	}
+	long := strings.Repeat("moonwire ", 200)
+	t.Run("single frames", func(t *testing.T) {
+		p := &Parser{MaxMessage: 1 << 20, Deflate: true}
 		b := cat(
-			encodeClient(true, rsv, ws.OpText, []byte("hi"), true),
-			encodeClient(true, rsv, ws.OpPing, []byte("p"), true),
-			encodeClient(false, rsv, ws.OpBinary, []byte("a"), true),
-			encodeClient(true, rsv, ws.OpContinuation, []byte("b"), true),
+			encodeClient(true, rsv1, ws.OpText, deflate(long), true),
+			encodeClient(true, rsv1, ws.OpBinary, deflate("bin"), true),
+			encodeClient(true, 0, ws.OpText, []byte("plain"), true),
 		)
 		evs, off, err := parseAll(t, p, b)
 		if err != nil || off != len(b) {
-			t.Fatalf("rsv %03b: consumed %d/%d, err %v", rsv, off, len(b), err)
+			t.Fatalf("consumed %d/%d, err %v", off, len(b), err)
 		}
-		want := []got{{Kind: Text, Payload: "hi"}, {Kind: Ping, Payload: "p"}, {Kind: Binary, Payload: "ab", Owned: true}}
+		want := []got{{Kind: Text, Payload: long, Owned: true}, {Kind: Binary, Payload: "bin", Owned: true}, {Kind: Text, Payload: "plain"}}
 		if !equalEvents(evs, want) {
-			t.Fatalf("rsv %03b: events %v", rsv, evs)
+			t.Fatalf("events %v", evs)
 		}
+	})
+	t.Run("fragmented", func(t *testing.T) {
+		p := &Parser{MaxMessage: 1 << 20, Deflate: true}
+		c := deflate(long)
+		b := cat(
+			encodeClient(false, rsv1, ws.OpText, c[:10], true),
+			encodeClient(true, 0, ws.OpPing, []byte("p"), true),
+			encodeClient(false, 0, ws.OpContinuation, c[10:20], true),
+			encodeClient(true, 0, ws.OpContinuation, c[20:], true),
+		)
+		evs, off, err := parseAll(t, p, b)
+		if err != nil || off != len(b) {
+			t.Fatalf("consumed %d/%d, err %v", off, len(b), err)
+		}
+		if want := []got{{Kind: Ping, Payload: "p"}, {Kind: Text, Payload: long, Owned: true}}; !equalEvents(evs, want) {
+			t.Fatalf("events %v", evs)
+		}
+	})
+	bomb := deflate(strings.Repeat("a", 1<<20))
+	cases := []struct {
+		name string
+		b    []byte
+		max  int64
+		code int
+	}{
+		{"rsv2", encodeClient(true, 2, ws.OpText, []byte("x"), true), 4096, 1002},
+		{"rsv3", encodeClient(true, 1, ws.OpText, []byte("x"), true), 4096, 1002},
+		{"rsv1 on a ping", encodeClient(true, rsv1, ws.OpPing, []byte("x"), true), 4096, 1002},
+		{"rsv1 on a continuation", cat(encodeClient(false, rsv1, ws.OpText, deflate("ab")[:1], true), encodeClient(true, rsv1, ws.OpContinuation, deflate("ab")[1:], true)), 4096, 1002},
+		{"bomb", encodeClient(true, rsv1, ws.OpBinary, bomb, true), 64 << 10, 1009},
+		{"garbage", encodeClient(true, rsv1, ws.OpBinary, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, true), 4096, 1007},
+		{"invalid utf-8 inside", encodeClient(true, rsv1, ws.OpText, deflate("ok \xff"), true), 4096, 1007},
 	}
+	for _, tc := range cases {
+		p := &Parser{MaxMessage: tc.max, Deflate: true}
+		_, _, err := parseAll(t, p, tc.b)
+		if err == nil {
+			t.Fatalf("%s: no error", tc.name)
+		}
+		wantCode(t, err, ws.StatusCode(tc.code))
+	}
+	// Without the extension RSV1 is an error too.
+	p := &Parser{MaxMessage: 4096}
+	_, _, err := parseAll(t, p, encodeClient(true, rsv1, ws.OpText, deflate("x"), true))
+	wantCode(t, err, 1002)
 }
 
 // TestParserCloseFrames checks close codes and reasons as
