@@ -46,8 +46,8 @@ func TestDeflateNegotiation(t *testing.T) {
 		{"permessage-deflate; server_no_context_takeover; client_no_context_takeover", "permessage-deflate;server_no_context_takeover;client_no_context_takeover"},
 		{"permessage-deflate; server_max_window_bits=10", "permessage-deflate;server_no_context_takeover;client_no_context_takeover;server_max_window_bits=10"},
 		{"permessage-deflate; client_max_window_bits=9", "permessage-deflate;server_no_context_takeover;client_no_context_takeover"},
-		{"permessage-deflate; server_max_window_bits=16", ""},                                                                                          // invalid value: declined
-		{"permessage-deflate; unknown_param", ""},                                                                                                      // unknown parameter: declined
+		{"permessage-deflate; server_max_window_bits=16", ""}, // invalid value: declined
+		{"permessage-deflate; unknown_param", ""}, // unknown parameter: declined
 		{"permessage-deflate; server_max_window_bits=7, permessage-deflate", "permessage-deflate;server_no_context_takeover;client_no_context_takeover"}, // the second offer
 		{"x-webkit-deflate-frame", ""},
 	}
