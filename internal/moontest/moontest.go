@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"crypto/tls"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -124,11 +125,16 @@ func (s *Server) WriteFile(t testing.TB, name, content string) {
 	}
 }
 
-// URL returns the ws:// URL of path on the server.
-func (s *Server) URL(path string) string { return "ws://" + s.Addr() + path }
+// URL returns the ws:// (wss:// with TLS) URL of path on the server.
+func (s *Server) URL(path string) string { return s.Scheme() + "://" + s.Addr() + path }
 
-// HTTPURL returns the http:// URL of path on the server.
-func (s *Server) HTTPURL(path string) string { return "http://" + s.Addr() + path }
+// HTTPURL returns the http:// (https://) URL of path on the server.
+func (s *Server) HTTPURL(path string) string {
+	if s.Scheme() == "wss" {
+		return "https://" + s.Addr() + path
+	}
+	return "http://" + s.Addr() + path
+}
 
 // Logs returns the server's log so far.
 func (s *Server) Logs() string { return s.logs.String() }
@@ -215,6 +221,8 @@ type DialOptions struct {
 	// instead of the default "permessage-deflate; client_max_window_bits".
 	Deflate   bool
 	Extension string
+	// TLS configures wss:// dials (trusted roots, server name).
+	TLS *tls.Config
 }
 
 // Dial connects or fails the test.
@@ -237,6 +245,7 @@ func TryDial(t testing.TB, url string, opts ...DialOptions) (*Client, error) {
 	d := ws.Dialer{
 		Timeout:   Timeout,
 		Protocols: o.Protocols,
+		TLSConfig: o.TLS,
 		OnStatusError: func(status int, reason []byte, resp io.Reader) {
 			refusal = &Refusal{Status: status}
 			r, err := http.ReadResponse(bufio.NewReader(resp), nil)

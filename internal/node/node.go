@@ -9,6 +9,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,7 @@ type Node struct {
 	admin    *http.Server
 	adminLn  net.Listener
 	draining atomic.Bool
+	certs    *certStore // nil without TLS
 
 	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status
 	cfg      *config.Config
@@ -107,9 +109,6 @@ func Check(cfg *config.Config) []error {
 // act on. Those whose absence would change security or reach (TLS, a
 // cluster broker) are returned as an error; the rest are logged.
 func Inactive(cfg *config.Config, log *slog.Logger) error {
-	if cfg.Server.TLSCert != "" {
-		return fmt.Errorf("%s: server.tls_cert: TLS is not available in this version", cfg.File)
-	}
 	if cfg.Broker.Kind != "memory" {
 		return fmt.Errorf("%s: broker.kind = %q: only \"memory\" is available in this version", cfg.File, cfg.Broker.Kind)
 	}
@@ -143,6 +142,12 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 	obs, err := admin.NewObserver(n.Registry)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Server.TLSCert != "" {
+		n.certs = &certStore{certFile: cfg.Server.TLSCert, keyFile: cfg.Server.TLSKey}
+		if err := n.certs.load(); err != nil {
+			return nil, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
+		}
 	}
 	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store, n.Registry), Observer: obs})
 
@@ -284,8 +289,23 @@ func (n *Node) Listen(addr string, adminAddr ...string) error {
 		n.closeAdmin()
 		return fmt.Errorf("%s: server.listen: %w", cfg.File, err)
 	}
+	if n.certs != nil {
+		ln = tls.NewListener(ln, &tls.Config{
+			GetCertificate: n.certs.get,
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"http/1.1"},
+		})
+	}
 	n.Serve(ln)
 	return nil
+}
+
+// Scheme returns "wss" when the node serves TLS, else "ws".
+func (n *Node) Scheme() string {
+	if n.certs != nil {
+		return "wss"
+	}
+	return "ws"
 }
 
 // AdminAddr returns the admin listener's address, or "" when it is off.
@@ -325,7 +345,7 @@ func (n *Node) Addr() string { return n.ln.Addr().String() }
 func (n *Node) URLs() []string {
 	var urls []string
 	for _, rc := range n.Config().Routes {
-		urls = append(urls, "ws://"+n.Addr()+rc.Path)
+		urls = append(urls, n.Scheme()+"://"+n.Addr()+rc.Path)
 	}
 	return urls
 }

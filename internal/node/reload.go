@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -68,6 +69,16 @@ func (n *Node) reload() ([]string, error) {
 	if err := liveCompatible(n.cfg, cfg); err != nil {
 		return nil, err
 	}
+	// Certificates are re-read (same paths: renewals apply live) before
+	// anything is built, so a bad certificate fails the whole reload.
+	var cert *tls.Certificate
+	if n.certs != nil {
+		c, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
+		}
+		cert = &c
+	}
 	handlers, err := n.build(cfg, n.handlers)
 	if err != nil {
 		return nil, err
@@ -85,6 +96,9 @@ func (n *Node) reload() ([]string, error) {
 	// Handlers no longer used were stopped by the router (retired routes
 	// stop once drained); nothing else holds them.
 	n.cfg, n.handlers = cfg, handlers
+	if cert != nil {
+		n.certs.cert.Store(cert)
+	}
 	return changed, nil
 }
 
