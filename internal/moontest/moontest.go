@@ -9,6 +9,7 @@ package moontest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/flate"
 	"context"
 	"crypto/tls"
@@ -202,6 +203,8 @@ type Client struct {
 	Subprotocol string
 	// Extensions is what the server accepted (Sec-WebSocket-Extensions).
 	Extensions string
+	// ReadTimeout bounds each read by Next and friends; 0: Timeout.
+	ReadTimeout time.Duration
 }
 
 // Refusal is a handshake the server answered with an HTTP error.
@@ -354,7 +357,7 @@ func (c *Client) SendBinary(b []byte) {
 // ReadFrame reads the next frame, whatever it is, within d (0: Timeout).
 func (c *Client) ReadFrame(d time.Duration) (Frame, error) {
 	if d == 0 {
-		d = Timeout
+		d = cmp.Or(c.ReadTimeout, Timeout)
 	}
 	_ = c.Conn.SetReadDeadline(time.Now().Add(d))
 	h, err := ws.ReadHeader(c.br)

@@ -149,7 +149,11 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 			return nil, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
 		}
 	}
-	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store, n.Registry), Observer: obs})
+	memLimit := cfg.Scripts.MemoryLimit
+	if memLimit == 0 {
+		memLimit = -1 // the engine's "no limit"
+	}
+	n.Engine = lua.New(lua.Options{Logger: log, Modules: Modules(n.Store, n.Registry), Observer: obs, MemoryLimit: memLimit})
 
 	handlers, err := n.build(cfg, nil)
 	if err != nil {

@@ -15,6 +15,10 @@ import (
 // past its route's handler timeout: errors.Is(err, ErrTimeout).
 var ErrTimeout = errors.New("handler timeout exceeded")
 
+// ErrMemory is wrapped by the ScriptError of a callback stopped because the
+// process's heap passed Options.MemoryLimit while it ran.
+var ErrMemory = errors.New("memory limit exceeded")
+
 // vmCtx is a VM's long-lived context: gopher-lua checks it between
 // instructions, and the engine's watchdog cancels it when a callback runs
 // past its deadline. One context serves many calls, so a callback costs no

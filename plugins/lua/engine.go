@@ -2,6 +2,8 @@ package lua
 
 import (
 	"log/slog"
+	"runtime"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,15 @@ type Options struct {
 	MaxTimers int
 	// Observer, when set, is told about every callback.
 	Observer Observer
+	// MemoryLimit stops the callbacks that are running when the process's
+	// heap grows past it, as a runaway script would make it (a loop
+	// concatenating strings, a table that keeps growing). 0: 1 GiB;
+	// negative: no limit. It is a safety net that fires after the fact
+	// (the watchdog samples the heap every 10ms), not an allocator quota.
+	MemoryLimit int64
+	// MaxCoroutines bounds the coroutines one callback may create; each
+	// is a full Lua state. 0: 1000.
+	MaxCoroutines int
 }
 
 // Engine runs route scripts. One Engine serves every route of a process: it
@@ -55,6 +66,9 @@ type Engine struct {
 	modules []Module
 	maxStr  int
 	maxTmr  int
+	maxCo   int
+	memMax  int64
+	lastGC  time.Time // the watchdog's last forced collection
 	obs     Observer
 	started time.Time
 
@@ -79,6 +93,8 @@ func New(opts Options) *Engine {
 		modules: opts.Modules,
 		maxStr:  opts.MaxStringSize,
 		maxTmr:  opts.MaxTimers,
+		maxCo:   opts.MaxCoroutines,
+		memMax:  opts.MemoryLimit,
 		obs:     opts.Observer,
 		started: time.Now(),
 		watched: make(map[*vm]struct{}),
@@ -94,9 +110,28 @@ func New(opts Options) *Engine {
 	if e.maxTmr <= 0 {
 		e.maxTmr = 10000
 	}
+	if e.maxCo <= 0 {
+		e.maxCo = 1000
+	}
+	if e.memMax == 0 {
+		e.memMax = 1 << 30
+	}
+	limitArrays.Do(func() {
+		// gopher-lua keeps integer keys below MaxArrayIndex (64M by
+		// default) in a slice and fills the gap up to a new key with nils,
+		// so `t[60000000] = 1` allocates a gigabyte in one instruction,
+		// before any deadline can fire. Larger keys go to the hash part.
+		glua.MaxArrayIndex = min(glua.MaxArrayIndex, maxArrayIndex)
+	})
 	go e.watch()
 	return e
 }
+
+// maxArrayIndex caps the array part of Lua tables: at most 16 MiB of nils
+// for a sparse key.
+const maxArrayIndex = 1 << 20
+
+var limitArrays sync.Once
 
 // Close stops the watchdog. Routes must be stopped first.
 func (e *Engine) Close() {
@@ -118,13 +153,51 @@ func (e *Engine) watch() {
 		case now := <-t.C:
 			n := int64(now.Sub(e.started))
 			e.clock.Store(n)
+			overMemory := e.overMemory(now)
 			e.wmu.Lock()
 			for v := range e.watched {
-				v.checkDeadline(n)
+				v.checkDeadline(n, overMemory)
 			}
 			e.wmu.Unlock()
 		}
 	}
+}
+
+// overMemory reports whether the heap is past the memory limit. The heap
+// figure counts garbage not yet collected, so before blaming a script the
+// watchdog collects (at most once a second: a heap legitimately over the
+// limit must not turn into a collection every tick).
+// Between collections only a heap at twice the limit counts, which a
+// runaway script reaches within moments anyway.
+func (e *Engine) overMemory(now time.Time) bool {
+	if e.memMax <= 0 {
+		return false
+	}
+	heap := heapBytes()
+	switch {
+	case heap <= uint64(e.memMax):
+		return false
+	case heap > 2*uint64(e.memMax):
+		return true
+	case now.Sub(e.lastGC) < time.Second:
+		return false
+	}
+	e.lastGC = now
+	runtime.GC()
+	return heapBytes() > uint64(e.memMax)
+}
+
+var heapSample = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+
+// heapBytes returns the bytes of live and not yet swept heap objects; it
+// does not stop the world, so sampling it every tick is cheap.
+func heapBytes() uint64 {
+	s := heapSample[:1:1] // only the watchdog goroutine calls this
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 func (e *Engine) addVM(v *vm) {

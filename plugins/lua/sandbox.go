@@ -165,6 +165,11 @@ func (v *vm) strFormat(L *glua.LState) int {
 // coCreate is coroutine.create with the new thread's context registration
 // tied to the thread's life (see vmCtx).
 func (v *vm) coCreate(L *glua.LState) int {
+	// Each coroutine is a full Lua state with its own stacks: a loop of
+	// coroutine.create would eat memory faster than a deadline can stop it.
+	if v.coroutines++; v.coroutines > v.eng.maxCo {
+		L.RaiseError("too many coroutines in one callback (limit %d)", v.eng.maxCo)
+	}
 	from := v.ctx.mark()
 	L.Push(v.origCreate)
 	L.Push(L.CheckFunction(1))

@@ -2,6 +2,7 @@ package lua
 
 import (
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -37,6 +38,9 @@ type vm struct {
 	ctx      *vmCtx
 	started  int64 // engine clock at call start; 0 when idle
 	timedOut bool
+	overMem  bool // stopped because the heap passed the memory limit
+
+	coroutines int // created during the current callback
 }
 
 // newVM builds a VM and runs the route script's top level in it.
@@ -145,7 +149,14 @@ func (v *vm) pcall(nargs, nret int) error {
 		return nil
 	}
 	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
-	if timedOut {
+	switch {
+	case timedOut && v.overMem:
+		se.Msg = "memory limit exceeded: the server's heap passed its limit while this callback ran"
+		se.cause = ErrMemory
+		// What the callback built is garbage now; collect it before the
+		// next callback is measured against the limit.
+		runtime.GC()
+	case timedOut:
 		se.Msg = "handler timeout (" + v.route.cfg.HandlerTimeout.String() + ") exceeded"
 		se.cause = ErrTimeout
 	}
@@ -159,9 +170,10 @@ func (v *vm) begin() {
 		v.ctx = newVMCtx()
 		v.L.SetContext(v.ctx)
 	}
-	v.timedOut = false
+	v.timedOut, v.overMem = false, false
 	v.started = v.eng.now() + 1
 	v.wmu.Unlock()
+	v.coroutines = 0
 }
 
 func (v *vm) end() (timedOut bool) {
@@ -172,11 +184,16 @@ func (v *vm) end() (timedOut bool) {
 	return timedOut
 }
 
-// checkDeadline runs on the watchdog.
-func (v *vm) checkDeadline(now int64) {
+// checkDeadline runs on the watchdog: it stops the running callback when
+// it is past its deadline or, with overMemory, whatever it is.
+func (v *vm) checkDeadline(now int64, overMemory bool) {
 	v.wmu.Lock()
-	if v.started != 0 && now-v.started > int64(v.route.cfg.HandlerTimeout) {
-		v.timedOut = true
+	running := now - v.started
+	// Over the memory limit, only callbacks that have run a whole tick are
+	// stopped: a runaway script runs long, a legitimate callback that
+	// happens to run while the heap is high does not.
+	if v.started != 0 && (overMemory && running > int64(watchTick) || running > int64(v.route.cfg.HandlerTimeout)) {
+		v.timedOut, v.overMem = true, overMemory
 		v.started = 0
 		v.ctx.cancel()
 	}

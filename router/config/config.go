@@ -82,6 +82,9 @@ type Scripts struct {
 	Reload         bool
 	VMs            int           // as written: 0 means one per CPU; Route.VMs is already resolved
 	HandlerTimeout time.Duration // a callback running longer is stopped and its connection closed 1011
+	// MemoryLimit stops running callbacks when the process heap passes it
+	// (a runaway script's safety net); 0 = no limit. Default 1 GiB.
+	MemoryLimit int64
 }
 
 // Admin is the [admin] table.

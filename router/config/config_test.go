@@ -148,6 +148,7 @@ dir = "scripts"
 reload = false
 vms = 3
 handler_timeout = "150ms"
+memory_limit = "512MiB"
 
 [admin]
 listen = "127.0.0.1:9090"
@@ -210,7 +211,7 @@ vms = 0
 			Compression:      true,
 		},
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
-		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond},
+		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222"},
 		Routes: []Route{

@@ -52,6 +52,7 @@ type rawScripts struct {
 	Reload         value `toml:"reload"`
 	VMs            value `toml:"vms"`
 	HandlerTimeout value `toml:"handler_timeout"`
+	MemoryLimit    value `toml:"memory_limit"`
 }
 
 type rawAdmin struct {

@@ -351,7 +351,7 @@ func (l *loader) heartbeatOrder(h Heartbeat, errKey, iKey, iNote, tKey, tNote st
 }
 
 func (l *loader) scripts(s *Scripts, r *rawScripts) {
-	*s = Scripts{Reload: true, HandlerTimeout: time.Second}
+	*s = Scripts{Reload: true, HandlerTimeout: time.Second, MemoryLimit: 1 << 30}
 	dir := "scripts"
 	if l.str("scripts.dir", r.Dir, &dir) && dir == "" {
 		l.errorf("scripts.dir", "must not be empty")
@@ -361,6 +361,14 @@ func (l *loader) scripts(s *Scripts, r *rawScripts) {
 	l.boolean("scripts.reload", r.Reload, &s.Reload)
 	l.count("scripts.vms", r.VMs, &s.VMs)
 	l.positiveDuration("scripts.handler_timeout", r.HandlerTimeout, &s.HandlerTimeout)
+	if r.MemoryLimit.set {
+		// 0 is allowed here: it turns the limit off.
+		if n, err := sizeValue(r.MemoryLimit.v); err != nil {
+			l.fail("scripts.memory_limit", err)
+		} else {
+			s.MemoryLimit = n
+		}
+	}
 }
 
 func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) {
