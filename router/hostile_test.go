@@ -142,3 +142,75 @@ func hostile(t *testing.T, s *moontest.Server, rng *rand.Rand) {
 		}
 	}
 }
+
+// TestHandshakeFlood: thousands of clients that connect and say nothing,
+// and hundreds that send their request a byte at a time, while a normal
+// client keeps connecting and doing round trips. Every one of them is cut
+// off at the handshake timeout.
+func TestHandshakeFlood(t *testing.T) {
+	t.Parallel()
+	s := startEcho(t, "[server]\nhandshake_timeout = \"500ms\"\n")
+	const silent, trickling = 2000, 200
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range silent {
+		nc, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		conns = append(conns, nc)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range trickling {
+		nc, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		conns = append(conns, nc)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+			for j := i; ; j++ {
+				if _, err := nc.Write([]byte{req[j%len(req)]}); err != nil {
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	// Normal clients are served throughout.
+	for i := range 20 {
+		c := moontest.Dial(t, s.URL("/echo"))
+		msg := fmt.Sprint("served ", i)
+		c.Send(msg)
+		c.Expect(msg)
+		c.Close(1000)
+	}
+	// Every flooding connection is closed by the server.
+	buf := make([]byte, 64)
+	for i, nc := range conns {
+		_ = nc.SetReadDeadline(time.Now().Add(moontest.Timeout))
+		for {
+			_, err := nc.Read(buf)
+			if err == nil {
+				continue
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("flooding connection %d was not cut off", i)
+			}
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
