@@ -77,6 +77,7 @@ type Conn struct {
 	readN      int
 	readErr    error
 	readFn     func(fd uintptr) bool
+	stopRead   bool    // a close or a protocol failure ended reading
 	tokens     float64 // rate limit bucket
 	refilled   int64
 	resume     chan struct{} // goroutine mode: the turn came back

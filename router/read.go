@@ -66,7 +66,7 @@ func (c *Conn) readLoop() {
 		n, err := c.nc.Read(c.rbuf[c.w:])
 		c.consume(n, err)
 		<-c.resume
-		if !c.wantRead() {
+		if c.stopRead || !c.wantRead() {
 			c.releaseBuffers()
 			return
 		}
@@ -129,8 +129,7 @@ func (c *Conn) parse() {
 		if err != nil {
 			code, reason, _ := wsconn.CloseStatus(err)
 			c.srv.stats.protocolErrors.Add(1)
-			c.closeWith(int(code), reason, true, false)
-			c.r = c.w
+			c.finishAfterDelivered(func() { c.closeWith(int(code), reason, true, false) })
 			return
 		}
 		if n == 0 {
@@ -144,18 +143,38 @@ func (c *Conn) parse() {
 				if ev.Owned {
 					bufpool.Put(ev.Payload)
 				}
-				c.closeWith(ClosePolicy, "rate limit", true, false)
-				c.r = c.w
+				c.finishAfterDelivered(func() { c.closeWith(ClosePolicy, "rate limit", true, false) })
 				return
 			}
 			c.deliver(ev)
 		case wsconn.Ping:
 			_ = c.sendControl(ws.OpPong, ev.Payload) // a pong echoes the ping payload
 		case wsconn.Close:
-			c.onPeerClose(int(ev.Code), ev.Reason)
-			c.r = c.w // RFC 6455 §5.5.1: nothing after a close frame counts
+			// RFC 6455 §5.5.1: nothing after a close frame counts.
+			code, reason := int(ev.Code), ev.Reason
+			c.finishAfterDelivered(func() { c.onPeerClose(code, reason) })
 			return
 		}
+	}
+}
+
+// finishAfterDelivered stops reading and runs act — failing the connection
+// or answering the peer's close — after the messages this read delivered.
+// When some are still queued on the lane, act is queued behind them, so
+// their replies go out before the close frame and nothing the peer sent
+// before the end is lost; otherwise it runs now.
+func (c *Conn) finishAfterDelivered(act func()) {
+	c.stopRead = true
+	c.r = c.w
+	if c.pending.Load() == 1 { // only the read turn: nothing is queued
+		act()
+		return
+	}
+	c.mu.Lock()
+	queued := c.state != stateClosed && c.lane.push(task{kind: taskFunc, fn: act})
+	c.mu.Unlock()
+	if !queued {
+		act()
 	}
 }
 
@@ -212,7 +231,7 @@ func (c *Conn) resumeReading() {
 		c.resume <- struct{}{}
 		return
 	}
-	if !c.wantRead() {
+	if c.stopRead || !c.wantRead() {
 		c.releaseBuffers()
 		return
 	}

@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sort"
@@ -387,10 +389,20 @@ type soakErrors struct {
 	count atomic.Int64
 	mu    sync.Mutex
 	list  []string
+	dump  string // goroutines at the first failure
 }
 
 func (e *soakErrors) add(format string, args ...any) {
-	e.count.Add(1)
+	if e.count.Add(1) == 1 {
+		// The state of every goroutine at the first failure, for the
+		// diagnosis (a stall shows as goroutines blocked in one place).
+		var dump bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&dump, 2)
+		name := filepath.Join(os.TempDir(), fmt.Sprintf("moonwire-soak-goroutines-%d.txt", os.Getpid()))
+		if os.WriteFile(name, dump.Bytes(), 0o644) == nil {
+			e.dump = name
+		}
+	}
 	e.mu.Lock()
 	if len(e.list) < 20 {
 		e.list = append(e.list, fmt.Sprintf(format, args...))
@@ -401,7 +413,11 @@ func (e *soakErrors) add(format string, args ...any) {
 func (e *soakErrors) first() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]string(nil), e.list...)
+	out := append([]string(nil), e.list...)
+	if e.dump != "" {
+		out = append(out, "goroutines at the first failure: "+e.dump)
+	}
+	return out
 }
 
 // soakLog is a slog.Handler that counts the router's records by level and

@@ -188,11 +188,14 @@ func pause(label string, d time.Duration) step {
 }
 
 // waitFor waits until the events received so far satisfy cond (a reply the
-// case depends on before it goes on), or the server closes, or
-// replyTimeout passes.
-func waitFor(desc string, cond func(es []event) bool) step {
-	return step{desc: "wait for " + desc, run: func(s *session) {
-		s.pump(time.Now().Add(replyTimeout), func() bool { return cond(s.events) || s.gotClose })
+// case needs before it goes on), or the server closes. If replyTimeout
+// passes first, a timeout labelled label is recorded, which no expected
+// outcome contains, and the case goes on.
+func waitFor(label string, cond func(es []event) bool) step {
+	return step{desc: "wait for " + label, run: func(s *session) {
+		if !s.pump(time.Now().Add(replyTimeout), func() bool { return cond(s.events) || s.gotClose }) {
+			s.events = append(s.events, timeout(label))
+		}
 	}}
 }
 

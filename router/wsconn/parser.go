@@ -84,7 +84,12 @@ type Parser struct {
 	fragOp     ws.OpCode // its opcode (text or binary)
 	compressed bool      // the fragmented message is compressed
 	msg        []byte    // assembly buffer (pooled) for the fragmented message
-	utf8       utf8Tail  // validation state carried across text fragments
+	utf8       utf8Tail  // validation state of the text message being read
+	// checked counts the payload bytes of the frame at the front of the
+	// buffer that are already unmasked and, for text, validated: text is
+	// checked as it arrives, so invalid UTF-8 fails before the rest of its
+	// frame is even sent (RFC 6455 §8.1, "fail fast").
+	checked int64
 }
 
 // Reset drops any partially assembled message, returning its buffer.
@@ -95,6 +100,7 @@ func (p *Parser) Reset() {
 	}
 	p.frag, p.compressed = false, false
 	p.utf8 = utf8Tail{}
+	p.checked = 0
 }
 
 // Assembling reports whether a fragmented message is in progress (and so
@@ -176,6 +182,25 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	}
 
 	frameLen := int64(hl) + h.Length
+	if text := !compressed && (h.OpCode == ws.OpText ||
+		h.OpCode == ws.OpContinuation && p.fragOp == ws.OpText && !p.compressed); text {
+		// Unmask and validate whatever part of the payload has arrived.
+		if h.OpCode == ws.OpText && p.checked == 0 {
+			p.utf8 = utf8Tail{}
+		}
+		avail := min(int64(len(b)), frameLen) - int64(hl)
+		if avail > p.checked {
+			seg := b[int64(hl)+p.checked : int64(hl)+avail]
+			if h.Masked {
+				ws.Cipher(seg, h.Mask, int(p.checked))
+			}
+			if !p.utf8.feed(seg) {
+				p.checked = 0
+				return ev, 0, invalidUTF8()
+			}
+			p.checked = avail
+		}
+	}
 	if int64(len(b)) < frameLen {
 		ev.Need = int(frameLen)
 		return ev, 0, nil
@@ -183,8 +208,9 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	n = int(frameLen)
 	payload := b[hl:n]
 	if h.Masked {
-		ws.Cipher(payload, h.Mask, 0)
+		ws.Cipher(payload[p.checked:], h.Mask, int(p.checked))
 	}
+	p.checked = 0
 
 	switch h.OpCode {
 	case ws.OpPing:
@@ -198,13 +224,12 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 			if compressed {
 				return p.inflated(h.OpCode, payload, n)
 			}
-			if h.OpCode == ws.OpText && !utf8.Valid(payload) {
-				return ev, 0, invalidUTF8()
+			if h.OpCode == ws.OpText && !p.utf8.complete() {
+				return ev, 0, invalidUTF8() // ends inside a character
 			}
 			return Event{Kind: kindOf(h.OpCode), Payload: payload}, n, nil
 		}
 		p.frag, p.fragOp, p.compressed = true, h.OpCode, compressed
-		p.utf8 = utf8Tail{}
 		p.msg = bufpool.Get(int(min(max(h.Length*2, 512), p.MaxMessage)))[:0]
 		if err := p.absorb(payload); err != nil {
 			return ev, 0, err
@@ -253,13 +278,9 @@ func (p *Parser) inflated(op ws.OpCode, compressed []byte, n int) (Event, int, e
 	return Event{Kind: kindOf(op), Payload: out, Owned: true}, n, nil
 }
 
-// absorb appends a fragment to the assembly buffer, validating text as it
-// arrives so that invalid UTF-8 fails on the fragment that carries it
-// (compressed text is checked once inflated).
+// absorb appends a fragment to the assembly buffer. (Text was validated as
+// it arrived; compressed text is checked once inflated.)
 func (p *Parser) absorb(payload []byte) error {
-	if p.fragOp == ws.OpText && !p.compressed && !p.utf8.feed(payload) {
-		return invalidUTF8()
-	}
 	if need := len(p.msg) + len(payload); need > cap(p.msg) {
 		grown := bufpool.Get(max(need, 2*cap(p.msg)))[:len(p.msg)]
 		copy(grown, p.msg)
