@@ -184,11 +184,9 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	if cfg.Scripts.Reload && cfg.Dir != "" {
-		go func() {
-			if err := n.Watch(ctx, node.DefaultDebounce); err != nil {
-				log.Warn("not watching files; send SIGHUP to reload", "err", err)
-			}
-		}()
+		if _, err := n.Watch(ctx, node.DefaultDebounce); err != nil {
+			log.Warn("not watching files; send SIGHUP to reload", "err", err)
+		}
 	}
 
 	for {

@@ -159,8 +159,10 @@ script = "chat.lua"
 	// checks below look at outcomes, not counts.
 	if *proofVia == "watch" {
 		ctx, cancel := context.WithCancel(context.Background())
-		watching := make(chan error, 1)
-		go func() { watching <- s.Watch(ctx, 10*time.Millisecond) }()
+		watching, err := s.Watch(ctx, 10*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer func() { cancel(); <-watching }()
 	}
 	probe := moontest.Dial(t, s.URL("/chat?room=probe"))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moonwire/moonwire/internal/moontest"
 	"github.com/moonwire/moonwire/internal/node"
@@ -198,8 +199,10 @@ func TestWatchReloadsOnSave(t *testing.T) {
 	t.Parallel()
 	s := moontest.Start(t, moontest.Files(reloadConfig, "scripts/v.lua", versioned("v1"), "scripts/lib/util.lua", "return {}"))
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Watch(ctx, 20e6) }()
+	done, err := s.Watch(ctx, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer func() { cancel(); <-done }()
 
 	c := moontest.Dial(t, s.URL("/v"))
@@ -229,7 +232,7 @@ func TestEmbeddedConfigIsNotReloadable(t *testing.T) {
 	if err := s.Reload(); !errors.Is(err, node.ErrNotReloadable) {
 		t.Fatalf("got %v", err)
 	}
-	if err := s.Watch(context.Background(), 0); !errors.Is(err, node.ErrNotReloadable) {
+	if _, err := s.Watch(context.Background(), 0); !errors.Is(err, node.ErrNotReloadable) {
 		t.Fatalf("watch: %v", err)
 	}
 }

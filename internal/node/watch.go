@@ -15,22 +15,23 @@ import (
 const DefaultDebounce = 200 * time.Millisecond
 
 // Watch reloads the node whenever its config file or a file under its
-// scripts folder changes, until ctx ends. Reload errors are logged and
-// recorded (see Status); the running version keeps serving. It returns at
-// once for the embedded config.
-func (n *Node) Watch(ctx context.Context, debounce time.Duration) error {
+// scripts folder changes, until ctx ends. It returns once the watches are
+// in place (so no change made after it returns is missed); done is closed
+// when the watcher has stopped. Reload errors are logged and recorded (see
+// Status); the running version keeps serving. The embedded config cannot
+// be watched: ErrNotReloadable.
+func (n *Node) Watch(ctx context.Context, debounce time.Duration) (done <-chan struct{}, err error) {
 	cfg := n.Config()
 	if cfg.Dir == "" {
-		return ErrNotReloadable
+		return nil, ErrNotReloadable
 	}
 	if debounce <= 0 {
 		debounce = DefaultDebounce
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer w.Close()
 	watched := map[string]bool{}
 	watchTree := func(cfgFile, scriptsDir string) {
 		want := map[string]bool{filepath.Dir(cfgFile): true}
@@ -68,20 +69,31 @@ func (n *Node) Watch(ctx context.Context, debounce time.Duration) error {
 		return err == nil && rel != ".." && !filepath.IsAbs(rel) && (len(rel) < 3 || rel[:3] != "../")
 	}
 
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		defer w.Close()
+		n.watchLoop(ctx, w, debounce, abs, relevant, watchTree)
+	}()
+	return stopped, nil
+}
+
+func (n *Node) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce time.Duration, abs string,
+	relevant func(string) bool, watchTree func(string, string)) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case err, ok := <-w.Errors:
 			if !ok {
-				return nil
+				return
 			}
 			n.log.Warn("file watcher error", "err", err)
 		case ev, ok := <-w.Events:
 			if !ok {
-				return nil
+				return
 			}
 			if !relevant(ev.Name) {
 				continue
