@@ -390,22 +390,62 @@ func (c *Conn) onPeerClose(code int, reason string) {
 }
 
 // startFlush runs a flusher for the queue; Queue.Push guarantees at most
-// one at a time.
+// one at a time. A socket the router reads itself (epoll) goes to the
+// flush workers, which write without waiting; others (TLS, the portable
+// path) get a goroutine that writes under a deadline.
 func (c *Conn) startFlush() {
+	if c.rc != nil {
+		select {
+		case c.srv.flushq <- c:
+			return
+		default:
+			// Every worker is busy: a goroutine of its own rather than wait.
+		}
+	}
 	c.srv.wg.Add(1)
-	go c.flush()
+	go c.flush(nil)
 }
 
 var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
 
-func (c *Conn) flush() {
-	defer c.srv.wg.Done()
+// flushWorker is one of the server's flush workers: it writes queues
+// without waiting, and hands a queue whose socket is full to a goroutine
+// of its own, with what is left to write.
+func (s *Server) flushWorker() {
 	fl := flushers.Get().(*wsconn.Flusher)
+	for c := range s.flushq {
+		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc)
+		c.bytesOut.Add(n)
+		c.route.bytesOut.Add(n)
+		if blocked {
+			s.wg.Add(1)
+			go c.flush(fl)
+			fl = flushers.Get().(*wsconn.Flusher)
+			continue
+		}
+		fl.Reset()
+		c.flushed(sealed, err)
+	}
+}
+
+// flush drains the queue with blocking writes under the write timeout,
+// continuing what fl holds (nil: a fresh flusher).
+func (c *Conn) flush(fl *wsconn.Flusher) {
+	defer c.srv.wg.Done()
+	if fl == nil {
+		fl = flushers.Get().(*wsconn.Flusher)
+	}
 	sealed, n, err := fl.Flush(&c.queue, c.nc, c.srv.c().WriteTimeout)
 	fl.Reset()
 	flushers.Put(fl)
 	c.bytesOut.Add(n)
 	c.route.bytesOut.Add(n)
+	c.flushed(sealed, err)
+}
+
+// flushed acts on the end of a flush: a write error ends the connection,
+// and a written close frame may end it too.
+func (c *Conn) flushed(sealed bool, err error) {
 	if err != nil {
 		c.teardown()
 		return

@@ -31,6 +31,7 @@ import (
 const (
 	maxRequestLine  = 4096
 	maxHeaderBytes  = 16 << 10
+	maxHeaderLines  = 100
 	connectionClose = "Connection: close\r\n"
 )
 
@@ -79,6 +80,7 @@ func (s *Server) serveConn(nc net.Conn) {
 
 	hs := &handshake{
 		srv:      s,
+		nc:       nc,
 		rt:       rt,
 		deadline: deadline,
 		req: Request{
@@ -100,12 +102,20 @@ func (s *Server) serveConn(nc net.Conn) {
 		u.Negotiate = hs.negotiate
 	}
 	_, err = u.Upgrade(readWriter{&headReader{br: br}, nc})
+	if errors.Is(err, errHeadTooLarge) {
+		// A read error: the Upgrader wrote nothing. Answer it here.
+		writeStatus(nc, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+		hs.refused = http.StatusRequestHeaderFieldsTooLarge
+	}
 	if err != nil {
 		hs.release()
 		status := http.StatusBadRequest
 		var rej *ws.ConnectionRejectedError
 		if errors.As(err, &rej) {
 			status = rej.StatusCode()
+		}
+		if hs.refused != 0 {
+			status = hs.refused
 		}
 		if hs.refused == 0 && isNetErr(err) {
 			// The client went away or timed out: nothing was refused.
@@ -213,11 +223,13 @@ func (h *headReader) Read(p []byte) (int, error) {
 // handshake is the state of one upgrade in progress.
 type handshake struct {
 	srv         *Server
+	nc          net.Conn
 	rt          *Route
 	deadline    time.Time
 	req         Request
 	ip          string
 	headerBytes int
+	headerLines int
 	lane        *lane
 	verdict     Verdict
 	deflate     wsconn.Deflate
@@ -227,18 +239,37 @@ type handshake struct {
 }
 
 func (hs *handshake) onHost(host []byte) error {
+	if err := hs.countHeader([]byte("host"), host); err != nil {
+		return err
+	}
 	hs.req.Host = string(host)
 	hs.req.Header["host"] = hs.req.Host
 	return nil
 }
 
-func (hs *handshake) onHeader(k, v []byte) error {
-	hs.headerBytes += len(k) + len(v)
-	if hs.headerBytes > maxHeaderBytes {
+// countHeader charges one header line against the request's budget: its
+// bytes plus a line's overhead, and a cap on the number of lines, so that
+// thousands of empty repeated headers cost as much as their size says.
+func (hs *handshake) countHeader(k, v []byte) error {
+	hs.headerBytes += len(k) + len(v) + 4
+	hs.headerLines++
+	if hs.headerBytes > maxHeaderBytes || hs.headerLines > maxHeaderLines {
 		return hs.reject(http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	}
+	return nil
+}
+
+func (hs *handshake) onHeader(k, v []byte) error {
+	if err := hs.countHeader(k, v); err != nil {
+		return err
 	}
 	name := strings.ToLower(string(k))
 	if prev, ok := hs.req.Header[name]; ok {
+		if name == "origin" {
+			// One Origin per request (RFC 6454 §7); two could slip a
+			// disallowed one past the check.
+			return hs.reject(http.StatusBadRequest, "more than one Origin header")
+		}
 		hs.req.Header[name] = prev + ", " + string(v)
 	} else {
 		hs.req.Header[name] = string(v)
@@ -251,6 +282,10 @@ func (hs *handshake) onHeader(k, v []byte) error {
 
 // negotiate accepts the first permessage-deflate offer we can honour.
 func (hs *handshake) negotiate(offer httphead.Option) (httphead.Option, error) {
+	hs.headerLines++
+	if hs.headerLines > maxHeaderLines {
+		return httphead.Option{}, hs.reject(http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	}
 	if hs.deflate.Enabled {
 		return httphead.Option{}, nil // one is enough
 	}
@@ -265,6 +300,13 @@ func (hs *handshake) negotiate(offer httphead.Option) (httphead.Option, error) {
 // onProtocol records the offered subprotocols and selects none: the
 // handler chooses later, in decide, and the choice is written as a header.
 func (hs *handshake) onProtocol(v []byte) (string, bool) {
+	hs.headerBytes += len(v) + 26
+	hs.headerLines++
+	if hs.headerBytes > maxHeaderBytes || hs.headerLines > maxHeaderLines {
+		// Past the budget: stop recording. The head's own size cap (see
+		// headReader) then answers 431.
+		return "", true
+	}
 	for _, p := range strings.Split(string(v), ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			hs.req.Subprotocols = append(hs.req.Subprotocols, p)
@@ -280,6 +322,9 @@ func (hs *handshake) onProtocol(v []byte) (string, bool) {
 
 func (hs *handshake) reject(status int, body string) error {
 	hs.refused = status
+	// The socket's deadline is the handshake's; a refusal decided at the
+	// deadline (a slow handler) still deserves a moment to be written.
+	_ = hs.nc.SetWriteDeadline(time.Now().Add(min(time.Second, hs.srv.c().WriteTimeout)))
 	return ws.RejectConnectionError(
 		ws.RejectionStatus(status),
 		ws.RejectionReason(body),
@@ -484,21 +529,29 @@ func peekLine(br *bufio.Reader) ([]byte, error) {
 func parseRequestLine(line []byte) (method, target string, ok bool) {
 	m, rest, ok1 := bytes.Cut(line, []byte(" "))
 	t, proto, ok2 := bytes.Cut(rest, []byte(" "))
-	if !ok1 || !ok2 || len(m) == 0 || len(t) == 0 || !bytes.HasPrefix(proto, []byte("HTTP/")) {
+	if !ok1 || !ok2 || len(m) == 0 || len(t) == 0 || !validProto(proto) {
 		return "", "", false
 	}
 	target = string(t)
 	if target[0] != '/' {
 		u, err := url.ParseRequestURI(target)
-		if err != nil || u.Path == "" {
+		if err != nil || (u.Path == "" && u.Host == "") {
 			return "", "", false
 		}
 		target = u.EscapedPath()
+		if target == "" {
+			target = "/" // "http://host" asks for the root
+		}
 		if u.RawQuery != "" {
 			target += "?" + u.RawQuery
 		}
 	}
 	return string(m), target, true
+}
+
+// validProto accepts "HTTP/<digit>.<digit>" (RFC 9112 §2.3).
+func validProto(p []byte) bool {
+	return len(p) == 8 && string(p[:5]) == "HTTP/" && p[5] >= '0' && p[5] <= '9' && p[6] == '.' && p[7] >= '0' && p[7] <= '9'
 }
 
 // writeStatus answers a request we cannot even parse.

@@ -109,6 +109,7 @@ type Server struct {
 	rooms  roomSet
 	poller *poll.Poller
 	ready  chan uint64 // tokens reported by the poller, for the workers
+	flushq chan *Conn  // queues to write, for the flush workers
 	http   *httpHandoff
 
 	broker       broker.Broker
@@ -288,6 +289,11 @@ func (s *Server) startLanes(rt *Route) {
 }
 
 func (s *Server) startBackground() {
+	s.flushq = make(chan *Conn, 4096)
+	for range s.static.Workers {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.flushWorker() }()
+	}
 	if s.poller != nil {
 		s.ready = make(chan uint64, 4096)
 		s.bg.Add(1)
@@ -485,6 +491,8 @@ func (s *Server) connGone() {
 func (s *Server) stopBackground() {
 	s.stopAll.Do(func() {
 		s.wg.Wait() // handshakes, flushers and reader goroutines
+		// Every connection is gone, so nothing queues a flush any more.
+		close(s.flushq)
 		s.mu.Lock()
 		routes := append(s.routes.Load().all, s.retired...)
 		s.retired = nil

@@ -106,7 +106,31 @@ const (
 	soakHeapSlack      = 4 << 20
 )
 
-// TestSoak: see the comment on the flags above.
+// TestSoak runs -soak.clients client goroutines against one node for
+// -soak.duration (after a warm-up of up to 3s), each running sessions back
+// to back, picked at random with these weights:
+//
+//	40 valid:     connect to /chat/r<n>, exchange 1-20 text and binary
+//	              messages (0 B-64 KiB, up to 4 in flight, one in ten
+//	              fragmented around a ping), verify every echo and every
+//	              broadcast from others (checksummed), then close 1000 or
+//	              drop the socket;
+//	20 invalid:   bad UTF-8 (1007), an unmasked frame (1002), a frame over
+//	              the limit (1009), a reserved opcode (1002) — each must
+//	              get its close code and then lose its TCP connection — or
+//	              random garbage (any end is fine);
+//	12 kill:      half a frame, then FIN, RST, or silence until the
+//	              heartbeat timeout drops it;
+//	12 abandon:   part of a request head (or nothing), then leave, or wait
+//	              for the handshake timeout to drop it without a response;
+//	 8 slow:      a flooder in a room of its own that writes 1 MiB and
+//	              never reads (closed by the slow-consumer policy or the
+//	              write timeout), or a passive member of a busy room that
+//	              neither reads nor writes for 0.5-4s.
+//
+// Every read, write and session has a deadline. After the last client,
+// the server must reach zero connections and the process its baseline
+// (see the tolerances above); the figures are logged.
 func TestSoak(t *testing.T) {
 	if *soakClients < 1 || *soakDuration <= 0 {
 		t.Fatal("need -soak.clients >= 1 and -soak.duration > 0")
@@ -181,7 +205,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d clients, %d rooms, %v (sessions stop starting at the deadline; the last ended %v after it)",
 		clients, rooms, *soakDuration, (elapsed - *soakDuration).Round(time.Millisecond))
 	st.report(t)
-	t.Logf("server: handshakes ok %d, refused %v, closes by code %v, protocol errors %d, slow-consumer closes %d, queue drops %d, messages in/out %d/%d, broadcasts %d (deliveries %d)",
+	t.Logf("server (warm-up included): handshakes ok %d, refused %v, closes by code %v, protocol errors %d, slow-consumer closes %d, queue drops %d, messages in/out %d/%d, broadcasts %d (deliveries %d)",
 		srvStats.HandshakesOK, srvStats.HandshakesRefused, sortedCodes(srvStats.Closes), srvStats.ProtocolErrors,
 		srvStats.SlowCloses, srvStats.QueueDrops, srvStats.MessagesIn, srvStats.MessagesOut,
 		srvStats.Broadcasts, srvStats.Fanout)
@@ -361,7 +385,8 @@ type soakStats struct {
 
 	abandoned, abandonedDropped atomic.Int64
 
-	floods, floodsClosed, passive, passiveClosed atomic.Int64
+	floods, floodsClosed                                   atomic.Int64
+	passive, passiveHeartbeat, passiveSlow, passiveDropped atomic.Int64
 }
 
 func (st *soakStats) report(t *testing.T) {
@@ -380,8 +405,9 @@ func (st *soakStats) report(t *testing.T) {
 	t.Logf("killed mid-frame: %d (%d with RST), stalled mid-frame %d (dropped by the server %d)",
 		st.kills.Load(), st.killsRST.Load(), st.stalls.Load(), st.stallsDropped.Load())
 	t.Logf("abandoned handshakes: %d (%d waited for and dropped by the server)", st.abandoned.Load(), st.abandonedDropped.Load())
-	t.Logf("slow consumers: %d flooders (%d closed by the server), %d passive (%d closed by the server)",
-		st.floods.Load(), st.floodsClosed.Load(), st.passive.Load(), st.passiveClosed.Load())
+	t.Logf("slow consumers: %d flooders (%d closed by the server), %d passive (closed by the server: %d heartbeat timeout, %d slow consumer, %d dropped without a close frame; the rest left first)",
+		st.floods.Load(), st.floodsClosed.Load(), st.passive.Load(),
+		st.passiveHeartbeat.Load(), st.passiveSlow.Load(), st.passiveDropped.Load())
 }
 
 // soakErrors collects client-side failures.
@@ -495,10 +521,28 @@ type soakClient struct {
 	br  *bufio.Reader
 	seq uint32
 
+	// A well-behaved client reads while it writes: a reader goroutine
+	// (started by startReader) answers pings and queues every other frame
+	// for the session, and writes go through wmu.
+	wmu       sync.Mutex
+	frames    chan soakFrame
+	done      chan struct{}
+	readerWG  sync.WaitGroup
+	noPong    atomic.Bool // half a frame is out: a pong would land inside it
+	readerErr error       // what ended the reader, once nextFrame saw it
+
 	pending []sentMsg // sent, echo not yet seen
 	pings   [][]byte  // sent, pong not yet seen
 	frag    []byte    // a message being reassembled
 	fragOp  ws.OpCode
+}
+
+// soakFrame is a frame the reader goroutine read, or the error that
+// ended it (the last one).
+type soakFrame struct {
+	h   ws.Header
+	p   []byte
+	err error
 }
 
 type sentMsg struct {
@@ -538,7 +582,83 @@ func (c *soakClient) run() {
 	if c.nc != nil {
 		_ = c.nc.Close()
 	}
+	if c.done != nil {
+		close(c.done)
+		c.readerWG.Wait()
+	}
 }
+
+// startReader starts the session's reader goroutine.
+func (c *soakClient) startReader() {
+	ch, done := make(chan soakFrame, 1024), make(chan struct{})
+	c.frames, c.done = ch, done
+	// The session's own deadline bounds the reader; run() closes the
+	// socket before waiting for it.
+	_ = c.nc.SetReadDeadline(c.deadline.Add(time.Second))
+	c.readerWG.Add(1)
+	go func() {
+		defer c.readerWG.Done()
+		deliver := func(f soakFrame) bool {
+			select {
+			case ch <- f:
+				return true
+			case <-done:
+				return false
+			}
+		}
+		for {
+			h, err := ws.ReadHeader(c.br)
+			if err == nil && h.Length > soakMaxMessage+16 {
+				err = fmt.Errorf("server frame of %d bytes exceeds any message", h.Length)
+			}
+			var p []byte
+			if err == nil {
+				p = make([]byte, h.Length)
+				_, err = io.ReadFull(c.br, p)
+			}
+			if err != nil {
+				deliver(soakFrame{err: err})
+				return
+			}
+			if h.OpCode == ws.OpPing && !c.noPong.Load() {
+				_ = c.writeUntil(c.pongFrame(p), time.Now().Add(soakOpTimeout))
+				continue
+			}
+			if !deliver(soakFrame{h: h, p: p}) {
+				return
+			}
+		}
+	}()
+}
+
+// nextFrame returns the next frame from the reader, or an error when none
+// came within the op deadline.
+func (c *soakClient) nextFrame() (ws.Header, []byte, error) {
+	if c.readerErr != nil {
+		return ws.Header{}, nil, c.readerErr // the reader is gone
+	}
+	t := time.NewTimer(time.Until(c.opDeadline()))
+	defer t.Stop()
+	select {
+	case f := <-c.frames:
+		if f.err != nil {
+			c.readerErr = f.err
+			return ws.Header{}, nil, f.err
+		}
+		return f.h, f.p, nil
+	case <-t.C:
+		return ws.Header{}, nil, errSoakTimeout
+	}
+}
+
+var errSoakTimeout = timeoutError{}
+
+// timeoutError is a net.Error timeout, like a read deadline's.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "no frame from the server within the deadline" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
 
 func (c *soakClient) fail(format string, args ...any) {
 	c.errs.add("session %x (%s): "+format, append([]any{c.sid, c.kind}, args...)...)
@@ -594,10 +714,27 @@ func (c *soakClient) frame(op ws.OpCode, fin bool, p []byte, unmasked bool) []by
 	return b.Bytes()
 }
 
-func (c *soakClient) write(b []byte) error {
-	_ = c.nc.SetWriteDeadline(c.opDeadline())
+func (c *soakClient) write(b []byte) error { return c.writeUntil(b, c.opDeadline()) }
+
+func (c *soakClient) writeUntil(b []byte, deadline time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(deadline)
 	_, err := c.nc.Write(b)
 	return err
+}
+
+// pongFrame answers a ping, from the reader goroutine (which must not use
+// the session's rng).
+func (c *soakClient) pongFrame(p []byte) []byte {
+	h := ws.Header{Fin: true, OpCode: ws.OpPong, Length: int64(len(p)), Masked: true}
+	binary.LittleEndian.PutUint32(h.Mask[:], uint32(time.Now().UnixNano()))
+	q := append([]byte(nil), p...)
+	ws.Cipher(q, h.Mask, 0)
+	var b bytes.Buffer
+	_ = ws.WriteHeader(&b, h)
+	b.Write(q)
+	return b.Bytes()
 }
 
 // message makes a verifiable message: text "s<sid>.<seq>.<crc>:<body>"
@@ -676,27 +813,16 @@ func owner(op ws.OpCode, p []byte) (sid uint64, ok bool) {
 // messages from other clients are verified and skipped unless all is set.
 func (c *soakClient) next(all bool) (op ws.OpCode, p []byte, err error) {
 	for {
-		_ = c.nc.SetReadDeadline(c.opDeadline())
-		h, err := ws.ReadHeader(c.br)
+		h, p, err := c.nextFrame()
 		if err != nil {
 			return 0, nil, err
 		}
 		if h.Masked {
 			return 0, nil, errors.New("server sent a masked frame")
 		}
-		if h.Length > soakMaxMessage+16 {
-			return 0, nil, fmt.Errorf("server frame of %d bytes exceeds any message", h.Length)
-		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(c.br, p); err != nil {
-			return 0, nil, err
-		}
 		switch h.OpCode {
 		case ws.OpPing:
-			// Server heartbeat: answer, unless a half-sent frame is
-			// pending (the caller does not read then).
-			_ = c.write(c.frame(ws.OpPong, true, p, false))
-			continue
+			continue // not answered: half a frame is out
 		case ws.OpPong:
 			if len(c.pings) == 0 || !bytes.Equal(c.pings[0], p) {
 				return 0, nil, fmt.Errorf("unexpected pong %q", p)
@@ -855,7 +981,11 @@ func (c *soakClient) exchange(n int) bool {
 // connection.
 func (c *soakClient) valid() {
 	c.st.valid.Add(1)
-	if !c.dial(c.room()) || !c.exchange(1+c.rng.IntN(20)) {
+	if !c.dial(c.room()) {
+		return
+	}
+	c.startReader()
+	if !c.exchange(1 + c.rng.IntN(20)) {
 		return
 	}
 	if c.rng.IntN(10) < 3 {
@@ -894,10 +1024,13 @@ func (c *soakClient) valid() {
 // expectEOF reads until the server closes the connection (a reset
 // counts), within the op deadline.
 func (c *soakClient) expectEOF() bool {
-	_ = c.nc.SetReadDeadline(c.opDeadline())
-	_, err := io.Copy(io.Discard, c.br)
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	for {
+		_, _, err := c.nextFrame()
+		if err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+	}
 }
 
 // invalidTraffic: connect, maybe exchange, then break the protocol; the
@@ -909,6 +1042,7 @@ func (c *soakClient) invalidTraffic() {
 	if !c.dial(c.room()) {
 		return
 	}
+	c.startReader()
 	if c.rng.IntN(2) == 0 && !c.exchange(1+c.rng.IntN(3)) {
 		return
 	}
@@ -990,13 +1124,15 @@ func (c *soakClient) killMidFrame() {
 	if !c.dial(c.room()) {
 		return
 	}
+	c.startReader()
 	if c.rng.IntN(2) == 0 && !c.exchange(1+c.rng.IntN(3)) {
 		return
 	}
 	op, p := c.message()
 	f := c.frame(op, true, p, false)
+	c.noPong.Store(true)
 	if err := c.write(f[:1+c.rng.IntN(len(f)-1)]); err != nil {
-		c.fail("half frame: %v", err)
+		c.writeFailed("half frame", err)
 		return
 	}
 	switch r := c.rng.IntN(100); {
@@ -1005,10 +1141,8 @@ func (c *soakClient) killMidFrame() {
 		// the half frame) until the server gives up on us.
 		c.st.stalls.Add(1)
 		start := time.Now()
-		_ = c.nc.SetReadDeadline(time.Now().Add(soakHeartbeatTO + 3*time.Second))
-		_, err := io.Copy(io.Discard, c.br)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		c.deadline = time.Now().Add(soakHeartbeatTO + 3*time.Second)
+		if !c.expectEOF() {
 			c.fail("stalled mid-frame: the server kept the connection %v (heartbeat timeout %v)",
 				time.Since(start).Round(time.Millisecond), soakHeartbeatTO)
 			return
@@ -1076,15 +1210,44 @@ func (c *soakClient) slowConsumer() {
 		}
 		_ = c.nc.(*net.TCPConn).SetReadBuffer(4096)
 		time.Sleep(time.Duration(500+c.rng.IntN(3500)) * time.Millisecond)
-		// Did the server give up on us (heartbeat timeout or slow
-		// consumer)? Drain what is buffered and look for the end.
-		_ = c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		_, err := io.Copy(io.Discard, c.br)
-		var ne net.Error
-		if !(errors.As(err, &ne) && ne.Timeout()) {
-			c.st.passiveClosed.Add(1)
+		// Now read what piled up (verifying it) to learn our fate: the
+		// heartbeat timeout (3s of silence from us) closes 1001, the
+		// slow-consumer policy 1008, the write timeout just drops. A
+		// small receive window drains slowly (TCP persist timer), hence
+		// the long window.
+		_ = c.nc.SetReadDeadline(time.Now().Add(4 * time.Second))
+		for {
+			h, err := ws.ReadHeader(c.br)
+			var p []byte
+			if err == nil {
+				p = make([]byte, min(h.Length, soakMaxMessage+16))
+				_, err = io.ReadFull(c.br, p)
+			}
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				return // still open: we leave
+			case err != nil:
+				c.st.passiveDropped.Add(1)
+				return
+			case h.OpCode == ws.OpClose:
+				code, reason := closeCode(p)
+				switch {
+				case code == 1001 && reason == "heartbeat timeout":
+					c.st.passiveHeartbeat.Add(1)
+				case code == 1008 && reason == "slow consumer":
+					c.st.passiveSlow.Add(1)
+				default:
+					c.fail("passive: closed %d %q", code, reason)
+				}
+				return
+			case h.OpCode == ws.OpText || h.OpCode == ws.OpBinary:
+				if _, ok := owner(h.OpCode, p); !ok {
+					c.fail("passive: corrupt %v message of %d bytes", h.OpCode, len(p))
+					return
+				}
+			}
 		}
-		return
 	}
 	c.st.floods.Add(1)
 	if !c.dial(fmt.Sprintf("flood-%x", c.sid)) {

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -149,28 +150,70 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 }
 
 // Flusher writes a Queue to its connection. It is the queue's only writer
-// between the Push that returned start == true and the Flush call that
-// returns; its scratch space lives only that long.
+// between the Push that returned start == true and the flush call that
+// reports done; it holds the frames it took until they are written.
+//
+// There are two ways to flush. TryFlush writes without ever waiting (a
+// raw writev on the socket): the common case, where the socket has room,
+// costs one system call and no goroutine. When the socket is full it
+// reports blocked, keeping what is unwritten, and the caller hands the
+// Flusher to a goroutine of its own that finishes with Flush, which waits
+// under a write deadline. So a peer that stops reading holds a goroutine
+// for at most the write timeout, and never holds a shared worker.
 type Flusher struct {
-	batch []*Frame
-	bufs  net.Buffers
-	cur   net.Buffers // what WriteTo consumes; a field so it does not escape per call
+	batch []*Frame    // taken from the queue; released once all written
+	bufs  net.Buffers // what remains to write of batch, front first
+	cur   net.Buffers // what WriteTo consumes; a field so it does not escape
+	raw   rawWriter
+}
+
+// pending reports whether the flusher holds unwritten bytes.
+func (fl *Flusher) pending() bool { return len(fl.bufs) > 0 }
+
+// next releases a fully written batch and takes the next one. done means
+// the queue is empty and the flusher's ownership has ended.
+func (fl *Flusher) next(q *Queue) (sealed, done bool) {
+	for i, f := range fl.batch {
+		f.Release()
+		fl.batch[i] = nil
+	}
+	fl.batch, sealed, done = q.take(fl.batch[:0])
+	if done {
+		return sealed, true
+	}
+	fl.bufs = fl.bufs[:0]
+	for _, f := range fl.batch {
+		fl.bufs = append(fl.bufs, f.b)
+	}
+	return sealed, false
+}
+
+// fail kills the queue after a write error and ends the flusher's
+// ownership.
+func (fl *Flusher) fail(q *Queue) {
+	for i, f := range fl.batch {
+		f.Release()
+		fl.batch[i] = nil
+	}
+	fl.batch, fl.bufs = fl.batch[:0], fl.bufs[:0]
+	q.Kill()
+	q.mu.Lock()
+	q.flushing = false
+	q.mu.Unlock()
 }
 
 // Flush drains q into conn with vectored writes, each under a fresh write
-// deadline of timeout (0: none). It returns when the queue is empty, with
-// sealed reporting that the close frame was among what it wrote, or with
-// the first write error. After an error the queue is killed.
+// deadline of timeout (0: none), starting with whatever an earlier
+// TryFlush left. It returns when the queue is empty, with sealed reporting
+// that the close frame was among what it wrote, or with the first write
+// error, after which the queue is killed.
 func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed bool, written int64, err error) {
 	for {
-		var done bool
-		fl.batch, sealed, done = q.take(fl.batch[:0])
-		if done {
-			return sealed, written, nil
-		}
-		fl.bufs = fl.bufs[:0]
-		for _, f := range fl.batch {
-			fl.bufs = append(fl.bufs, f.b)
+		if !fl.pending() {
+			var done bool
+			if sealed, done = fl.next(q); done {
+				return sealed, written, nil
+			}
 		}
 		if timeout > 0 {
 			_ = conn.SetWriteDeadline(time.Now().Add(timeout))
@@ -179,18 +222,62 @@ func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed
 		n, werr := fl.cur.WriteTo(conn)
 		fl.cur = nil
 		written += n
-		for i, f := range fl.batch {
-			f.Release()
-			fl.batch[i] = nil
-		}
+		fl.bufs = fl.bufs[:0]
 		if werr != nil {
-			q.Kill()
-			q.mu.Lock()
-			q.flushing = false
-			q.mu.Unlock()
+			fl.fail(q)
 			return sealed, written, werr
 		}
 	}
+}
+
+// TryFlush drains q into the socket behind rc without waiting. It returns
+// blocked when the socket cannot take more: the flusher then still owns
+// the queue and holds the rest, for Flush to finish. Otherwise it returns
+// like Flush.
+func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn) (sealed bool, written int64, blocked bool, err error) {
+	for {
+		if !fl.pending() {
+			var done bool
+			if sealed, done = fl.next(q); done {
+				return sealed, written, false, nil
+			}
+		}
+		want := fl.raw.prepare(fl.bufs)
+		if cerr := rc.Write(fl.raw.fn); cerr != nil {
+			fl.fail(q)
+			return sealed, written, false, cerr
+		}
+		n, werr := fl.raw.n, fl.raw.err
+		if werr == syscall.EAGAIN || werr == syscall.EINTR {
+			return sealed, written, true, nil
+		}
+		if werr != nil {
+			fl.fail(q)
+			return sealed, written, false, werr
+		}
+		written += int64(n)
+		fl.consume(n)
+		if n < want {
+			// The socket took part of it: it is full now.
+			return sealed, written, true, nil
+		}
+	}
+}
+
+// consume drops n written bytes from the front of bufs.
+func (fl *Flusher) consume(n int) {
+	i := 0
+	for i < len(fl.bufs) && n >= len(fl.bufs[i]) {
+		n -= len(fl.bufs[i])
+		fl.bufs[i] = nil
+		i++
+	}
+	if i < len(fl.bufs) && n > 0 {
+		fl.bufs[i] = fl.bufs[i][n:]
+	}
+	rest := copy(fl.bufs, fl.bufs[i:])
+	clear(fl.bufs[rest:])
+	fl.bufs = fl.bufs[:rest]
 }
 
 // Reset drops the flusher's scratch space if a burst made it large.
@@ -200,4 +287,5 @@ func (fl *Flusher) Reset() {
 	}
 	clear(fl.bufs[:cap(fl.bufs)])
 	fl.bufs = fl.bufs[:0]
+	fl.raw.reset()
 }
