@@ -57,14 +57,13 @@ type Conn struct {
 	path        string
 	rawQuery    string
 	params      map[string]string
-	header      map[string]string
+	header      Header
 	remoteAddr  string
-	ip          string
 	subprotocol string
-	created     time.Time
+	created     int64 // unix nanoseconds
 	maxMsg      int64
-	rateLimit   *RateLimit
-	ipCounted   bool // counted against the route's per-IP limit
+	rate        *rateState // nil without a rate limit
+	ipCounted   bool       // counted against the route's per-IP limit
 	deflate     wsconn.Deflate
 
 	// Read turn.
@@ -74,12 +73,7 @@ type Conn struct {
 	rbuf       []byte
 	r, w       int
 	need       int
-	readN      int
-	readErr    error
-	readFn     func(fd uintptr) bool
-	stopRead   bool    // a close or a protocol failure ended reading
-	tokens     float64 // rate limit bucket
-	refilled   int64
+	stopRead   bool          // a close or a protocol failure ended reading
 	resume     chan struct{} // goroutine mode: the turn came back
 
 	pending atomic.Int32 // the read turn (1) plus queued message tasks
@@ -104,13 +98,33 @@ type Conn struct {
 	closeCode     int
 	closeReason   string
 	closeDeadline int64
-	isOpen        bool // the Open event ran
-	attrs         map[string]any
-	rooms         []string
-	query         url.Values
+	ext           *connExtras // allocated on first use
 
 	// handlerData belongs to the handler and is touched only on the lane.
 	handlerData any
+}
+
+// connExtras holds what many connections never use; an idle connection
+// that never joined a room or set an attribute does not pay for it.
+type connExtras struct {
+	attrs map[string]any
+	rooms []string
+	query url.Values
+}
+
+// extras returns c.ext, allocating it. c.mu must be held.
+func (c *Conn) extras() *connExtras {
+	if c.ext == nil {
+		c.ext = new(connExtras)
+	}
+	return c.ext
+}
+
+// rateState is a connection's token bucket (read turn only).
+type rateState struct {
+	limit    RateLimit
+	tokens   float64
+	refilled int64
 }
 
 // ID returns the connection's cluster-unique id.
@@ -136,16 +150,17 @@ func (c *Conn) Route() *Route { return c.route }
 func (c *Conn) Lane() int { return c.lane.index }
 
 // Header returns a request header by case-insensitive name.
-func (c *Conn) Header(name string) string { return c.header[lowerASCII(name)] }
+func (c *Conn) Header(name string) string { return c.header.Get(lowerASCII(name)) }
 
 // Query returns the first value of a query parameter.
 func (c *Conn) Query(name string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.query == nil {
-		c.query, _ = url.ParseQuery(c.rawQuery)
+	x := c.extras()
+	if x.query == nil {
+		x.query, _ = url.ParseQuery(c.rawQuery)
 	}
-	return c.query.Get(name)
+	return x.query.Get(name)
 }
 
 // LastSeen returns when the last bytes arrived from the peer.
@@ -171,7 +186,10 @@ func (c *Conn) SetHandlerData(v any) { c.handlerData = v }
 func (c *Conn) Get(key string) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v, ok := c.attrs[key]
+	if c.ext == nil {
+		return nil, false
+	}
+	v, ok := c.ext.attrs[key]
 	return v, ok
 }
 
@@ -181,20 +199,26 @@ func (c *Conn) Set(key string, v any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v == nil {
-		delete(c.attrs, key)
+		if c.ext != nil {
+			delete(c.ext.attrs, key)
+		}
 		return
 	}
-	if c.attrs == nil {
-		c.attrs = make(map[string]any)
+	x := c.extras()
+	if x.attrs == nil {
+		x.attrs = make(map[string]any)
 	}
-	c.attrs[key] = v
+	x.attrs[key] = v
 }
 
 // Rooms returns the rooms the connection is in (or was in, once closed).
 func (c *Conn) Rooms() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.rooms)
+	if c.ext == nil {
+		return nil
+	}
+	return slices.Clone(c.ext.rooms)
 }
 
 // Join adds the connection to room. It fails with ErrClosed on a closed
@@ -205,11 +229,12 @@ func (c *Conn) Join(room string) error {
 	if c.state == stateClosed {
 		return ErrClosed
 	}
-	if slices.Contains(c.rooms, room) {
+	x := c.extras()
+	if slices.Contains(x.rooms, room) {
 		return nil
 	}
 	c.srv.rooms.add(room, c)
-	c.rooms = append(c.rooms, room)
+	x.rooms = append(x.rooms, room)
 	return nil
 }
 
@@ -217,9 +242,12 @@ func (c *Conn) Join(room string) error {
 func (c *Conn) Leave(room string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if i := slices.Index(c.rooms, room); i >= 0 && c.state != stateClosed {
+	if c.ext == nil || c.state == stateClosed {
+		return
+	}
+	if i := slices.Index(c.ext.rooms, room); i >= 0 {
 		c.srv.rooms.remove(room, c)
-		c.rooms = slices.Delete(c.rooms, i, i+1)
+		c.ext.rooms = slices.Delete(c.ext.rooms, i, i+1)
 	}
 }
 
@@ -476,8 +504,10 @@ func (c *Conn) teardown() {
 	}
 	c.state = stateClosed
 	code, reason := c.closeCode, c.closeReason
-	for _, r := range c.rooms {
-		c.srv.rooms.remove(r, c)
+	if c.ext != nil {
+		for _, r := range c.ext.rooms {
+			c.srv.rooms.remove(r, c)
+		}
 	}
 	// Queued under mu so that no message task can be queued after it.
 	queued := c.lane.push(task{kind: taskClose, c: c, code: code, reason: reason})
@@ -490,19 +520,12 @@ func (c *Conn) teardown() {
 	_ = c.nc.Close()
 	c.route.conns.Add(-1)
 	if c.ipCounted {
-		c.route.releaseIP(c.ip)
+		c.route.releaseIP(hostOf(c.remoteAddr))
 	}
 	c.srv.stats.closes(code)
 	if !queued {
 		c.finished()
 	}
-}
-
-// opened runs on the lane just before the handler's Open.
-func (c *Conn) opened() {
-	c.mu.Lock()
-	c.isOpen = true
-	c.mu.Unlock()
 }
 
 // finished runs on the lane after the handler's Close: the connection is
@@ -513,7 +536,7 @@ func (c *Conn) finished() {
 	c.mu.Unlock()
 	c.srv.log.Info("connection closed",
 		"route", c.route.Pattern(), "conn", c.id, "remote", c.remoteAddr,
-		"duration", time.Since(c.created).Round(time.Millisecond),
+		"duration", time.Duration(time.Now().UnixNano()-c.created).Round(time.Millisecond),
 		"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
 		"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),
 		"code", code, "reason", reason)

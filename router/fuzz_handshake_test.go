@@ -114,7 +114,7 @@ func (h *fuzzHandler) Handshake(lane int, req *router.Request) router.Verdict {
 	if q.Has("panic") {
 		panic("fuzz: handshake panic")
 	}
-	if req.Header["x-fuzz-slow"] != "" {
+	if req.Header.Get("x-fuzz-slow") != "" {
 		time.Sleep(fuzzHandshakeTimeout + 50*time.Millisecond)
 	}
 	v := router.Verdict{Attrs: map[string]any{"path": req.Path}}

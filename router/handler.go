@@ -70,19 +70,53 @@ type HandshakeSkipper interface {
 	SkipHandshake() bool
 }
 
-// Request is an upgrade request as a handler sees it. Header names are
-// lower-case; repeated headers are joined with ", ".
+// Request is an upgrade request as a handler sees it.
 type Request struct {
 	Path         string
 	RawQuery     string
 	Params       map[string]string
-	Header       map[string]string
+	Header       Header
 	Host         string
 	Origin       string
 	RemoteAddr   string
 	Subprotocols []string
 
 	query url.Values
+}
+
+// Header holds request headers as name, value pairs, names lower-case and
+// repeated headers joined with ", ". A connection keeps its request's
+// headers for its life, so they are kept flat rather than in a map: a
+// handful of strings instead of a hash table per connection.
+type Header []string
+
+// Get returns the value of a header by lower-case name, or "".
+func (h Header) Get(name string) string {
+	for i := 0; i+1 < len(h); i += 2 {
+		if h[i] == name {
+			return h[i+1]
+		}
+	}
+	return ""
+}
+
+// index returns the position of name's value, or -1.
+func (h Header) index(name string) int {
+	for i := 0; i+1 < len(h); i += 2 {
+		if h[i] == name {
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// add appends a value, joining it to an earlier one of the same name.
+func (h *Header) add(name, value string) {
+	if i := h.index(name); i >= 0 {
+		(*h)[i] += ", " + value
+		return
+	}
+	*h = append(*h, name, value)
 }
 
 // Query returns the parsed query string (parsed once, on first use).

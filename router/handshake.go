@@ -87,7 +87,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			Path:       reqPath,
 			RawQuery:   rawQuery,
 			Params:     params,
-			Header:     make(map[string]string, 8),
+			Header:     make(Header, 0, 8),
 			RemoteAddr: nc.RemoteAddr().String(),
 		},
 	}
@@ -243,7 +243,7 @@ func (hs *handshake) onHost(host []byte) error {
 		return err
 	}
 	hs.req.Host = string(host)
-	hs.req.Header["host"] = hs.req.Host
+	hs.req.Header.add("host", hs.req.Host)
 	return nil
 }
 
@@ -264,19 +264,15 @@ func (hs *handshake) onHeader(k, v []byte) error {
 		return err
 	}
 	name := strings.ToLower(string(k))
-	if prev, ok := hs.req.Header[name]; ok {
-		if name == "origin" {
+	if name == "origin" {
+		if hs.req.Header.index(name) >= 0 {
 			// One Origin per request (RFC 6454 §7); two could slip a
 			// disallowed one past the check.
 			return hs.reject(http.StatusBadRequest, "more than one Origin header")
 		}
-		hs.req.Header[name] = prev + ", " + string(v)
-	} else {
-		hs.req.Header[name] = string(v)
-	}
-	if name == "origin" {
 		hs.req.Origin = string(v)
 	}
+	hs.req.Header.add(name, string(v))
 	return nil
 }
 
@@ -312,11 +308,7 @@ func (hs *handshake) onProtocol(v []byte) (string, bool) {
 			hs.req.Subprotocols = append(hs.req.Subprotocols, p)
 		}
 	}
-	if prev, ok := hs.req.Header["sec-websocket-protocol"]; ok {
-		hs.req.Header["sec-websocket-protocol"] = prev + ", " + string(v)
-	} else {
-		hs.req.Header["sec-websocket-protocol"] = string(v)
-	}
+	hs.req.Header.add("sec-websocket-protocol", string(v))
 	return "", true
 }
 
@@ -450,32 +442,39 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		params:      hs.req.Params,
 		header:      hs.req.Header,
 		remoteAddr:  hs.req.RemoteAddr,
-		ip:          hs.ip,
 		subprotocol: hs.verdict.Subprotocol,
-		created:     time.Now(),
+		created:     time.Now().UnixNano(),
 		maxMsg:      spec.MaxMessageSize,
-		rateLimit:   spec.RateLimit,
 		ipCounted:   hs.holdsIP,
-		attrs:       hs.verdict.Attrs,
+	}
+	if spec.RateLimit != nil {
+		c.rate = &rateState{limit: *spec.RateLimit}
+	}
+	if len(hs.verdict.Attrs) > 0 {
+		c.ext = &connExtras{attrs: hs.verdict.Attrs}
 	}
 	c.parser.MaxMessage = spec.MaxMessageSize
 	c.deflate = hs.deflate
 	c.parser.Deflate = hs.deflate.Enabled
 	c.queue.Limit = s.c().WriteQueue
-	c.lastSeen.Store(c.created.UnixNano())
-	c.lastPing.Store(c.created.UnixNano())
+	c.lastSeen.Store(c.created)
+	c.lastPing.Store(c.created)
 	if s.poller != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
 			if rc, err := sc.SyscallConn(); err == nil {
 				c.rc = rc
-				c.readFn = c.doRead
 			}
 		}
 	}
 	if c.rc == nil {
 		c.resume = make(chan struct{}, 1)
 	}
-	if !s.table.add(c, func(tok uint64) string { return formatID(s.nodeID, tok) }) {
+	if !s.table.add(c, func(tok uint64) {
+		c.id = formatID(s.nodeID, tok)
+		if c.rc != nil {
+			c.desc.Init(c.rc, tok)
+		}
+	}) {
 		return nil
 	}
 	rt.conns.Add(1)

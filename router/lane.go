@@ -130,7 +130,6 @@ func (l *lane) runTask(t *task) {
 		}
 		c.taskDone()
 	case taskOpen:
-		t.c.opened()
 		l.open(t.c)
 	case taskClose:
 		l.close(t.c, t.code, t.reason)

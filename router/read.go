@@ -28,18 +28,40 @@ const readBufferSize = 4096
 // hold on top of a maximum-size payload.
 const maxFrameOverhead = 14
 
+// sockReader is a poll worker's read scratch: one non-blocking read(2)
+// made inside RawConn.Read (so the descriptor cannot be closed under it),
+// with the function bound once so a read allocates nothing.
+type sockReader struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func newSockReader() *sockReader {
+	r := new(sockReader)
+	r.fn = r.read
+	return r
+}
+
+func (r *sockReader) read(fd uintptr) bool {
+	r.n, r.err = unix.Read(int(fd), r.buf)
+	return true // never wait: the poller said there is something
+}
+
 // onReadable is the poller's report: take the turn and read once.
-func (c *Conn) onReadable() {
+func (c *Conn) onReadable(r *sockReader) {
 	if !c.armed.Swap(false) {
 		return // a stale report: the turn is not the poller's to give
 	}
 	c.pending.Store(1)
 	c.prepareBuffer()
-	c.readN, c.readErr = 0, nil
-	if err := c.rc.Read(c.readFn); err != nil {
-		c.readErr = err // the socket was closed under us
+	r.buf, r.n, r.err = c.rbuf[c.w:], 0, nil
+	if err := c.rc.Read(r.fn); err != nil {
+		r.err = err // the socket was closed under us
 	}
-	n, err := c.readN, c.readErr
+	n, err := r.n, r.err
+	r.buf = nil
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		// A spurious report; nothing to read after all.
@@ -48,12 +70,6 @@ func (c *Conn) onReadable() {
 		err = io.EOF
 	}
 	c.consume(max(n, 0), err)
-}
-
-// doRead is bound once to readFn; a single non-blocking read(2).
-func (c *Conn) doRead(fd uintptr) bool {
-	c.readN, c.readErr = unix.Read(int(fd), c.rbuf[c.w:])
-	return true
 }
 
 // readLoop is the reader of a connection not on the poller (TLS, or a
@@ -139,7 +155,7 @@ func (c *Conn) parse() {
 		c.r += n
 		switch ev.Kind {
 		case wsconn.Text, wsconn.Binary:
-			if c.rateLimit != nil && !c.allow() {
+			if c.rate != nil && !c.rate.allow() {
 				if ev.Owned {
 					bufpool.Put(ev.Payload)
 				}
@@ -200,19 +216,19 @@ func (c *Conn) deliver(ev wsconn.Event) {
 }
 
 // allow takes a token from the connection's rate-limit bucket.
-func (c *Conn) allow() bool {
-	rl := c.rateLimit
+func (b *rateState) allow() bool {
+	rl := &b.limit
 	now := time.Now().UnixNano()
-	if c.refilled == 0 {
-		c.tokens, c.refilled = float64(rl.Burst), now
+	if b.refilled == 0 {
+		b.tokens, b.refilled = float64(rl.Burst), now
 	}
 	rate := float64(rl.Messages) / float64(rl.Per)
-	c.tokens = min(float64(rl.Burst), c.tokens+float64(now-c.refilled)*rate)
-	c.refilled = now
-	if c.tokens < 1 {
+	b.tokens = min(float64(rl.Burst), b.tokens+float64(now-b.refilled)*rate)
+	b.refilled = now
+	if b.tokens < 1 {
 		return false
 	}
-	c.tokens--
+	b.tokens--
 	return true
 }
 
@@ -245,7 +261,7 @@ func (c *Conn) resumeReading() {
 		err = c.srv.poller.Rearm(&c.desc)
 	} else {
 		c.registered = true
-		err = c.srv.poller.Add(&c.desc, c.rc, c.token)
+		err = c.srv.poller.Add(&c.desc)
 	}
 	if err != nil && c.armed.Swap(false) {
 		// The socket was closed meanwhile (or the poller is gone).

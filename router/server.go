@@ -308,9 +308,10 @@ func (s *Server) startBackground() {
 			s.bg.Add(1)
 			go func() {
 				defer s.bg.Done()
+				r := newSockReader()
 				for tok := range s.ready {
 					if c := s.table.get(tok); c != nil {
-						c.onReadable()
+						c.onReadable(r)
 					}
 				}
 			}()

@@ -26,9 +26,10 @@ const (
 	tableChunks = 4096 // 4M connections per process
 )
 
-// add stores c, setting c.token and c.id (named by id) before c becomes
-// visible to lookups. It reports false when the table is full.
-func (t *connTable) add(c *Conn, id func(tok uint64) string) bool {
+// add stores c, calling init with its token before c becomes visible to
+// lookups (it sets what lookups read). It reports false when the table is
+// full.
+func (t *connTable) add(c *Conn, init func(tok uint64)) bool {
 	t.mu.Lock()
 	var slot uint32
 	if n := len(t.free); n > 0 {
@@ -50,7 +51,8 @@ func (t *connTable) add(c *Conn, id func(tok uint64) string) bool {
 		t.chunks[ci].Store(chunk)
 	}
 	tok := uint64(t.gen[slot])<<32 | uint64(slot)
-	c.token, c.id = tok, id(tok)
+	c.token = tok
+	init(tok)
 	chunk[slot%chunkSize].Store(c)
 	t.mu.Unlock()
 	t.n.Add(1)

@@ -256,11 +256,10 @@ func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 // Open implements router.Handler.
 func (r *Route) Open(lane int, c *router.Conn) {
 	v := r.vms[lane]
-	ud := v.newConn(c)
-	c.SetHandlerData(ud)
 	if v.onOpen == nil || v.closed {
-		return
+		return // the handle is made on first use: an idle connection costs none
 	}
+	ud := v.connUD(c)
 	v.cur = c
 	v.L.Push(v.onOpen)
 	v.L.Push(ud)
@@ -331,9 +330,9 @@ func (v *vm) requestTable(req *router.Request) *glua.LTable {
 		}
 	}
 	t.RawSetString("query", query)
-	headers := L.CreateTable(0, len(req.Header))
-	for k, val := range req.Header {
-		headers.RawSetString(k, glua.LString(val))
+	headers := L.CreateTable(0, len(req.Header)/2)
+	for i := 0; i+1 < len(req.Header); i += 2 {
+		headers.RawSetString(req.Header[i], glua.LString(req.Header[i+1]))
 	}
 	t.RawSetString("headers", headers)
 	t.RawSetString("remote_addr", glua.LString(req.RemoteAddr))

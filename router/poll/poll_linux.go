@@ -23,23 +23,64 @@ type Poller struct {
 	closed bool
 }
 
-// Desc is a socket's registration. Embed it in the connection it belongs
-// to; it must not be copied after Add.
+// Desc is a socket's registration: 24 bytes, embedded in the connection
+// it belongs to. Init it before the connection is shared; it is immutable
+// afterwards, so Add, Rearm and Remove may run from any goroutine.
 type Desc struct {
-	// mu serialises Add and Rearm calls on this Desc. They are the
-	// reader's, which is exclusive, but the moment epoll_ctl arms the
-	// socket a report can hand the turn to another goroutine that re-arms
-	// before this one has read its result.
-	mu    sync.Mutex
 	rc    syscall.RawConn
 	token uint64
-	err   error
-	op    int
-	p     *Poller
+}
 
-	// ctl is d.control bound once at Add, so that re-arming does not
-	// allocate a closure per call.
-	ctl func(fd uintptr)
+// Init binds the Desc to a socket and a token.
+func (d *Desc) Init(rc syscall.RawConn, token uint64) { d.rc, d.token = rc, token }
+
+// ctlCall is one epoll_ctl made inside RawConn.Control. Calls come from a
+// pool, with the function bound once, so that re-arming allocates nothing
+// and concurrent calls on one Desc share no scratch.
+type ctlCall struct {
+	p     *Poller
+	op    int
+	token uint64
+	err   error
+	ev    unix.EpollEvent
+	fn    func(fd uintptr)
+}
+
+var ctlCalls = sync.Pool{New: func() any {
+	c := new(ctlCall)
+	c.fn = c.control
+	return c
+}}
+
+func (c *ctlCall) control(fd uintptr) {
+	c.p.mu.RLock()
+	defer c.p.mu.RUnlock()
+	if c.p.closed {
+		c.err = ErrClosed
+		return
+	}
+	var ev *unix.EpollEvent
+	if c.op != unix.EPOLL_CTL_DEL {
+		c.ev = unix.EpollEvent{Events: readEvents}
+		putToken(&c.ev, c.token)
+		ev = &c.ev
+	}
+	c.err = unix.EpollCtl(c.p.epfd, c.op, int(fd), ev)
+}
+
+func (p *Poller) ctl(d *Desc, op int) error {
+	if d.rc == nil {
+		return ErrClosed
+	}
+	c := ctlCalls.Get().(*ctlCall)
+	c.p, c.op, c.token, c.err = p, op, d.token, nil
+	err := d.rc.Control(c.fn)
+	if err == nil {
+		err = c.err
+	}
+	c.p = nil
+	ctlCalls.Put(c)
+	return err
 }
 
 // New creates a poller that calls handle(token) from Run's goroutine each
@@ -70,68 +111,21 @@ const wakeToken = ^uint64(0)
 
 const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-// Add registers the socket behind rc under token, armed: the first readiness
+// Add registers the socket of an Init'ed Desc, armed: the first readiness
 // is reported without a Rearm.
-func (p *Poller) Add(d *Desc, rc syscall.RawConn, token uint64) error {
-	d.mu.Lock()
-	d.rc, d.token, d.p = rc, token, p
-	d.ctl = d.control
-	d.mu.Unlock()
-	return d.do(unix.EPOLL_CTL_ADD)
-}
+func (p *Poller) Add(d *Desc) error { return p.ctl(d, unix.EPOLL_CTL_ADD) }
 
 // Rearm re-enables the one-shot registration after a report was handled.
-// It fails (harmlessly) once the socket is closed. Add and Rearm must not
-// run concurrently for one Desc: they are the reader's.
-func (p *Poller) Rearm(d *Desc) error { return d.do(unix.EPOLL_CTL_MOD) }
+// It fails (harmlessly) once the socket is closed.
+func (p *Poller) Rearm(d *Desc) error { return p.ctl(d, unix.EPOLL_CTL_MOD) }
 
 // Remove unregisters the socket. Closing the socket also removes it; Remove
-// exists so that a connection can leave the poller before it is closed. It
-// may run concurrently with Rearm (Add and Rearm belong to the reader, which
-// is exclusive; Remove to whoever closes), so it shares no scratch state.
+// exists so that a connection can leave the poller before it is closed.
 func (p *Poller) Remove(d *Desc) error {
-	d.mu.Lock()
-	rc := d.rc
-	d.mu.Unlock()
-	if rc == nil {
+	if d.rc == nil {
 		return nil
 	}
-	var err error
-	cerr := rc.Control(func(fd uintptr) {
-		p.mu.RLock()
-		defer p.mu.RUnlock()
-		if p.closed {
-			err = ErrClosed
-			return
-		}
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
-	if cerr != nil {
-		return cerr
-	}
-	return err
-}
-
-func (d *Desc) do(op int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.op, d.err = op, nil
-	if err := d.rc.Control(d.ctl); err != nil {
-		return err
-	}
-	return d.err
-}
-
-func (d *Desc) control(fd uintptr) {
-	d.p.mu.RLock()
-	defer d.p.mu.RUnlock()
-	if d.p.closed {
-		d.err = ErrClosed
-		return
-	}
-	ev := unix.EpollEvent{Events: readEvents}
-	putToken(&ev, d.token)
-	d.err = unix.EpollCtl(d.p.epfd, d.op, int(fd), &ev)
+	return p.ctl(d, unix.EPOLL_CTL_DEL)
 }
 
 // Run waits for readiness and calls handle until Close. It is meant to run

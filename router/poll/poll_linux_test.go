@@ -107,7 +107,7 @@ func (h *harness) add(token uint64) *conn {
 	h.t.Helper()
 	local, peer := tcpPair(h.t)
 	c := &conn{local: local, peer: peer, rc: rawConn(h.t, local), token: token}
-	if err := h.p.Add(&c.desc, c.rc, token); err != nil {
+	if err := func() error { c.desc.Init(c.rc, token); return h.p.Add(&c.desc) }(); err != nil {
 		h.t.Fatalf("Add(%d): %v", token, err)
 	}
 	return c
@@ -229,7 +229,7 @@ func TestAddWithDataAlreadyPending(t *testing.T) {
 	}
 	c := &conn{local: local, peer: peer, rc: rawConn(t, local), token: 9}
 	waitReadable(t, c)
-	if err := h.p.Add(&c.desc, c.rc, 9); err != nil {
+	if err := func() error { c.desc.Init(c.rc, 9); return h.p.Add(&c.desc) }(); err != nil {
 		t.Fatal(err)
 	}
 	h.expect(9)
@@ -283,7 +283,7 @@ func TestRemoveStopsReports(t *testing.T) {
 	}
 	h.quiet(c, sentinel)
 	// Added again, it reports the pending data.
-	if err := h.p.Add(&c.desc, c.rc, 3); err != nil {
+	if err := func() error { c.desc.Init(c.rc, 3); return h.p.Add(&c.desc) }(); err != nil {
 		t.Fatal(err)
 	}
 	h.expect(3)
@@ -334,7 +334,7 @@ func TestAddClosedSocketFails(t *testing.T) {
 	rc := rawConn(t, local)
 	local.Close()
 	var d Desc
-	if err := h.p.Add(&d, rc, 1); err == nil {
+	if err := func() error { d.Init(rc, 1); return h.p.Add(&d) }(); err == nil {
 		t.Fatal("Add of a closed socket succeeded")
 	}
 }
@@ -501,7 +501,8 @@ func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
 
 	local, peer := tcpPair(t)
 	var d Desc
-	err = p1.Add(&d, rawConn(t, local), 42)
+	d.Init(rawConn(t, local), 42)
+	err = p1.Add(&d)
 	if err == nil {
 		t.Error("Add on a closed Poller succeeded")
 	}
@@ -512,7 +513,8 @@ func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
 	// report.
 	sl, sp := tcpPair(t)
 	var sd Desc
-	if err := p2.Add(&sd, rawConn(t, sl), 7); err != nil {
+	sd.Init(rawConn(t, sl), 7)
+	if err := p2.Add(&sd); err != nil {
 		t.Fatal(err)
 	}
 	c := &conn{local: local, rc: rawConn(t, local)}

@@ -11,11 +11,14 @@ type Poller struct{}
 // Desc is a socket's registration.
 type Desc struct{}
 
+// Init does nothing: there is no poller.
+func (d *Desc) Init(rc syscall.RawConn, token uint64) {}
+
 // New reports ErrUnsupported.
 func New(handle func(token uint64)) (*Poller, error) { return nil, ErrUnsupported }
 
 // Add is never called: New fails.
-func (p *Poller) Add(d *Desc, rc syscall.RawConn, token uint64) error { return ErrUnsupported }
+func (p *Poller) Add(d *Desc) error { return ErrUnsupported }
 
 // Rearm is never called: New fails.
 func (p *Poller) Rearm(d *Desc) error { return ErrUnsupported }
