@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -107,3 +109,68 @@ func BenchmarkLuaEchoRoundTrip(b *testing.B) {
 		c.roundTrip(b)
 	}
 }
+
+// BenchmarkBroadcastFanout1k broadcasts a 64-byte message to a room of
+// 1,000 connections and waits until every member has read it: one op is
+// one framing, 1,000 queue appends and 1,000 writes.
+func BenchmarkBroadcastFanout1k(b *testing.B) {
+	const members = 1000
+	s, err := router.New(router.Config{Routes: []router.RouteSpec{{Pattern: "/room", Handler: joiner{}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(ln)
+	defer s.Close()
+	var got, want atomic.Int64
+	done := make(chan struct{}, 1)
+	var conns []net.Conn
+	for range members {
+		conn, br, _, err := ws.Dial(context.Background(), "ws://"+ln.Addr().String()+"/room")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if br != nil {
+			b.Fatal("unexpected buffered handshake data")
+		}
+		conns = append(conns, conn)
+		go func() {
+			// Every broadcast is one 66-byte frame: count frames by bytes.
+			buf := make([]byte, 4096)
+			n := 0
+			for {
+				m, err := conn.Read(buf)
+				if err != nil {
+					return
+				}
+				n += m
+				if k := int64(n / 66); k > 0 && got.Add(k) == want.Load() {
+					done <- struct{}{}
+				}
+				n %= 66
+			}
+		}()
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for s.RoomSize("r") < members {
+		time.Sleep(time.Millisecond)
+	}
+	payload := strings.Repeat("x", 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		want.Add(members)
+		s.BroadcastString("r", router.Text, payload, nil)
+		<-done
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(int64(b.N)*members), "ns/delivery")
+}
+
+// joiner puts every connection in room "r".
+type joiner struct{ goEcho }
+
+func (joiner) Open(_ int, c *router.Conn) { _ = c.Join("r") }
