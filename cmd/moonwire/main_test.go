@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,27 +14,9 @@ import (
 	"github.com/moonwire/moonwire/internal/moontest"
 )
 
-// syncBuffer collects a command's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut moontest.Logs
 	code := run(args, &out, &errOut, nil, nil)
 	return code, out.String(), errOut.String()
 }
@@ -199,7 +179,7 @@ return {
   on_close = function(conn, code, reason) log.info("on_close ran", { code = code, reason = reason }) end,
 }`,
 	})
-	var out, errOut syncBuffer
+	var out, errOut moontest.Logs
 	sigs := make(chan os.Signal, 2)
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)
@@ -253,7 +233,7 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1h\"\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
 		"scripts/echo.lua": "return {}\n",
 	})
-	var out, errOut syncBuffer
+	var out, errOut moontest.Logs
 	sigs := make(chan os.Signal, 2)
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)
@@ -291,7 +271,7 @@ func TestSIGHUPReloadsAndLogsAreJSON(t *testing.T) {
 		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\n\n[scripts]\nreload = false\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
 		"scripts/echo.lua": `return { on_message = function(conn, data) conn:send("v1 " .. data) end }`,
 	})
-	var out, errOut syncBuffer
+	var out, errOut moontest.Logs
 	sigs := make(chan os.Signal, 2)
 	ready := make(chan string, 1)
 	exit := make(chan int, 1)

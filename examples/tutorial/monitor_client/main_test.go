@@ -1,33 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/moonwire/moonwire/internal/moontest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestAgainstTheTutorialServer runs the client against the tutorial config:
 // it reports, gets its heartbeat answered, sees another client's report,
@@ -37,7 +18,7 @@ func TestAgainstTheTutorialServer(t *testing.T) {
 	s := moontest.StartFile(t, "../moonwire.toml")
 	other := moontest.Dial(t, s.URL("/monitor"), moontest.DialOptions{Header: http.Header{"X-Monitor-Token": {"monitor_token_2025"}}})
 
-	var out syncBuffer
+	var out moontest.Logs
 	cfg := DefaultConfig()
 	cfg.URL = s.URL("/monitor")
 	cfg.Report = 150 * time.Millisecond
@@ -82,7 +63,7 @@ func TestAgainstTheTutorialServer(t *testing.T) {
 func TestWrongTokenBacksOff(t *testing.T) {
 	t.Parallel()
 	s := moontest.StartFile(t, "../moonwire.toml")
-	var out syncBuffer
+	var out moontest.Logs
 	cfg := DefaultConfig()
 	cfg.URL = s.URL("/monitor")
 	cfg.Token = "wrong"
