@@ -289,7 +289,9 @@ func (s *Server) startLanes(rt *Route) {
 }
 
 func (s *Server) startBackground() {
-	s.flushq = make(chan *Conn, 4096)
+	// Large enough for a heartbeat round over every connection of a big
+	// node: beyond it a flush gets a goroutine of its own.
+	s.flushq = make(chan *Conn, 1<<16)
 	for range s.static.Workers {
 		s.bg.Add(1)
 		go func() { defer s.bg.Done(); s.flushWorker() }()

@@ -208,6 +208,11 @@ func (fl *Flusher) fail(q *Queue) {
 // that the close frame was among what it wrote, or with the first write
 // error, after which the queue is killed.
 func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed bool, written int64, err error) {
+	if timeout > 0 {
+		// The deadline must not outlive this flush: a later TryFlush on the
+		// same socket would find it expired and fail.
+		defer conn.SetWriteDeadline(time.Time{})
+	}
 	for {
 		if !fl.pending() {
 			var done bool

@@ -1,0 +1,115 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+type echoResult struct {
+	common
+	Conns       int              `json:"conns"`
+	Inflight    int              `json:"inflight"`
+	Size        int              `json:"size"`
+	RoundTrips  int64            `json:"round_trips"`
+	RTPerSec    float64          `json:"round_trips_per_s"`
+	MiBPerSec   float64          `json:"payload_mib_per_s"`
+	Errors      int64            `json:"errors"`
+	Mismatches  int64            `json:"mismatches"`
+	Protocol    int64            `json:"protocol_errors"`
+	DialErrors  int              `json:"dial_errors"`
+	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
+	Unexpected  int64            `json:"unexpected_messages"`
+	PingsAnswer int64            `json:"pings_answered"`
+	latency
+}
+
+func (r *echoResult) rows() [][2]string {
+	rows := r.common.rows()
+	return append(rows,
+		[2]string{"connections", fmt.Sprintf("%d × %d in flight, %d-byte binary messages", r.Conns, r.Inflight, r.Size)},
+		[2]string{"round trips", fmt.Sprintf("%d (%s/s, %.2f MiB/s each way)", r.RoundTrips, fmtRate(r.RTPerSec), r.MiBPerSec)},
+		[2]string{"latency", r.latency.String()},
+		[2]string{"errors", fmt.Sprintf("%d%s", r.Errors, fmtKinds(r.ErrorKinds))},
+		[2]string{"mismatches", fmt.Sprint(r.Mismatches)},
+		[2]string{"protocol errors", fmt.Sprint(r.Protocol)},
+		[2]string{"dial errors", fmt.Sprint(r.DialErrors)},
+	)
+}
+
+func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
+	lim, err := checkFDs(cfg.conns, cfg.dialConc)
+	if err != nil {
+		return nil, err
+	}
+	d, err := newDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sp := &spec{
+		inflight: cfg.inflight,
+		size:     cfg.size,
+		tmpl:     newTemplate(padding(cfg.size, 8)),
+	}
+	sp.key = sp.tmpl.mask
+	dr := dialAll(ctx, d, cfg.conns, cfg.dialConc, nil)
+	if dr.ok == 0 {
+		return nil, fmt.Errorf("no connection to %s: %s", cfg.url, describeDialErrors(dr, cfg.conns, lim))
+	}
+	if dr.errors > 0 {
+		logf(log, "%s", describeDialErrors(dr, cfg.conns, lim))
+	}
+	e, err := newEngine(cfg.workers, sp)
+	if err != nil {
+		closeRaw(dr.conns)
+		return nil, err
+	}
+	k := 0
+	for i, rc := range dr.conns {
+		if rc.fd < 0 {
+			continue
+		}
+		dr.conns[i].fd = -1
+		if err := e.workers[k%len(e.workers)].add(rc, roleEcho, nil); err != nil {
+			return nil, err
+		}
+		k++
+	}
+	start := nowNs()
+	sp.warmEnd = start + int64(cfg.warmup)
+	sp.end = sp.warmEnd + int64(cfg.duration)
+	e.start()
+	_ = sleepUntil(ctx, sp.warmEnd)
+	srv := startServerSampler(cfg.pid)
+	cl := startClientSampler()
+	_ = sleepUntil(ctx, sp.end)
+	window := time.Duration(min(nowNs(), sp.end) - sp.warmEnd)
+	res := &echoResult{common: newCommon(cfg, lim)}
+	res.serverStats = srv.finish()
+	res.clientStats = cl.finish()
+	st := e.shutdown(cfg.closeWait)
+
+	res.WindowS = round2(window.Seconds())
+	res.Conns = dr.ok
+	res.Inflight = cfg.inflight
+	res.Size = cfg.size
+	res.RoundTrips = st.ops
+	if window > 0 {
+		res.RTPerSec = round2(float64(st.ops) / window.Seconds())
+		res.MiBPerSec = round2(res.RTPerSec * float64(cfg.size) / (1 << 20))
+	}
+	res.Errors = st.errors
+	res.ErrorKinds = st.errKinds
+	res.Mismatches = st.mismatches
+	res.Protocol = st.protocol
+	res.DialErrors = dr.errors
+	res.Unexpected = st.unexpected
+	res.PingsAnswer = st.pings
+	res.latency = newLatency(&st.hist)
+	res.engineLoad(st)
+	res.perOp(st.ops, "round trip")
+	return res, nil
+}

@@ -1,0 +1,262 @@
+//go:build linux
+
+// Command moonbench is moonwire's load generator: it drives a WebSocket
+// server with many connections from a few goroutines and reports
+// throughput, latency, errors and the server's CPU and memory.
+//
+// Run "moonbench -h" for the scenarios and flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const usageText = `moonbench: load generator for moonwire (and any WebSocket server)
+
+Usage:
+  moonbench -scenario echo      [-url ws://127.0.0.1:8765/echo] [-conns 100] [-inflight 8] [-size 32]
+  moonbench -scenario broadcast [-url ws://127.0.0.1:8765/room] [-subs 1000] [-pubs 1] [-rate 1000] [-size 64]
+  moonbench -scenario idle      [-url ws://127.0.0.1:8765/echo] [-conns 10000] [-sources 253] [-settle 5s]
+  moonbench -scenario handshake [-url ws://127.0.0.1:8765/echo] [-conns 8] [-header 'X-Auth-Token: token_123']
+  moonbench -baseline -scenario S ...   run S against the plain gobwas/ws server, started as a child
+
+Scenarios:
+  echo       -conns connections, each keeping -inflight messages of -size bytes outstanding
+             for -duration after -warmup; every reply is checked byte for byte.
+             Reports round trips/s, latency p50/p99/p99.9, errors, mismatches.
+  broadcast  -subs subscribers and -pubs publishers on one route whose script joins every
+             connection to one room and broadcasts each message to the room except its
+             sender. Publishers send -rate messages/s in all (0: as fast as -inflight
+             allows), at most -inflight each not yet delivered to every subscriber: a
+             server that cannot keep up gets fewer messages ("slots skipped") instead
+             of an ever-growing queue, so the rate is reached only while delivery
+             latency stays under -inflight × -pubs / -rate (32 ms at the defaults).
+             Reports deliveries/s, delivery latency, lost messages (by sequence number,
+             per subscriber), and with -pid server CPU seconds per million deliveries.
+  idle       opens -conns connections spread over -sources source addresses (127.0.0.2 and
+             up), holds them for -duration answering the server's pings, and reports held
+             and lost connections; with -pid the server's RSS before (sampled when the
+             scenario starts: give it a freshly started server) and after (-settle after the
+             last connection opened), in total and per connection.
+  handshake  -conns dialers, each dialing, upgrading, and closing in a loop for -duration.
+             Reports connects/s, handshake latency (TCP connect + upgrade), refused, errors.
+
+Output: a table, then one JSON line (only the JSON line with -json).
+With -pid (automatic with -baseline) the server's CPU and RSS are sampled from /proc.
+
+Flags:
+`
+
+type config struct {
+	scenario      string
+	url           string
+	conns         int
+	inflight      int
+	size          int
+	duration      time.Duration
+	warmup        time.Duration
+	subs          int
+	pubs          int
+	rate          float64
+	pid           int
+	jsonOnly      bool
+	label         string
+	headers       []string
+	workers       int
+	sources       int
+	settle        time.Duration
+	drain         time.Duration
+	dialConc      int
+	dialTimeout   time.Duration
+	closeWait     time.Duration
+	baseline      bool
+	baselineBufio bool
+	cpuProfile    string
+
+	// set by -baseline
+	baselineKind string
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ", ") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+// defaults per scenario for the flags left unset.
+var scenarioDefaults = map[string]map[string]string{
+	"echo":      {"url": "ws://127.0.0.1:8765/echo", "conns": "100", "size": "32", "sources": "0"},
+	"broadcast": {"url": "ws://127.0.0.1:8765/room", "size": "64", "inflight": "32", "sources": "0"},
+	"idle":      {"url": "ws://127.0.0.1:8765/echo", "conns": "10000", "duration": "30s", "warmup": "0s", "sources": "253"},
+	"handshake": {"url": "ws://127.0.0.1:8765/echo", "conns": "8", "sources": "253"},
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("moonbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.scenario, "scenario", "echo", "echo, broadcast, idle or handshake")
+	fs.StringVar(&cfg.url, "url", "", "target `URL` (default per scenario: ws://127.0.0.1:8765/echo, /room for broadcast)")
+	fs.IntVar(&cfg.conns, "conns", 0, "connections (echo 100, idle 10000) or parallel dialers (handshake 8)")
+	fs.IntVar(&cfg.inflight, "inflight", 8, "messages outstanding per connection (echo, default 8) or per publisher: sent but not yet delivered to every subscriber (broadcast, default 32; 0: no bound when -rate > 0)")
+	fs.IntVar(&cfg.size, "size", 0, "payload `bytes` (echo 32, min 8; broadcast 64, min 16)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measurement window; idle: how long the connections are held (idle: 30s)")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "run before the window starts, not measured (idle: unused)")
+	fs.IntVar(&cfg.subs, "subs", 1000, "broadcast: subscriber connections")
+	fs.IntVar(&cfg.pubs, "pubs", 1, "broadcast: publisher connections")
+	fs.Float64Var(&cfg.rate, "rate", 1000, "broadcast: messages/s over all publishers; 0 = as fast as -inflight allows")
+	fs.IntVar(&cfg.pid, "pid", 0, "server process id: sample its CPU and RSS from /proc")
+	fs.BoolVar(&cfg.jsonOnly, "json", false, "print only the JSON line")
+	fs.StringVar(&cfg.label, "label", "", "free text copied into the JSON line")
+	fs.Var((*multiFlag)(&cfg.headers), "header", "`'Name: value'` added to every handshake (repeatable)")
+	fs.IntVar(&cfg.workers, "workers", runtime.NumCPU(), "epoll worker goroutines driving the connections")
+	fs.IntVar(&cfg.sources, "sources", -1, "source addresses 127.0.0.2.. to spread connections over, at most 253; 0: the kernel's choice; -1: 253 for idle and handshake, 0 for the others")
+	fs.DurationVar(&cfg.settle, "settle", 5*time.Second, "idle: wait after the last connection opens before sampling the server's RSS")
+	fs.DurationVar(&cfg.drain, "drain", 3*time.Second, "broadcast: how long to wait after the window for deliveries still in flight")
+	fs.IntVar(&cfg.dialConc, "dial-concurrency", 64, "connections dialed at once while setting up")
+	fs.DurationVar(&cfg.dialTimeout, "dial-timeout", 10*time.Second, "timeout of one dial + upgrade")
+	fs.DurationVar(&cfg.closeWait, "close-wait", 3*time.Second, "at the end, how long to wait for the server to close the connections after our close frames")
+	fs.BoolVar(&cfg.baseline, "baseline", false, "start the baseline gobwas/ws server as a child process and run against it (-url's path is kept)")
+	fs.BoolVar(&cfg.baselineBufio, "baseline-bufio", false, "with -baseline: the baseline variant with bufio reader and writer")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write moonbench's own CPU profile to `file`")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	defs, ok := scenarioDefaults[cfg.scenario]
+	if !ok {
+		return nil, fmt.Errorf("unknown -scenario %q (want echo, broadcast, idle or handshake)", cfg.scenario)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, v := range defs {
+		if !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.duration <= 0:
+		return errors.New("-duration must be positive")
+	case c.warmup < 0:
+		return errors.New("-warmup must not be negative")
+	case c.workers < 1:
+		return errors.New("-workers must be at least 1")
+	case c.dialConc < 1:
+		return errors.New("-dial-concurrency must be at least 1")
+	}
+	switch c.scenario {
+	case "echo":
+		if c.conns < 1 || c.inflight < 1 {
+			return errors.New("echo needs -conns >= 1 and -inflight >= 1")
+		}
+		if c.size < minEchoSize {
+			return fmt.Errorf("echo needs -size >= %d (the timestamp)", minEchoSize)
+		}
+	case "broadcast":
+		if c.subs < 1 || c.pubs < 1 {
+			return errors.New("broadcast needs -subs >= 1 and -pubs >= 1")
+		}
+		if c.size < minBroadcastSize {
+			return fmt.Errorf("broadcast needs -size >= %d (timestamp, publisher, sequence)", minBroadcastSize)
+		}
+		if c.rate < 0 || (c.rate == 0 && c.inflight < 1) {
+			return errors.New("broadcast needs -rate >= 0, and -inflight >= 1 when -rate is 0")
+		}
+		if c.inflight < 0 {
+			return errors.New("-inflight must not be negative")
+		}
+	case "idle", "handshake":
+		if c.conns < 1 {
+			return errors.New(c.scenario + " needs -conns >= 1")
+		}
+	}
+	return nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == serveBaselineCmd {
+		return serveBaseline(args[1:], stdout, stderr)
+	}
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "moonbench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.baseline {
+		child, err := startBaselineChild(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(stderr, "moonbench:", err)
+			return 1
+		}
+		defer child.stop()
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "moonbench:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "moonbench:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := runScenario(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "moonbench:", err)
+		return 1
+	}
+	if err := report(stdout, res, cfg.jsonOnly); err != nil {
+		fmt.Fprintln(stderr, "moonbench:", err)
+		return 1
+	}
+	return 0
+}
+
+// runScenario runs the configured scenario and returns its result.
+func runScenario(ctx context.Context, cfg *config, log io.Writer) (result, error) {
+	switch cfg.scenario {
+	case "echo":
+		return runEcho(ctx, cfg, log)
+	case "broadcast":
+		return runBroadcast(ctx, cfg, log)
+	case "idle":
+		return runIdle(ctx, cfg, log)
+	case "handshake":
+		return runHandshake(ctx, cfg, log)
+	}
+	return nil, fmt.Errorf("unknown scenario %q", cfg.scenario)
+}
