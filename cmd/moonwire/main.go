@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -141,8 +142,21 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	file := fs.String("config", "", "config file (default: the embedded one)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `file` until the server stops (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, "moonwire:", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "moonwire:", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "moonwire: unexpected argument %q\n", fs.Arg(0))
