@@ -514,9 +514,9 @@ func (c *Conn) teardown() {
 	c.mu.Unlock()
 
 	c.queue.Kill()
-	if c.registered {
-		_ = c.srv.poller.Remove(&c.desc)
-	}
+	// No epoll_ctl(DEL): closing the socket takes it out of the poller's
+	// set (nothing else holds the descriptor), and a report already on
+	// its way finds the connection closed, or gone from the table.
 	_ = c.nc.Close()
 	c.route.conns.Add(-1)
 	if c.ipCounted {

@@ -395,6 +395,15 @@ func (hs *handshake) ask() (Verdict, error) {
 	if sk, ok := hs.rt.Handler().(HandshakeSkipper); ok && sk.SkipHandshake() {
 		return Verdict{}, nil
 	}
+	var v Verdict
+	if hs.lane.tryInline(func() { v = hs.lane.handshake(&hs.req) }) {
+		if time.Now().After(hs.deadline) {
+			// Decided too late to be honoured: the answer is the same as
+			// when waiting for a busy lane.
+			return Verdict{}, hs.reject(http.StatusServiceUnavailable, "handshake timed out")
+		}
+		return v, nil
+	}
 	ph := &pendingHandshake{req: &hs.req, done: make(chan Verdict, 1)}
 	if !hs.lane.push(task{kind: taskHandshake, hs: ph}) {
 		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "route stopped")

@@ -47,6 +47,8 @@ type lane struct {
 	queue   []task
 	spare   []task
 	waiting bool // the goroutine is parked on wake
+	running bool // the goroutine is running a batch
+	lent    bool // a caller runs a task inline (see tryInline)
 	stopped bool
 	wake    chan struct{}
 	done    chan struct{}
@@ -64,8 +66,11 @@ func (l *lane) push(t task) bool {
 		return false
 	}
 	l.queue = append(l.queue, t)
-	wake := l.waiting
-	l.waiting = false
+	// While the lane is lent, its borrower wakes the goroutine on return.
+	wake := l.waiting && !l.lent
+	if wake {
+		l.waiting = false
+	}
 	l.mu.Unlock()
 	if wake {
 		l.wake <- struct{}{}
@@ -78,8 +83,10 @@ func (l *lane) stop() {
 	l.mu.Lock()
 	already := l.stopped
 	l.stopped = true
-	wake := l.waiting
-	l.waiting = false
+	wake := l.waiting && !l.lent
+	if wake {
+		l.waiting = false
+	}
 	l.mu.Unlock()
 	if wake && !already {
 		l.wake <- struct{}{}
@@ -90,8 +97,8 @@ func (l *lane) run() {
 	defer close(l.done)
 	for {
 		l.mu.Lock()
-		for len(l.queue) == 0 {
-			if l.stopped {
+		for len(l.queue) == 0 || l.lent {
+			if l.stopped && len(l.queue) == 0 && !l.lent {
 				l.mu.Unlock()
 				return
 			}
@@ -102,6 +109,7 @@ func (l *lane) run() {
 		}
 		batch := l.queue
 		l.queue = l.spare[:0]
+		l.running = true
 		l.mu.Unlock()
 
 		for i := range batch {
@@ -113,7 +121,41 @@ func (l *lane) run() {
 		}
 		l.mu.Lock()
 		l.spare = batch
+		l.running = false
 		l.mu.Unlock()
+	}
+}
+
+// tryInline runs fn on the calling goroutine as one of the lane's tasks,
+// if the lane is idle: nothing queued and nothing running. It reports
+// false, without running fn, otherwise. Meanwhile the lane is lent: tasks
+// queue up behind fn as they would behind any task, and the lane's
+// goroutine takes them when fn returns. An upgrade asks its handler this
+// way, saving two goroutine hand-offs on a path where connection churn
+// makes them the cost that shows.
+func (l *lane) tryInline(fn func()) bool {
+	l.mu.Lock()
+	if l.stopped || l.running || l.lent || len(l.queue) > 0 {
+		l.mu.Unlock()
+		return false
+	}
+	l.lent = true
+	l.mu.Unlock()
+	defer l.giveBack()
+	fn()
+	return true
+}
+
+func (l *lane) giveBack() {
+	l.mu.Lock()
+	l.lent = false
+	wake := l.waiting && (len(l.queue) > 0 || l.stopped)
+	if wake {
+		l.waiting = false
+	}
+	l.mu.Unlock()
+	if wake {
+		l.wake <- struct{}{}
 	}
 }
 

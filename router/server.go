@@ -129,6 +129,10 @@ type Server struct {
 	stopped    chan struct{}
 	sweepStop  chan struct{}
 
+	// idleShakers hands an accepted socket to a goroutine that finished
+	// a handshake and waits for another (see handshaker).
+	idleShakers chan net.Conn
+
 	wg      sync.WaitGroup // flushers, reader goroutines, handshakes
 	bg      sync.WaitGroup // poller, workers, lanes, sweeper
 	stats   serverStats
@@ -173,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 		listeners:    make(map[net.Listener]struct{}),
 		handshakes:   make(map[net.Conn]struct{}),
 		stopped:      make(chan struct{}),
+		idleShakers:  make(chan net.Conn),
 		sweepStop:    make(chan struct{}),
 		activeChange: make(chan struct{}, 1),
 	}
@@ -382,7 +387,41 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.wg.Add(1)
 		s.handshakes[nc] = struct{}{}
 		s.mu.Unlock()
-		go s.serveConn(nc)
+		select {
+		case s.idleShakers <- nc:
+		default:
+			go s.handshaker(nc)
+		}
+	}
+}
+
+// handshakerIdle is how long a handshake goroutine waits for the next
+// socket before it exits.
+const handshakerIdle = 2 * time.Second
+
+// handshaker serves nc's handshake, then the handshakes of later sockets
+// for as long as they keep coming. A handshake runs deep (the upgrader, a
+// Lua callback): on a fresh goroutine it pays for growing its stack every
+// time, which under connection churn is a cost that shows. Handshakes that
+// outnumber the waiting goroutines get new ones, so a slow client never
+// holds up another.
+func (s *Server) handshaker(nc net.Conn) {
+	var idle *time.Timer
+	for {
+		s.serveConn(nc)
+		if idle == nil {
+			idle = time.NewTimer(handshakerIdle)
+		} else {
+			idle.Reset(handshakerIdle)
+		}
+		select {
+		case nc = <-s.idleShakers:
+		case <-idle.C:
+			return
+		case <-s.stopped:
+			idle.Stop()
+			return
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ package poll
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"syscall"
 
@@ -130,7 +131,48 @@ func (p *Poller) Remove(d *Desc) error {
 
 // Run waits for readiness and calls handle until Close. It is meant to run
 // on one goroutine owned by the caller.
+//
+// The epoll descriptor is itself pollable, so Run parks in the Go
+// runtime's own netpoller rather than blocking a thread in epoll_wait:
+// readiness then wakes a goroutine the way any socket read does, instead
+// of a thread that must find a P before it can hand the token on.
 func (p *Poller) Run() error {
+	if err := unix.SetNonblock(p.epfd, true); err != nil {
+		return p.runBlocking()
+	}
+	f := os.NewFile(uintptr(p.epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	events := make([]unix.EpollEvent, 256)
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || werr != nil
+	}
+	for {
+		if err := rc.Read(wait); err != nil {
+			return err
+		}
+		if werr != nil {
+			if werr == unix.EINTR {
+				continue
+			}
+			return werr
+		}
+		if p.dispatch(events[:n]) {
+			f.Close()
+			unix.Close(p.wakefd)
+			return nil
+		}
+	}
+}
+
+// runBlocking is Run on a thread blocked in epoll_wait, for a descriptor
+// the runtime cannot poll.
+func (p *Poller) runBlocking() error {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n, err := unix.EpollWait(p.epfd, events, -1)
@@ -140,22 +182,31 @@ func (p *Poller) Run() error {
 			}
 			return err
 		}
-		for i := range n {
-			tok := token(&events[i])
-			if tok == wakeToken {
-				p.mu.RLock()
-				closed := p.closed
-				p.mu.RUnlock()
-				if closed {
-					unix.Close(p.epfd)
-					unix.Close(p.wakefd)
-					return nil
-				}
-				continue
-			}
-			p.handle(tok)
+		if p.dispatch(events[:n]) {
+			unix.Close(p.epfd)
+			unix.Close(p.wakefd)
+			return nil
 		}
 	}
+}
+
+// dispatch hands the tokens of events to handle. It reports true when the
+// poller was closed, and Run must stop.
+func (p *Poller) dispatch(events []unix.EpollEvent) bool {
+	for i := range events {
+		tok := token(&events[i])
+		if tok == wakeToken {
+			p.mu.RLock()
+			closed := p.closed
+			p.mu.RUnlock()
+			if closed {
+				return true
+			}
+			continue
+		}
+		p.handle(tok)
+	}
+	return false
 }
 
 // Close stops Run. Registered sockets are not closed.
