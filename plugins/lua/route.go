@@ -323,10 +323,16 @@ func (v *vm) requestTable(req *router.Request) *glua.LTable {
 		params.RawSetString(k, glua.LString(val))
 	}
 	t.RawSetString("params", params)
-	query := L.CreateTable(0, 4)
-	for k, vals := range req.Query() {
-		if len(vals) > 0 {
-			query.RawSetString(k, glua.LString(vals[0]))
+	var query *glua.LTable
+	if req.RawQuery == "" {
+		query = L.CreateTable(0, 0) // the usual case: no map to make
+	} else {
+		q := req.Query()
+		query = L.CreateTable(0, len(q))
+		for k, vals := range q {
+			if len(vals) > 0 {
+				query.RawSetString(k, glua.LString(vals[0]))
+			}
 		}
 	}
 	t.RawSetString("query", query)
