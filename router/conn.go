@@ -47,27 +47,24 @@ const (
 // and lane.mu.
 type Conn struct {
 	// Immutable after the handshake.
-	srv         *Server
-	route       *Route
-	lane        *lane
-	token       uint64
-	id          string
-	nc          net.Conn
-	rc          syscall.RawConn // nil when read by a goroutine
-	path        string
-	rawQuery    string
-	params      map[string]string
-	header      Header
-	remoteAddr  string
-	subprotocol string
-	created     int64 // unix nanoseconds
-	maxMsg      int64
-	rate        *rateState // nil without a rate limit
-	ipCounted   bool       // counted against the route's per-IP limit
-	deflate     wsconn.Deflate
+	srv        *Server
+	route      *Route
+	lane       *lane
+	token      uint64
+	id         string
+	nc         net.Conn
+	path       string
+	params     map[string]string
+	header     Header
+	remoteAddr string
+	created    int64 // unix nanoseconds
+	maxMsg     int64
+	rate       *rateState // nil without a rate limit
+	ipCounted  bool       // counted against the route's per-IP limit
+	deflate    wsconn.Deflate
 
 	// Read turn.
-	desc       poll.Desc
+	desc       poll.Desc // the socket, when the poller reads it (see rc)
 	registered bool
 	parser     wsconn.Parser
 	rbuf       []byte
@@ -105,12 +102,20 @@ type Conn struct {
 }
 
 // connExtras holds what many connections never use; an idle connection
-// that never joined a room or set an attribute does not pay for it.
+// that never joined a room or set an attribute, and came without a query
+// string or a subprotocol, does not pay for it. (The Conn struct itself
+// stays within the allocator's 512-byte class.)
 type connExtras struct {
-	attrs map[string]any
-	rooms []string
-	query url.Values
+	attrs       map[string]any
+	rooms       []string
+	rawQuery    string
+	query       url.Values
+	subprotocol string // immutable once the connection is shared
 }
+
+// rc is the socket's raw connection when the poller reads it, nil when a
+// goroutine does.
+func (c *Conn) rc() syscall.RawConn { return c.desc.RawConn() }
 
 // extras returns c.ext, allocating it. c.mu must be held.
 func (c *Conn) extras() *connExtras {
@@ -141,7 +146,14 @@ func (c *Conn) Params() map[string]string { return c.params }
 func (c *Conn) RemoteAddr() string { return c.remoteAddr }
 
 // Subprotocol returns the negotiated subprotocol, or "".
-func (c *Conn) Subprotocol() string { return c.subprotocol }
+func (c *Conn) Subprotocol() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ext == nil {
+		return ""
+	}
+	return c.ext.subprotocol
+}
 
 // Route returns the route serving the connection.
 func (c *Conn) Route() *Route { return c.route }
@@ -158,7 +170,7 @@ func (c *Conn) Query(name string) string {
 	defer c.mu.Unlock()
 	x := c.extras()
 	if x.query == nil {
-		x.query, _ = url.ParseQuery(c.rawQuery)
+		x.query, _ = url.ParseQuery(x.rawQuery)
 	}
 	return x.query.Get(name)
 }
@@ -337,8 +349,15 @@ func (c *Conn) slowConsumer() {
 
 func (c *Conn) sendControl(op ws.OpCode, payload []byte) error {
 	f := wsconn.NewFrame(op, payload)
-	start, err := c.queue.PushControl(f)
+	err := c.pushControl(f)
 	f.Release()
+	return err
+}
+
+// pushControl queues a control frame the caller keeps its own reference
+// to, so one frame can go to many connections (a heartbeat round's ping).
+func (c *Conn) pushControl(f *wsconn.Frame) error {
+	start, err := c.queue.PushControl(f)
 	if err != nil {
 		return ErrClosed
 	}
@@ -422,7 +441,7 @@ func (c *Conn) onPeerClose(code int, reason string) {
 // flush workers, which write without waiting; others (TLS, the portable
 // path) get a goroutine that writes under a deadline.
 func (c *Conn) startFlush() {
-	if c.rc != nil {
+	if c.rc() != nil {
 		select {
 		case c.srv.flushq <- c:
 			return
@@ -442,7 +461,7 @@ var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
 func (s *Server) flushWorker() {
 	fl := flushers.Get().(*wsconn.Flusher)
 	for c := range s.flushq {
-		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc)
+		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc())
 		c.bytesOut.Add(n)
 		c.route.bytesOut.Add(n)
 		if blocked {

@@ -110,6 +110,16 @@ func (h Header) index(name string) int {
 	return -1
 }
 
+// clip returns h in a slice of its own length, when that saves memory: the
+// header lives as long as the connection, and the request's was sized for
+// a browser's worth of headers.
+func (h Header) clip() Header {
+	if cap(h)-len(h) < 4 {
+		return h
+	}
+	return append(Header(nil), h...)
+}
+
 // add appends a value, joining it to an earlier one of the same name.
 func (h *Header) add(name, value string) {
 	if i := h.index(name); i >= 0 {

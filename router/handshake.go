@@ -442,25 +442,26 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	rt := hs.rt
 	spec := rt.spec.Load()
 	c := &Conn{
-		srv:         s,
-		route:       rt,
-		lane:        hs.lane,
-		nc:          nc,
-		path:        hs.req.Path,
-		rawQuery:    hs.req.RawQuery,
-		params:      hs.req.Params,
-		header:      hs.req.Header,
-		remoteAddr:  hs.req.RemoteAddr,
-		subprotocol: hs.verdict.Subprotocol,
-		created:     time.Now().UnixNano(),
-		maxMsg:      spec.MaxMessageSize,
-		ipCounted:   hs.holdsIP,
+		srv:        s,
+		route:      rt,
+		lane:       hs.lane,
+		nc:         nc,
+		path:       hs.req.Path,
+		params:     hs.req.Params,
+		header:     hs.req.Header.clip(),
+		remoteAddr: hs.req.RemoteAddr,
+		created:    time.Now().UnixNano(),
+		maxMsg:     spec.MaxMessageSize,
+		ipCounted:  hs.holdsIP,
 	}
 	if spec.RateLimit != nil {
 		c.rate = &rateState{limit: *spec.RateLimit}
 	}
-	if len(hs.verdict.Attrs) > 0 {
-		c.ext = &connExtras{attrs: hs.verdict.Attrs}
+	if len(hs.verdict.Attrs) > 0 || hs.req.RawQuery != "" || hs.verdict.Subprotocol != "" {
+		c.ext = &connExtras{rawQuery: hs.req.RawQuery, subprotocol: hs.verdict.Subprotocol}
+		if len(hs.verdict.Attrs) > 0 {
+			c.ext.attrs = hs.verdict.Attrs
+		}
 	}
 	c.parser.MaxMessage = spec.MaxMessageSize
 	c.deflate = hs.deflate
@@ -468,20 +469,21 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.queue.Limit = s.c().WriteQueue
 	c.lastSeen.Store(c.created)
 	c.lastPing.Store(c.created)
+	var rc syscall.RawConn // nil: read by a goroutine
 	if s.poller != nil {
 		if sc, ok := nc.(syscall.Conn); ok {
-			if rc, err := sc.SyscallConn(); err == nil {
-				c.rc = rc
+			if r, err := sc.SyscallConn(); err == nil {
+				rc = r
 			}
 		}
 	}
-	if c.rc == nil {
+	if rc == nil {
 		c.resume = make(chan struct{}, 1)
 	}
 	if !s.table.add(c, func(tok uint64) {
 		c.id = formatID(s.nodeID, tok)
-		if c.rc != nil {
-			c.desc.Init(c.rc, tok)
+		if rc != nil {
+			c.desc.Init(rc, tok)
 		}
 	}) {
 		return nil
@@ -498,7 +500,7 @@ func (s *Server) startConn(c *Conn) {
 	} else if c.route.retired.Load() {
 		c.closeWith(CloseGoingAway, "route removed", false, false)
 	}
-	if c.rc == nil {
+	if c.rc() == nil {
 		s.wg.Add(1)
 		go func() {
 			if c.w > 0 {

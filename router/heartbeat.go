@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/wsconn"
 )
 
 const pingOp = ws.OpPing
@@ -43,6 +45,15 @@ func (s *Server) sweepInterval() time.Duration {
 
 func (s *Server) sweepOnce(now time.Time) {
 	nowNs := now.UnixNano()
+	// One ping frame for the whole round: a round over many idle
+	// connections would otherwise build (and keep in the pools) a frame
+	// and a buffer for each.
+	var ping *wsconn.Frame
+	defer func() {
+		if ping != nil {
+			ping.Release()
+		}
+	}()
 	s.table.each(func(c *Conn) {
 		c.mu.Lock()
 		state, deadline := c.state, c.closeDeadline
@@ -65,7 +76,10 @@ func (s *Server) sweepOnce(now time.Time) {
 			c.closeWith(CloseGoingAway, "heartbeat timeout", true, true)
 		case quiet >= hb.Interval && time.Duration(nowNs-c.lastPing.Load()) >= hb.Interval:
 			c.lastPing.Store(nowNs)
-			_ = c.sendControl(pingOp, nil)
+			if ping == nil {
+				ping = wsconn.NewFrame(pingOp, nil)
+			}
+			_ = c.pushControl(ping)
 		}
 	})
 }

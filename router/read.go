@@ -57,7 +57,7 @@ func (c *Conn) onReadable(r *sockReader) {
 	c.pending.Store(1)
 	c.prepareBuffer()
 	r.buf, r.n, r.err = c.rbuf[c.w:], 0, nil
-	if err := c.rc.Read(r.fn); err != nil {
+	if err := c.rc().Read(r.fn); err != nil {
 		r.err = err // the socket was closed under us
 	}
 	n, err := r.n, r.err
@@ -243,7 +243,7 @@ func (c *Conn) taskDone() {
 // resumeReading runs with the turn released by everyone: it returns an
 // empty buffer to the pool and waits for the next readiness.
 func (c *Conn) resumeReading() {
-	if c.rc == nil {
+	if c.rc() == nil {
 		c.resume <- struct{}{}
 		return
 	}

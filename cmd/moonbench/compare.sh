@@ -87,14 +87,14 @@ scenario_echo() {
 	run echo/baseline "${args[@]}" -baseline
 	run echo/baseline-bufio "${args[@]}" -baseline -baseline-bufio
 	if have_python; then
-		/usr/bin/python3 cmd/moonbench/reference/echo_server.py 127.0.0.1 8766 >/dev/null &
+		/usr/bin/python3 cmd/moonbench/reference/echo_server.py 127.0.0.1 8766 >/dev/null 2>>"$OUT/python.log" &
 		server_pid=$!
 		wait_port 8766
 		run echo/python-websockets "${args[@]}" -url ws://127.0.0.1:8766/echo -pid "$server_pid"
 		stop_server
 	fi
 	if have_node; then
-		NODE_PATH=/usr/share/nodejs node cmd/moonbench/reference/echo_server.js 127.0.0.1 8767 >/dev/null &
+		NODE_PATH=/usr/share/nodejs node cmd/moonbench/reference/echo_server.js 127.0.0.1 8767 >/dev/null 2>>"$OUT/node.log" &
 		server_pid=$!
 		wait_port 8767
 		run echo/node-ws "${args[@]}" -url ws://127.0.0.1:8767/echo -pid "$server_pid"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,13 +53,21 @@ type Source interface {
 	Draining() bool
 }
 
+// Options are the optional parts of the admin surface.
+type Options struct {
+	// Pprof also serves the Go profiler (net/http/pprof) under
+	// /debug/pprof/: heap, CPU, goroutine and the other runtime profiles
+	// of the running server, for go tool pprof.
+	Pprof bool
+}
+
 // New returns the admin HTTP handler: /metrics, /healthz, /routes (and 404
 // elsewhere). reg is the registry to expose; New registers the moonwire
 // collector (which reads src at scrape time) plus the Go runtime and
 // process collectors on it. A registry that already holds the Go runtime
 // or process collector is fine; one that already holds a moonwire
 // collector is an error.
-func New(src Source, reg *prometheus.Registry) (http.Handler, error) {
+func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, error) {
 	if src == nil {
 		return nil, errors.New("admin: nil Source")
 	}
@@ -100,6 +109,16 @@ func New(src Source, reg *prometheus.Registry) (http.Handler, error) {
 	}))
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /routes", h.routes)
+	if opts.Pprof {
+		// The handlers of net/http/pprof, on this mux rather than on
+		// http.DefaultServeMux where importing the package puts them.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux, nil
 }
 

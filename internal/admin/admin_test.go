@@ -101,7 +101,7 @@ func busySource() *fakeSource {
 func newServer(t testing.TB, src Source) (*httptest.Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	h, err := New(src, reg)
+	h, err := New(src, reg, Options{})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -542,25 +542,25 @@ func TestNewErrors(t *testing.T) {
 		run     func() error
 		wantErr func(error) bool // nil: want no error
 	}{
-		{"nil source", func() error { _, err := New(nil, prometheus.NewRegistry()); return err }, func(err error) bool { return err != nil }},
-		{"nil registry", func() error { _, err := New(&fakeSource{}, nil); return err }, func(err error) bool { return err != nil }},
+		{"nil source", func() error { _, err := New(nil, prometheus.NewRegistry(), Options{}); return err }, func(err error) bool { return err != nil }},
+		{"nil registry", func() error { _, err := New(&fakeSource{}, nil, Options{}); return err }, func(err error) bool { return err != nil }},
 		{"twice on one registry", func() error {
 			reg := prometheus.NewRegistry()
-			if _, err := New(&fakeSource{}, reg); err != nil {
+			if _, err := New(&fakeSource{}, reg, Options{}); err != nil {
 				return err
 			}
-			_, err := New(&fakeSource{}, reg)
+			_, err := New(&fakeSource{}, reg, Options{})
 			return err
 		}, isAlreadyRegistered},
 		{"registry already holding the runtime collectors", func() error {
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			_, err := New(&fakeSource{}, reg)
+			_, err := New(&fakeSource{}, reg, Options{})
 			return err
 		}, nil},
 		{"observer on the same registry", func() error {
 			reg := prometheus.NewRegistry()
-			if _, err := New(&fakeSource{}, reg); err != nil {
+			if _, err := New(&fakeSource{}, reg, Options{}); err != nil {
 				return err
 			}
 			_, err := NewObserver(reg)
@@ -596,7 +596,7 @@ func TestConcurrentScrapes(t *testing.T) {
 	t.Parallel()
 	src := busySource()
 	reg := prometheus.NewPedanticRegistry()
-	h, err := New(src, reg)
+	h, err := New(src, reg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,4 +635,37 @@ func TestConcurrentScrapes(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestPprof: the profiler is there with Options.Pprof and only then.
+func TestPprof(t *testing.T) {
+	t.Parallel()
+	off, _ := newServer(t, busySource())
+	if resp, _ := get(t, http.MethodGet, off.URL+"/debug/pprof/heap"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("without pprof: GET /debug/pprof/heap = %d, want 404", resp.StatusCode)
+	}
+
+	h, err := New(busySource(), prometheus.NewPedanticRegistry(), Options{Pprof: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := httptest.NewServer(h)
+	t.Cleanup(on.Close)
+	for path, want := range map[string]string{
+		"/debug/pprof/":                   "goroutine",
+		"/debug/pprof/heap?debug=1":       "heap profile",
+		"/debug/pprof/goroutine?debug=1":  "goroutine profile",
+		"/debug/pprof/cmdline":            "",
+		"/debug/pprof/symbol":             "num_symbols",
+		"/debug/pprof/profile?seconds=1":  "",
+		"/debug/pprof/trace?seconds=0.01": "",
+	} {
+		resp, body := get(t, http.MethodGet, on.URL+path)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d %.80q, want 200 with %q", path, resp.StatusCode, body, want)
+		}
+	}
+	if resp, _ := get(t, http.MethodGet, on.URL+"/metrics"); resp.StatusCode != http.StatusOK {
+		t.Errorf("with pprof: GET /metrics = %d", resp.StatusCode)
+	}
 }

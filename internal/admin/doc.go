@@ -2,7 +2,8 @@
 // [admin] listen: Prometheus metrics on /metrics, a health check on
 // /healthz and the served routes on /routes. Every endpoint answers GET and
 // HEAD only (other methods get 405 with an Allow header); other paths get
-// 404.
+// 404. With Options.Pprof ([admin] pprof = true) the Go profiler is served
+// under /debug/pprof/ as well.
 //
 // The router keeps its own counters (router.Stats, router.RouteStats) and
 // pays nothing per message for metrics: the collector registered by New

@@ -183,6 +183,25 @@ return { on_message = function(conn, data) hits:inc() conn:send("v2 " .. data) e
 	}
 }
 
+// TestAdminPprof: admin.pprof puts the Go profiler on the admin port, and
+// only there; without it the profiler is not served.
+func TestAdminPprof(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files("[admin]\nlisten = \"127.0.0.1:0\"\npprof = true\n"+reloadConfig, "scripts/v.lua", versioned("v1")))
+	code, body := get(t, "http://"+s.AdminAddr()+"/debug/pprof/heap?debug=1")
+	if code != 200 || !strings.Contains(body, "heap profile") {
+		t.Fatalf("GET /debug/pprof/heap: %d %.100s", code, body)
+	}
+	if code, _ := get(t, "http"+s.URL("/debug/pprof/heap")[len("ws"):]); code == 200 {
+		t.Fatal("the profiler is served on the WebSocket port")
+	}
+
+	off := moontest.Start(t, moontest.Files("[admin]\nlisten = \"127.0.0.1:0\"\n"+reloadConfig, "scripts/v.lua", versioned("v1")))
+	if code, _ := get(t, "http://"+off.AdminAddr()+"/debug/pprof/"); code != 404 {
+		t.Fatalf("without admin.pprof: GET /debug/pprof/ = %d, want 404", code)
+	}
+}
+
 // TestReadinessFailsFirst: once a drain starts, /healthz answers 503 while
 // connections are still being closed.
 func TestReadinessFailsFirst(t *testing.T) {

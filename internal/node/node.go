@@ -276,7 +276,7 @@ func (n *Node) Listen(addr string, adminAddr ...string) error {
 		aaddr = adminAddr[0]
 	}
 	if aaddr != "" {
-		h, err := admin.New(adminSource{n}, n.Registry)
+		h, err := admin.New(adminSource{n}, n.Registry, admin.Options{Pprof: cfg.Admin.Pprof})
 		if err != nil {
 			return err
 		}

@@ -114,6 +114,7 @@ func liveCompatible(old, cfg *config.Config) error {
 		{"server.tls_key", old.Server.TLSKey, cfg.Server.TLSKey},
 		{"server.compression", old.Server.Compression, cfg.Server.Compression},
 		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
+		{"admin.pprof", old.Admin.Pprof, cfg.Admin.Pprof},
 		{"scripts.memory_limit", old.Scripts.MemoryLimit, cfg.Scripts.MemoryLimit},
 		{"broker.kind", old.Broker.Kind, cfg.Broker.Kind},
 		{"broker.url", old.Broker.URL, cfg.Broker.URL},

@@ -90,6 +90,9 @@ type Scripts struct {
 // Admin is the [admin] table.
 type Admin struct {
 	Listen string // host:port for /metrics, /healthz, /routes; "" = off
+	// Pprof also serves the Go profiler under /debug/pprof/ on the admin
+	// port: heap, CPU, goroutines of the running server. Default off.
+	Pprof bool
 }
 
 // Broker is the [broker] table: how broadcasts reach other nodes.

@@ -152,6 +152,7 @@ memory_limit = "512MiB"
 
 [admin]
 listen = "127.0.0.1:9090"
+pprof = true
 
 [broker]
 kind = "nats"
@@ -212,7 +213,7 @@ vms = 0
 		},
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
 		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20},
-		Admin:     Admin{Listen: "127.0.0.1:9090"},
+		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222"},
 		Routes: []Route{
 			{
@@ -309,6 +310,8 @@ func TestValidationErrors(t *testing.T) {
 		// [admin]
 		{"admin listen bad", "[admin]\nlisten = \"9090\"\n" + route, "admin.listen", "missing port"},
 		{"admin listen same as server", "[admin]\nlisten = \"127.0.0.1:8765\"\n" + route, "admin.listen", "is also server.listen"},
+		{"admin pprof not a bool", "[admin]\nlisten = \"127.0.0.1:9090\"\npprof = \"yes\"\n" + route, "admin.pprof", "must be true or false"},
+		{"admin pprof without listen", "[admin]\npprof = true\n" + route, "admin.pprof", "needs admin.listen"},
 
 		// [broker]
 		{"broker kind", "[broker]\nkind = \"kafka\"\n" + route, "broker.kind", `must be "memory", "redis" or "nats", not "kafka"`},

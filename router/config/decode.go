@@ -57,6 +57,7 @@ type rawScripts struct {
 
 type rawAdmin struct {
 	Listen value `toml:"listen"`
+	Pprof  value `toml:"pprof"`
 }
 
 type rawBroker struct {

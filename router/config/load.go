@@ -379,6 +379,9 @@ func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) {
 			l.errorf("admin.listen", "%q is also server.listen; the admin endpoints need their own port", a.Listen)
 		}
 	}
+	if l.boolean("admin.pprof", r.Pprof, &a.Pprof) && a.Pprof && a.Listen == "" {
+		l.errorf("admin.pprof", "needs admin.listen: the profiler is served on the admin port")
+	}
 }
 
 func (l *loader) broker(b *Broker, r *rawBroker) {

@@ -35,6 +35,9 @@ type Desc struct {
 // Init binds the Desc to a socket and a token.
 func (d *Desc) Init(rc syscall.RawConn, token uint64) { d.rc, d.token = rc, token }
 
+// RawConn returns the socket Init bound, or nil before Init.
+func (d *Desc) RawConn() syscall.RawConn { return d.rc }
+
 // ctlCall is one epoll_ctl made inside RawConn.Control. Calls come from a
 // pool, with the function bound once, so that re-arming allocates nothing
 // and concurrent calls on one Desc share no scratch.

@@ -14,6 +14,9 @@ type Desc struct{}
 // Init does nothing: there is no poller.
 func (d *Desc) Init(rc syscall.RawConn, token uint64) {}
 
+// RawConn returns nil: there is no poller, so no socket is bound.
+func (d *Desc) RawConn() syscall.RawConn { return nil }
+
 // New reports ErrUnsupported.
 func New(handle func(token uint64)) (*Poller, error) { return nil, ErrUnsupported }
 

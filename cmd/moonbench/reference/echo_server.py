@@ -11,8 +11,11 @@ import websockets
 
 
 async def echo(ws, path=None):
-    async for message in ws:
-        await ws.send(message)
+    try:
+        async for message in ws:
+            await ws.send(message)
+    except websockets.ConnectionClosed:
+        pass  # the client left mid-reply: nothing to answer
 
 
 async def main(host, port):
