@@ -1,7 +1,9 @@
 package router
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/url"
 	"slices"
@@ -509,8 +511,8 @@ func (c *Conn) flushed(sealed bool, err error) {
 }
 
 // teardown ends the connection: the socket is closed, rooms are left, and
-// the Close event is queued behind the connection's pending events. It is
-// idempotent.
+// the Close event runs behind the connection's pending events (see
+// closeEvent). It is idempotent.
 func (c *Conn) teardown() {
 	c.mu.Lock()
 	if c.state == stateClosed {
@@ -528,8 +530,8 @@ func (c *Conn) teardown() {
 			c.srv.rooms.remove(r, c)
 		}
 	}
-	// Queued under mu so that no message task can be queued after it.
-	queued := c.lane.push(task{kind: taskClose, c: c, code: code, reason: reason})
+	// From here no task for c is queued: those queued under mu check the
+	// state first.
 	c.mu.Unlock()
 
 	c.queue.Kill()
@@ -542,7 +544,26 @@ func (c *Conn) teardown() {
 		c.route.releaseIP(hostOf(c.remoteAddr))
 	}
 	c.srv.stats.closes(code)
-	if !queued {
+	c.closeEvent(code, reason)
+}
+
+// closeEvent runs the handler's Close, then finished, on the lane behind
+// the connection's pending events. When the handler has nothing to do on
+// close (CloseSkipper) and the lane is idle, finished runs here instead:
+// no handler code, and a lane wake-up saved for every connection that
+// ends.
+func (c *Conn) closeEvent(code int, reason string) {
+	l := c.lane
+	done := false
+	l.tryInline(func() {
+		// The lane's handler, read while holding the lane: the one a
+		// queued Close would have run on.
+		if sk, ok := l.h.(CloseSkipper); ok && sk.SkipClose() {
+			c.finished()
+			done = true
+		}
+	})
+	if !done && !l.push(task{kind: taskClose, c: c, code: code, reason: reason}) {
 		c.finished()
 	}
 }
@@ -550,15 +571,17 @@ func (c *Conn) teardown() {
 // finished runs on the lane after the handler's Close: the connection is
 // logged (the access log) and forgotten.
 func (c *Conn) finished() {
-	c.mu.Lock()
-	code, reason := c.closeCode, c.closeReason
-	c.mu.Unlock()
-	c.srv.log.Info("connection closed",
-		"route", c.route.Pattern(), "conn", c.id, "remote", c.remoteAddr,
-		"duration", time.Duration(time.Now().UnixNano()-c.created).Round(time.Millisecond),
-		"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
-		"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),
-		"code", code, "reason", reason)
+	if log := c.srv.log; log.Enabled(context.Background(), slog.LevelInfo) {
+		c.mu.Lock()
+		code, reason := c.closeCode, c.closeReason
+		c.mu.Unlock()
+		log.Info("connection closed",
+			"route", c.route.Pattern(), "conn", c.id, "remote", c.remoteAddr,
+			"duration", time.Duration(time.Now().UnixNano()-c.created).Round(time.Millisecond),
+			"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
+			"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),
+			"code", code, "reason", reason)
+	}
 	c.handlerData = nil
 	c.srv.table.remove(c)
 	c.srv.active.Add(-1)

@@ -70,6 +70,13 @@ type HandshakeSkipper interface {
 	SkipHandshake() bool
 }
 
+// CloseSkipper is implemented by handlers that can tell they do nothing
+// on Close; the router then ends a connection without a trip to its lane
+// when the lane is idle.
+type CloseSkipper interface {
+	SkipClose() bool
+}
+
 // Request is an upgrade request as a handler sees it.
 type Request struct {
 	Path         string

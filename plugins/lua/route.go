@@ -193,6 +193,9 @@ func (r *Route) Stop() {
 // SkipHandshake implements router.HandshakeSkipper.
 func (r *Route) SkipHandshake() bool { return r.vms[0].onHandshake == nil }
 
+// SkipClose implements router.CloseSkipper.
+func (r *Route) SkipClose() bool { return r.vms[0].onClose == nil }
+
 // Handshake implements router.Handler.
 func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 	v := r.vms[lane]
