@@ -10,6 +10,8 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
 // fixedNow is 2024-01-01T00:00:00Z; tests speak of it as the Lua global NOW.
@@ -17,22 +19,7 @@ var fixedNow = time.Unix(1704067200, 0)
 
 func newState(t testing.TB, m *Module) *lua.LState {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	L.PreloadModule(m.Name(), m.Open)
-	t.Cleanup(L.Close)
+	L := luatest.NewState(t, m)
 	return L
 }
 

@@ -7,28 +7,15 @@ import (
 	"testing"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
 // newState builds a sandbox like the engine's (no io, os or debug) with the
 // module preloaded, so tests exercise require the way scripts do.
 func newState(t testing.TB, m *Module) *lua.LState {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	L.PreloadModule(m.Name(), m.Open)
-	t.Cleanup(L.Close)
+	L := luatest.NewState(t, m)
 	return L
 }
 

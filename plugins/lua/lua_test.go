@@ -287,6 +287,7 @@ local probes = {
   load_env = function() return loadstring("return io")() end,
   setfenv = function() setfenv(1, {}); return 1 end,
   recursion = function() local function f(n) return f(n + 1) + 1 end return f(1) end,
+  huge = function() return math.huge == 1/0 and -math.huge < -1e308 end,
 }
 function M.on_message(conn, name)
   local ok, res = pcall(probes[name])
@@ -297,6 +298,7 @@ return M
 	c := moontest.Dial(t, s.URL("/t"))
 	want := map[string]string{
 		"io":              "io true nil",
+		"huge":            "huge true true",
 		"os":              "os true nil",
 		"debug":           "debug true nil",
 		"dofile":          "dofile true nil",

@@ -41,8 +41,10 @@ var vmOptions = glua.Options{
 // rebuilt on the sandbox's coroutine.create (see vm.coCreate).
 // pairs and ipairs follow Lua 5.2 (pairs honours __pairs, ipairs honours
 // __index) so that read-only proxies such as ws.settings iterate like the
-// tables they stand for.
+// tables they stand for. math.huge is infinity, as in every Lua (gopher-lua
+// makes it the largest finite number).
 const prelude = `
+math.huge = 1/0
 local rawpairs, getmt, type, rawget = pairs, getmetatable, type, rawget
 pairs = function(t)
   local mt = getmt(t)

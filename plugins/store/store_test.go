@@ -10,6 +10,8 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
 // clock is a settable time source; Lua advances it with advance(seconds).
@@ -27,32 +29,13 @@ func (c *clock) AdvanceSeconds(sec float64) { c.Advance(time.Duration(sec * floa
 
 func newState(t testing.TB, s *Store, c *clock) *lua.LState {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	L.PreloadModule(s.Name(), s.Open)
+	L := luatest.NewState(t, s)
 	if c != nil {
 		L.SetGlobal("advance", L.NewFunction(func(L *lua.LState) int {
 			c.AdvanceSeconds(float64(L.CheckNumber(1)))
 			return 0
 		}))
 	}
-	t.Cleanup(func() {
-		if !L.IsClosed() { // LState.Close is not idempotent
-			L.Close()
-		}
-	})
 	return L
 }
 

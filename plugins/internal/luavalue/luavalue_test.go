@@ -10,25 +10,15 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
-// newState returns a sandbox-like state: base, string, table and math only.
+// newState returns a sandbox-like state with the package's helpers as
+// globals.
 func newState(t testing.TB) *lua.LState {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-		{lua.MathLibName, lua.OpenMath},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
+	L := luatest.NewState(t)
 	// Scripts under test reach the helpers as globals.
 	L.SetGlobal("null", Null(L))
 	L.SetGlobal("array", L.NewFunction(func(L *lua.LState) int {
@@ -37,7 +27,6 @@ func newState(t testing.TB) *lua.LState {
 		L.Push(t)
 		return 1
 	}))
-	t.Cleanup(L.Close)
 	return L
 }
 
