@@ -288,7 +288,7 @@ func (n *Node) Listen(addr string, adminAddr ...string) error {
 		n.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 		go func() { _ = n.admin.Serve(aln) }()
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := router.Listen(context.Background(), addr)
 	if err != nil {
 		n.closeAdmin()
 		return fmt.Errorf("%s: server.listen: %w", cfg.File, err)
