@@ -36,6 +36,43 @@ func writeFiles(t *testing.T, files map[string]string) string {
 	return dir
 }
 
+// serving is the command running in the background as a server.
+type serving struct {
+	addr        string
+	out, errOut moontest.Logs
+	sigs        chan os.Signal
+	exit        chan int
+}
+
+// startServing runs the command with args and waits until it serves.
+func startServing(t *testing.T, args ...string) *serving {
+	t.Helper()
+	s := &serving{sigs: make(chan os.Signal, 2), exit: make(chan int, 1)}
+	ready := make(chan string, 1)
+	go func() { s.exit <- run(args, &s.out, &s.errOut, s.sigs, ready) }()
+	select {
+	case s.addr = <-ready:
+	case code := <-s.exit:
+		t.Fatalf("exited %d before serving\n%s", code, s.errOut.String())
+	case <-time.After(moontest.Timeout):
+		t.Fatal("no ready signal")
+	}
+	return s
+}
+
+// wait returns the command's exit code, failing the test if it does not
+// exit in time; what says what was meant to end it.
+func (s *serving) wait(t *testing.T, what string) int {
+	t.Helper()
+	select {
+	case code := <-s.exit:
+		return code
+	case <-time.After(moontest.Timeout):
+		t.Fatalf("%s did not end the command", what)
+		return 0
+	}
+}
+
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	code, out, _ := runCmd(t, "version")
@@ -179,49 +216,30 @@ return {
   on_close = function(conn, code, reason) log.info("on_close ran", { code = code, reason = reason }) end,
 }`,
 	})
-	var out, errOut moontest.Logs
-	sigs := make(chan os.Signal, 2)
-	ready := make(chan string, 1)
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready)
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case code := <-exit:
-		t.Fatalf("exited %d before serving\n%s", code, errOut.String())
-	case <-time.After(moontest.Timeout):
-		t.Fatal("no ready signal")
-	}
-	if !strings.Contains(out.String(), "ws://"+addr+"/echo") {
-		t.Fatalf("startup output lacks the URL:\n%s", out.String())
+	s := startServing(t, "-config", filepath.Join(dir, "moonwire.toml"))
+	if !strings.Contains(s.out.String(), "ws://"+s.addr+"/echo") {
+		t.Fatalf("startup output lacks the URL:\n%s", s.out.String())
 	}
 	var clients []*moontest.Client
 	for range 3 {
-		c := moontest.Dial(t, "ws://"+addr+"/echo")
+		c := moontest.Dial(t, "ws://"+s.addr+"/echo")
 		c.Send("hi")
 		c.Expect("hi")
 		clients = append(clients, c)
 	}
-	sigs <- syscall.SIGHUP // not a stop
-	sigs <- syscall.SIGTERM
+	s.sigs <- syscall.SIGHUP // not a stop
+	s.sigs <- syscall.SIGTERM
 	for _, c := range clients {
 		c.ExpectClose(1001, "going away")
 	}
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit %d\n%s", code, errOut.String())
-		}
-	case <-time.After(moontest.Timeout):
-		t.Fatal("did not exit after draining")
+	if code := s.wait(t, "draining"); code != 0 {
+		t.Fatalf("exit %d\n%s", code, s.errOut.String())
 	}
-	if n := strings.Count(errOut.String(), "on_close ran"); n != 3 {
-		t.Fatalf("on_close ran %d times, want 3\n%s", n, errOut.String())
+	if n := strings.Count(s.errOut.String(), "on_close ran"); n != 3 {
+		t.Fatalf("on_close ran %d times, want 3\n%s", n, s.errOut.String())
 	}
-	if !strings.Contains(errOut.String(), "code=1001") {
-		t.Fatalf("on_close did not see 1001:\n%s", errOut.String())
+	if !strings.Contains(s.errOut.String(), "code=1001") {
+		t.Fatalf("on_close did not see 1001:\n%s", s.errOut.String())
 	}
 }
 
@@ -233,32 +251,20 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1h\"\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
 		"scripts/echo.lua": "return {}\n",
 	})
-	var out, errOut moontest.Logs
-	sigs := make(chan os.Signal, 2)
-	ready := make(chan string, 1)
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml")}, &out, &errOut, sigs, ready)
-	}()
-	addr := <-ready
-	c := moontest.Dial(t, "ws://"+addr+"/echo")
-	sigs <- syscall.SIGINT
+	s := startServing(t, "-config", filepath.Join(dir, "moonwire.toml"))
+	c := moontest.Dial(t, "ws://"+s.addr+"/echo")
+	s.sigs <- syscall.SIGINT
 	// Read the close frame but do not answer it.
 	f, err := c.ReadFrame(0)
 	if err != nil || f.Op != ws.OpClose {
 		t.Fatalf("want a close frame, got %v %v", f.Op, err)
 	}
-	sigs <- syscall.SIGINT
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit %d", code)
-		}
-	case <-time.After(moontest.Timeout):
-		t.Fatal("a second signal did not end the drain")
+	s.sigs <- syscall.SIGINT
+	if code := s.wait(t, "a second signal"); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
-	if !strings.Contains(errOut.String(), "second signal") {
-		t.Fatalf("log:\n%s", errOut.String())
+	if !strings.Contains(s.errOut.String(), "second signal") {
+		t.Fatalf("log:\n%s", s.errOut.String())
 	}
 }
 
@@ -271,31 +277,24 @@ func TestSIGHUPReloadsAndLogsAreJSON(t *testing.T) {
 		"moonwire.toml":    "[server]\nlisten = \"127.0.0.1:0\"\n\n[scripts]\nreload = false\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
 		"scripts/echo.lua": `return { on_message = function(conn, data) conn:send("v1 " .. data) end }`,
 	})
-	var out, errOut moontest.Logs
-	sigs := make(chan os.Signal, 2)
-	ready := make(chan string, 1)
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run([]string{"-config", filepath.Join(dir, "moonwire.toml"), "-log-format", "json", "-log-level", "debug"}, &out, &errOut, sigs, ready)
-	}()
-	addr := <-ready
-	c := moontest.Dial(t, "ws://"+addr+"/echo")
+	s := startServing(t, "-config", filepath.Join(dir, "moonwire.toml"), "-log-format", "json", "-log-level", "debug")
+	c := moontest.Dial(t, "ws://"+s.addr+"/echo")
 	c.Send("a")
 	c.Expect("v1 a")
 	if err := os.WriteFile(filepath.Join(dir, "scripts", "echo.lua"), []byte(`return { on_message = function(conn, data) conn:send("v2 " .. data) end }`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sigs <- syscall.SIGHUP
-	moontest.WaitFor(t, "the reload", func() bool { return strings.Contains(errOut.String(), `"msg":"reloaded"`) })
+	s.sigs <- syscall.SIGHUP
+	moontest.WaitFor(t, "the reload", func() bool { return strings.Contains(s.errOut.String(), `"msg":"reloaded"`) })
 	c.Send("b")
 	c.Expect("v2 b")
 	c.Close(4000)
-	moontest.WaitFor(t, "the access log line", func() bool { return strings.Contains(errOut.String(), `"msg":"connection closed"`) })
-	sigs <- syscall.SIGTERM
-	if code := <-exit; code != 0 {
+	moontest.WaitFor(t, "the access log line", func() bool { return strings.Contains(s.errOut.String(), `"msg":"connection closed"`) })
+	s.sigs <- syscall.SIGTERM
+	if code := s.wait(t, "SIGTERM"); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(s.errOut.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("not a JSON log line: %q", line)
