@@ -11,44 +11,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/moonwire/moonwire/router/internal/tcptest"
 )
 
 // wait bounds every wait for an event: generous, since a loaded CI machine
 // can stall a goroutine for a long time, and never reached when all is well.
 const wait = 10 * time.Second
-
-// tcpPair returns a loopback connection: local is the end registered with
-// the poller, peer writes to it.
-func tcpPair(t *testing.T) (local, peer *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	pc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-ch
-	if a.err != nil {
-		t.Fatal(a.err)
-	}
-	t.Cleanup(func() {
-		pc.Close()
-		a.c.Close()
-	})
-	return a.c.(*net.TCPConn), pc.(*net.TCPConn)
-}
 
 func rawConn(t *testing.T, c *net.TCPConn) syscall.RawConn {
 	t.Helper()
@@ -105,7 +74,7 @@ type conn struct {
 
 func (h *harness) add(token uint64) *conn {
 	h.t.Helper()
-	local, peer := tcpPair(h.t)
+	peer, local := tcptest.Pair(h.t)
 	c := &conn{local: local, peer: peer, rc: rawConn(h.t, local), token: token}
 	if err := func() error { c.desc.Init(c.rc, token); return h.p.Add(&c.desc) }(); err != nil {
 		h.t.Fatalf("Add(%d): %v", token, err)
@@ -223,7 +192,7 @@ func TestAddReportsReadable(t *testing.T) {
 func TestAddWithDataAlreadyPending(t *testing.T) {
 	t.Parallel()
 	h := startPoller(t)
-	local, peer := tcpPair(t)
+	peer, local := tcptest.Pair(t)
 	if _, err := peer.Write([]byte("early")); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +299,7 @@ func TestRearmAfterCloseFails(t *testing.T) {
 func TestAddClosedSocketFails(t *testing.T) {
 	t.Parallel()
 	h := startPoller(t)
-	local, _ := tcpPair(t)
+	_, local := tcptest.Pair(t)
 	rc := rawConn(t, local)
 	local.Close()
 	var d Desc
@@ -499,7 +468,7 @@ func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
 		t.Skipf("epoll fd not reused (%d, %d): cannot show the bug here", p1.epfd, p2.epfd)
 	}
 
-	local, peer := tcpPair(t)
+	peer, local := tcptest.Pair(t)
 	var d Desc
 	d.Init(rawConn(t, local), 42)
 	err = p1.Add(&d)
@@ -511,7 +480,7 @@ func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
 	}
 	// Prove p2 got nothing: a sentinel registered on p2 must be the only
 	// report.
-	sl, sp := tcpPair(t)
+	sp, sl := tcptest.Pair(t)
 	var sd Desc
 	sd.Init(rawConn(t, sl), 7)
 	if err := p2.Add(&sd); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/internal/tcptest"
 )
 
 // BenchmarkParserBatch decodes 8 masked 32-byte text frames from one
@@ -87,7 +88,7 @@ func BenchmarkNewFrameRelease(b *testing.B) {
 // BenchmarkQueueFlush pushes 8 frames and flushes them with one vectored
 // write to a loopback TCP socket whose peer discards everything.
 func BenchmarkQueueFlush(b *testing.B) {
-	w, r := tcpPair(b)
+	w, r := tcptest.Pair(b)
 	go io.Copy(io.Discard, r)
 	frames := make([]*Frame, 8)
 	for i := range frames {

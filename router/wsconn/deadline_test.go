@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/internal/tcptest"
 )
 
 // TestBlockingFlushLeavesNoDeadline: a flush that went the blocking way
@@ -15,7 +17,7 @@ import (
 // took the blocking path were dropped at the next one.)
 func TestBlockingFlushLeavesNoDeadline(t *testing.T) {
 	t.Parallel()
-	w, r := tcpPair(t)
+	w, r := tcptest.Pair(t)
 	go func() { _, _ = io.Copy(io.Discard, r) }()
 	rc, err := w.SyscallConn()
 	if err != nil {

@@ -12,40 +12,9 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection: w, which the
-// queue writes to, and r, the peer.
-func tcpPair(t testing.TB) (w, r *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	wc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-ch
-	if a.err != nil {
-		t.Fatal(a.err)
-	}
-	t.Cleanup(func() {
-		wc.Close()
-		a.c.Close()
-	})
-	return wc.(*net.TCPConn), a.c.(*net.TCPConn)
-}
+	"github.com/moonwire/moonwire/router/internal/tcptest"
+)
 
 // sized returns a binary frame whose encoding is exactly n bytes (2 <= n <= 127).
 func sized(n int) *Frame {
@@ -256,7 +225,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		wantRefs(t, "refused", 1, late, c2)
 		wantRefs(t, "queued", 2, d1, d2, c)
 
-		w, r := tcpPair(t)
+		w, r := tcptest.Pair(t)
 		var fl Flusher
 		sealed, written, err := fl.Flush(&q, w, time.Second)
 		if err != nil || !sealed || written != int64(10+20+len(c.Bytes())) {
@@ -286,7 +255,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		if got := q.Buffered(); got != len(c.Bytes()) {
 			t.Fatalf("Buffered = %d, want the close frame only", got)
 		}
-		w, r := tcpPair(t)
+		w, r := tcptest.Pair(t)
 		var fl Flusher
 		sealed, written, err := fl.Flush(&q, w, time.Second)
 		if err != nil || !sealed || written != int64(len(c.Bytes())) {
@@ -334,7 +303,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		}
 		q.Kill() // idempotent
 		// The flusher started by the first Push finds nothing to write.
-		w, _ := tcpPair(t)
+		w, _ := tcptest.Pair(t)
 		var fl Flusher
 		sealed, written, err := fl.Flush(&q, w, time.Second)
 		if sealed || written != 0 || err != nil {
@@ -350,7 +319,7 @@ func TestQueueSealAndKill(t *testing.T) {
 func TestFlushConcurrentProducers(t *testing.T) {
 	t.Parallel()
 	const producers, perProducer = 4, 300
-	w, r := tcpPair(t)
+	w, r := tcptest.Pair(t)
 	var q Queue
 
 	var (
@@ -488,7 +457,7 @@ func setSmallBuffers(t *testing.T, w, r *net.TCPConn) {
 
 func TestFlushTimeoutKillsQueue(t *testing.T) {
 	t.Parallel()
-	w, r := tcpPair(t)
+	w, r := tcptest.Pair(t)
 	setSmallBuffers(t, w, r)
 	var q Queue
 	var frames []*Frame
@@ -552,7 +521,7 @@ func TestFlushTimeoutKillsQueue(t *testing.T) {
 
 func TestFlushClosedConn(t *testing.T) {
 	t.Parallel()
-	w, _ := tcpPair(t)
+	w, _ := tcptest.Pair(t)
 	w.Close()
 	var q Queue
 	f := sized(50)
@@ -587,7 +556,7 @@ func TestFlushBroadcastRefs(t *testing.T) {
 	}
 	wantRefs(t, "queued", 1+conns, f)
 	for i := range qs {
-		w, r := tcpPair(t)
+		w, r := tcptest.Pair(t)
 		var fl Flusher
 		if _, _, err := fl.Flush(&qs[i], w, time.Second); err != nil {
 			t.Fatal(err)
@@ -603,7 +572,7 @@ func TestFlushBroadcastRefs(t *testing.T) {
 // take, small ones are kept and cleared.
 func TestFlusherScratch(t *testing.T) {
 	t.Parallel()
-	w, r := tcpPair(t)
+	w, r := tcptest.Pair(t)
 	go io.Copy(io.Discard, r)
 
 	var q Queue
