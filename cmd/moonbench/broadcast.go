@@ -67,11 +67,7 @@ func (r *broadcastResult) rows() [][2]string {
 
 func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 	n := cfg.subs + cfg.pubs
-	lim, err := checkFDs(n, cfg.dialConc)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDialer(cfg)
+	lim, d, err := prepare(cfg, n, cfg.dialConc)
 	if err != nil {
 		return nil, err
 	}

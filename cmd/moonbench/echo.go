@@ -41,11 +41,7 @@ func (r *echoResult) rows() [][2]string {
 }
 
 func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
-	lim, err := checkFDs(cfg.conns, cfg.dialConc)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDialer(cfg)
+	lim, d, err := prepare(cfg, cfg.conns, cfg.dialConc)
 	if err != nil {
 		return nil, err
 	}

@@ -51,11 +51,7 @@ type hsStats struct {
 }
 
 func runHandshake(ctx context.Context, cfg *config, log io.Writer) (result, error) {
-	lim, err := checkFDs(cfg.conns, 0)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDialer(cfg)
+	lim, d, err := prepare(cfg, cfg.conns, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -59,11 +59,7 @@ func (r *idleResult) rows() [][2]string {
 }
 
 func runIdle(ctx context.Context, cfg *config, log io.Writer) (result, error) {
-	lim, err := checkFDs(cfg.conns, cfg.dialConc)
-	if err != nil {
-		return nil, err
-	}
-	d, err := newDialer(cfg)
+	lim, d, err := prepare(cfg, cfg.conns, cfg.dialConc)
 	if err != nil {
 		return nil, err
 	}

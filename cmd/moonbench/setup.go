@@ -87,6 +87,21 @@ func describeDialErrors(r *dialResult, want int, fdLimit uint64) string {
 	return s
 }
 
+// prepare is every scenario's start: it checks that n connections, dialed
+// conc at a time, fit the descriptor limit (which it returns, for error
+// messages), and makes the dialer.
+func prepare(cfg *config, n, conc int) (uint64, *dialer, error) {
+	lim, err := checkFDs(n, conc)
+	if err != nil {
+		return 0, nil, err
+	}
+	d, err := newDialer(cfg)
+	if err != nil {
+		return 0, nil, err
+	}
+	return lim, d, nil
+}
+
 func newDialer(cfg *config) (*dialer, error) {
 	h, err := parseHeaders(cfg.headers)
 	if err != nil {
