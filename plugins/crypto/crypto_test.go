@@ -17,32 +17,9 @@ import (
 // fixedNow is 2024-01-01T00:00:00Z; tests speak of it as the Lua global NOW.
 var fixedNow = time.Unix(1704067200, 0)
 
-func newState(t testing.TB, m *Module) *lua.LState {
-	t.Helper()
-	L := luatest.NewState(t, m)
-	return L
-}
-
-const prelude = `
+const prelude = luatest.Asserts + `
 local crypto = require "crypto"
 local NOW = 1704067200
-local function eq(got, want, what)
-	if got ~= want then
-		error(string.format("%s: got %q, want %q", what or "value", tostring(got), tostring(want)), 2)
-	end
-end
-local function fails(want, ...)
-	local v, err = ...
-	if v ~= nil or err ~= want then
-		error(string.format("want nil, %q; got %s, %s", want, tostring(v), tostring(err)), 2)
-	end
-end
-local function raises(pattern, f, ...)
-	local ok, err = pcall(f, ...)
-	if ok or not tostring(err):find(pattern, 1, true) then
-		error(string.format("want an error containing %q, got %s, %s", pattern, tostring(ok), tostring(err)), 2)
-	end
-end
 local function b64url(s)
 	return (crypto.base64_encode(s):gsub("%+", "-"):gsub("/", "_"):gsub("=", ""))
 end
@@ -230,7 +207,7 @@ func TestLua(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			L := newState(t, m)
+			L := luatest.NewState(t, m)
 			if err := L.DoString(prelude + tt.code); err != nil {
 				t.Fatal(err)
 			}
@@ -285,7 +262,7 @@ func TestNew(t *testing.T) {
 	if m.Name() != "crypto" || m.now == nil {
 		t.Fatal("New(Options{}) is not ready to use")
 	}
-	L := newState(t, m)
+	L := luatest.NewState(t, m)
 	// Real clock: a token valid for an hour from now verifies.
 	err := L.DoString(`
 		local crypto = require "crypto"
@@ -312,7 +289,7 @@ func FuzzJWTVerify(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.e30.")
 	f.Add("a.b.c")
 	m := New(Options{Now: func() time.Time { return fixedNow }})
-	L := newState(f, m)
+	L := luatest.NewState(f, m)
 	if err := L.DoString(`crypto = require "crypto"`); err != nil {
 		f.Fatal(err)
 	}

@@ -11,32 +11,13 @@ import (
 	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
-// newState builds a sandbox like the engine's (no io, os or debug) with the
-// module preloaded, so tests exercise require the way scripts do.
-func newState(t testing.TB, m *Module) *lua.LState {
-	t.Helper()
-	L := luatest.NewState(t, m)
-	return L
-}
-
-const prelude = `
+const prelude = luatest.Asserts + `
 local json = require "json"
-local function eq(got, want, what)
-	if got ~= want then
-		error(string.format("%s: got %q, want %q", what or "value", tostring(got), tostring(want)), 2)
-	end
-end
-local function fails(want, ...)
-	local v, err = ...
-	if v ~= nil or err ~= want then
-		error(string.format("want nil, %q; got %s, %s", want, tostring(v), tostring(err)), 2)
-	end
-end
 `
 
 func runLua(t *testing.T, m *Module, code string) {
 	t.Helper()
-	L := newState(t, m)
+	L := luatest.NewState(t, m)
 	if err := L.DoString(prelude + code); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +201,7 @@ func TestNew(t *testing.T) {
 	}
 	// The module table is per state, but null is per state too: each VM
 	// compares against its own sentinel.
-	L := newState(t, m)
+	L := luatest.NewState(t, m)
 	if err := L.DoString(`local a = require "json"; local b = require "json"; assert(a == b and a.null == b.null)`); err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +215,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	m := New(Limits{MaxDepth: 32, MaxInput: 1 << 16})
-	L := newState(f, m)
+	L := luatest.NewState(f, m)
 	if err := L.DoString(`json = require "json"`); err != nil {
 		f.Fatal(err)
 	}
@@ -282,7 +263,7 @@ func FuzzDecode(f *testing.F) {
 const benchObject = `{"id":"c-42","kind":"text","n":3,"ok":true,"tags":["a","b"]}`
 
 func benchCall(b *testing.B, fn string, arg func(L *lua.LState) lua.LValue) {
-	L := newState(b, New(Limits{}))
+	L := luatest.NewState(b, New(Limits{}))
 	if err := L.DoString(`json = require "json"`); err != nil {
 		b.Fatal(err)
 	}

@@ -104,19 +104,7 @@ func lookup(t testing.TB, g prometheus.Gatherer, name, route string) (float64, b
 	return 0, false
 }
 
-const prelude = `
-local function eq(got, want, what)
-	if got ~= want and not (got ~= got and want ~= want) then
-		error(string.format("%s: got %s, want %s", what or "value", tostring(got), tostring(want)), 2)
-	end
-end
-local function raises(pattern, f, ...)
-	local ok, err = pcall(f, ...)
-	if ok or not string.find(tostring(err), pattern, 1, true) then
-		error(string.format("want an error containing %q, got %s, %s", pattern, tostring(ok), tostring(err)), 2)
-	end
-end
-`
+const prelude = luatest.Asserts
 
 func run(t testing.TB, L *lua.LState, code string) {
 	t.Helper()

@@ -51,20 +51,9 @@ func newStore(t testing.TB, opts Options) (*Store, *clock) {
 	return s, c
 }
 
-const prelude = `
+const prelude = luatest.Asserts + `
 local store = require "store"
-local function eq(got, want, what)
-	if got ~= want then
-		error(string.format("%s: got %q, want %q", what or "value", tostring(got), tostring(want)), 2)
-	end
-end
 local function list(t) return table.concat(t, ",") end
-local function raises(pattern, f, ...)
-	local ok, err = pcall(f, ...)
-	if ok or not tostring(err):find(pattern, 1, true) then
-		error(string.format("want an error containing %q, got %s, %s", pattern, tostring(ok), tostring(err)), 2)
-	end
-end
 `
 
 func TestLua(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package luatest builds the Lua states the module plugins are tested in:
 // the libraries a moonwire sandbox opens (base, package, table, string,
 // math — never io, os or debug), with modules preloaded so that tests
-// reach them through require, as scripts do. It is imported by tests
+// reach them through require, as scripts do; and the Lua assertion
+// helpers those tests share. It is imported by tests
 // only, and knows gopher-lua and nothing of moonwire.
 package luatest
 
@@ -46,3 +47,31 @@ func NewState(t testing.TB, mods ...Module) *lua.LState {
 	})
 	return L
 }
+
+// Asserts is Lua source defining the assertion helpers the module tests
+// share, as locals; a test prepends it to its chunk:
+//
+//	eq(got, want[, what])      got == want (NaN equals NaN)
+//	fails(want, v, err)        v is nil and err == want
+//	raises(pattern, f, ...)    f(...) raises an error containing pattern
+//
+// Each reports the caller's line.
+const Asserts = `
+local function eq(got, want, what)
+	if got ~= want and not (got ~= got and want ~= want) then
+		error(string.format("%s: got %q, want %q", what or "value", tostring(got), tostring(want)), 2)
+	end
+end
+local function fails(want, ...)
+	local v, err = ...
+	if v ~= nil or err ~= want then
+		error(string.format("want nil, %q; got %s, %s", want, tostring(v), tostring(err)), 2)
+	end
+end
+local function raises(pattern, f, ...)
+	local ok, err = pcall(f, ...)
+	if ok or not string.find(tostring(err), pattern, 1, true) then
+		error(string.format("want an error containing %q, got %s, %s", pattern, tostring(ok), tostring(err)), 2)
+	end
+end
+`
