@@ -122,15 +122,8 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	}
 	sp.warmEnd = start + int64(cfg.warmup)
 	sp.end = sp.warmEnd + int64(cfg.duration)
-	e.start()
-	_ = sleepUntil(ctx, sp.warmEnd)
-	srv := startServerSampler(cfg.pid)
-	cl := startClientSampler()
-	_ = sleepUntil(ctx, sp.end)
-	window := time.Duration(min(nowNs(), sp.end) - sp.warmEnd)
 	res := &broadcastResult{common: newCommon(cfg, lim)}
-	res.serverStats = srv.finish()
-	res.clientStats = cl.finish()
+	window := res.measure(ctx, e, cfg.pid, sp.warmEnd, sp.end)
 
 	// Wait for the deliveries of messages sent inside the window.
 	expected := func() int64 {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 )
 
 type echoResult struct {
@@ -77,15 +76,8 @@ func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 	start := nowNs()
 	sp.warmEnd = start + int64(cfg.warmup)
 	sp.end = sp.warmEnd + int64(cfg.duration)
-	e.start()
-	_ = sleepUntil(ctx, sp.warmEnd)
-	srv := startServerSampler(cfg.pid)
-	cl := startClientSampler()
-	_ = sleepUntil(ctx, sp.end)
-	window := time.Duration(min(nowNs(), sp.end) - sp.warmEnd)
 	res := &echoResult{common: newCommon(cfg, lim)}
-	res.serverStats = srv.finish()
-	res.clientStats = cl.finish()
+	window := res.measure(ctx, e, cfg.pid, sp.warmEnd, sp.end)
 	st := e.shutdown(cfg.closeWait)
 
 	res.WindowS = round2(window.Seconds())

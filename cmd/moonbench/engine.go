@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -809,4 +810,19 @@ func (w *worker) closeAll() {
 	w.mu.Unlock()
 	unix.Close(w.epfd)
 	unix.Close(w.evfd)
+}
+
+// measure starts e, waits out the warm-up, and samples the server's CPU
+// and RSS and this process's CPU over the window [warmEnd, end). It
+// returns the window's length, shorter when ctx ends it first.
+func (c *common) measure(ctx context.Context, e *engine, pid int, warmEnd, end int64) time.Duration {
+	e.start()
+	_ = sleepUntil(ctx, warmEnd)
+	srv := startServerSampler(pid)
+	cl := startClientSampler()
+	_ = sleepUntil(ctx, end)
+	window := time.Duration(min(nowNs(), end) - warmEnd)
+	c.serverStats = srv.finish()
+	c.clientStats = cl.finish()
+	return window
 }
