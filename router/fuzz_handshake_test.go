@@ -51,7 +51,7 @@ import (
 //
 // Run it with:
 //
-//	go test -run='^$' -fuzz=FuzzHandshake -fuzztime=3m ./router/
+//	go test -run='^$' -fuzz=FuzzHandshake -fuzztime=2000000x ./router/
 //
 // Seeds are in testdata/fuzz/FuzzHandshake.
 func FuzzHandshake(f *testing.F) {
