@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -20,6 +21,7 @@ import (
 // have one.
 var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 	"tutorial": tutorial,
+	"autobahn": autobahn,
 }
 
 func TestEveryExampleLoadsAndRuns(t *testing.T) {
@@ -174,4 +176,38 @@ func tutorial(t *testing.T, cfg *config.Config) {
 func waitRoom(t *testing.T, s *moontest.Server, room string, n int) {
 	t.Helper()
 	moontest.WaitFor(t, room+" to fill", func() bool { return s.Router.RoomSize(room) >= n })
+}
+
+// autobahn checks what the Autobahn|Testsuite setup exists for: the offers
+// of cases 12.x and 13.x are accepted, a 16 MiB message (9.1.6) is echoed,
+// and nothing pings a quiet connection.
+func autobahn(t *testing.T, cfg *config.Config) {
+	s := moontest.StartConfig(t, cfg)
+	for _, offer := range []string{
+		"permessage-deflate; client_no_context_takeover; client_max_window_bits",                             // 12.x, 13.1
+		"permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits", // 13.2
+		"permessage-deflate; server_max_window_bits=8; client_no_context_takeover; client_max_window_bits",   // 13.3
+	} {
+		c := moontest.Dial(t, s.URL("/echo"), moontest.DialOptions{Extension: offer})
+		if !strings.HasPrefix(c.Extensions, "permessage-deflate") {
+			t.Fatalf("offer %q: accepted %q", offer, c.Extensions)
+		}
+		msg := []byte(strings.Repeat(`{"moonwire": "echo"}`, 400))
+		if err := c.WriteCompressed(ws.OpText, msg); err != nil {
+			t.Fatal(err)
+		}
+		if f := c.Next(); !bytes.Equal(f.Payload, msg) {
+			t.Fatalf("offer %q: echo of %d bytes came back as %d", offer, len(msg), len(f.Payload))
+		}
+	}
+	c := moontest.Dial(t, s.URL("/echo"))
+	big := bytes.Repeat([]byte{'*'}, 16<<20)
+	c.SendBinary(big)
+	c.ReadTimeout = time.Minute
+	if f := c.Next(); f.Op != ws.OpBinary || !bytes.Equal(f.Payload, big) {
+		t.Fatalf("16 MiB echo: %v, %d bytes", f.Op, len(f.Payload))
+	}
+	if iv := cfg.Heartbeat.Interval; iv < 5*time.Minute {
+		t.Errorf("heartbeat.interval = %v: cases would see pings they did not ask for", iv)
+	}
 }

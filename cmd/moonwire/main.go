@@ -117,7 +117,11 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if len(problems) > 0 {
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d routes)\n", cfg.File, len(cfg.Routes))
+	routes := "routes"
+	if len(cfg.Routes) == 1 {
+		routes = "route"
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d %s)\n", cfg.File, len(cfg.Routes), routes)
 	return 0
 }
 
