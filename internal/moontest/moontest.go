@@ -167,12 +167,14 @@ type Logs struct {
 	buf bytes.Buffer
 }
 
+// Write implements io.Writer, for a slog handler.
 func (l *Logs) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
 }
 
+// String returns everything written so far.
 func (l *Logs) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -214,6 +216,7 @@ type Refusal struct {
 	Header http.Header
 }
 
+// Error implements error.
 func (r *Refusal) Error() string { return fmt.Sprintf("refused: %d %q", r.Status, r.Body) }
 
 // DialOptions tune Dial.
