@@ -24,6 +24,7 @@ func allCases() []Case {
 	cs = append(cs, closeCases()...)
 	cs = append(cs, limitsCases()...)
 	cs = append(cs, autoFragmentationCases()...)
+	cs = append(cs, compressionCases()...)
 	return cs
 }
 

@@ -141,8 +141,9 @@ func readFrame(r *bufio.Reader) (inFrame, error) {
 	return f, nil
 }
 
-// profile is a server configuration and the matching client offer. Every
-// profile a case uses gets its own node.
+// profile is a server configuration and the client's offer. Every profile
+// name gets its own node: profiles of one name share the server
+// configuration and differ only in the offer.
 type profile struct {
 	name string
 	// compression sets server.compression (permessage-deflate).
@@ -260,6 +261,8 @@ type session struct {
 	br   *bufio.Reader
 	// extensions is what the server put in Sec-WebSocket-Extensions.
 	extensions string
+	// pmd is the negotiated permessage-deflate, or nil.
+	pmd *pmdState
 
 	mu      sync.Mutex
 	inbox   []inFrame
@@ -276,9 +279,10 @@ type session struct {
 	pendingPongs [][]byte
 
 	// Message assembly.
-	inMsg  bool
-	msgOp  byte
-	msgBuf []byte
+	inMsg         bool
+	msgOp         byte
+	msgBuf        []byte
+	msgCompressed bool // RSV1 on the first frame (RFC 7692 §6)
 
 	// The closing handshake.
 	sentClose     bool // the client's close frame is out
@@ -346,11 +350,17 @@ func handshake(conn net.Conn, addr, path string, p profile) (*session, error) {
 		// RFC 6455 §4.2.2: the server must not accept what was not offered.
 		return nil, fmt.Errorf("handshake: server negotiated %q, which was not offered", ext)
 	}
+	var pmd *pmdState
+	if ext != "" {
+		if pmd, err = acceptDeflate(p.offer, ext); err != nil {
+			return nil, fmt.Errorf("handshake: %w", err)
+		}
+	}
 	if proto := resp.Header.Get("Sec-WebSocket-Protocol"); proto != "" {
 		return nil, fmt.Errorf("handshake: server selected subprotocol %q, none was offered", proto)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	s := &session{conn: conn, br: br, extensions: ext, notify: make(chan struct{}, 1)}
+	s := &session{conn: conn, br: br, extensions: ext, pmd: pmd, notify: make(chan struct{}, 1)}
 	s.readerG.Add(1)
 	go s.readLoop()
 	return s, nil
@@ -493,7 +503,7 @@ func (s *session) handle(f inFrame) {
 		s.violate("%s frame is masked (RFC 6455 §5.1: a server must not mask)", name)
 	}
 	if f.rsv != 0 && !s.rsvAllowed(f) {
-		s.violate("%s frame has RSV bits %03b with no extension negotiated (RFC 6455 §5.2)", name, f.rsv)
+		s.violate("%s frame has RSV bits %03b that no negotiated extension allows (RFC 6455 §5.2, RFC 7692 §6)", name, f.rsv)
 	}
 	if f.nonMinimal {
 		s.violate("%s frame length of %d not minimally encoded (RFC 6455 §5.2)", name, len(f.payload))
@@ -512,6 +522,7 @@ func (s *session) handle(f inFrame) {
 			s.violate("new %s message inside a fragmented message (RFC 6455 §5.4)", name)
 		}
 		s.inMsg, s.msgOp, s.msgBuf = true, f.op, append([]byte(nil), f.payload...)
+		s.msgCompressed = f.rsv&4 != 0
 	case opCont:
 		if !s.inMsg {
 			s.violate("continuation frame with no message to continue (RFC 6455 §5.4)")
@@ -539,6 +550,13 @@ func (s *session) handle(f inFrame) {
 		return
 	}
 	if f.fin {
+		if s.msgCompressed {
+			out, err := s.pmd.inflate(s.msgBuf)
+			if err != nil {
+				s.violate("compressed %s message does not inflate: %v (RFC 7692 §7.2.2)", opName(s.msgOp), err)
+			}
+			s.msgBuf = out
+		}
 		if s.msgOp == opText && !utf8.Valid(s.msgBuf) {
 			s.violate("text message is not valid UTF-8 (RFC 6455 §8.1)")
 		}
@@ -548,9 +566,11 @@ func (s *session) handle(f inFrame) {
 }
 
 // rsvAllowed reports whether a negotiated extension gives meaning to the
-// frame's RSV bits. No extension is negotiated yet; permessage-deflate
-// (RFC 7692 §6) will allow RSV1 on the first frame of a data message.
-func (s *session) rsvAllowed(inFrame) bool { return false }
+// frame's RSV bits: permessage-deflate allows RSV1 on the first frame of a
+// data message, and nothing else (RFC 7692 §6).
+func (s *session) rsvAllowed(f inFrame) bool {
+	return s.pmd != nil && f.rsv == 4 && (f.op == opText || f.op == opBinary)
+}
 
 // onClose handles the server's close frame (RFC 6455 §5.5.1, §7.1.5): it
 // checks the body, records the code and answers it if the client has not

@@ -47,19 +47,34 @@
 // close handling (7.1, 7.3, 7.5, 7.7, 7.9, 7.13), 9.x limits and
 // performance bounded to messages of 64 KiB to 1 MiB (9.3/9.4 send Autobahn's
 // 4 MiB message scaled to 1 MiB; 9.1.4-9.1.6 and 9.2.4-9.2.6 are left out),
-// and 10.1 auto-fragmentation. Timings are Autobahn's where they are
-// verdicts (the 1 s fail-fast window of 6.4.x) and shorter where they only
-// pace the client (a "wait for the peer" returns as soon as the reply is in).
+// 10.1 auto-fragmentation, and 12.x/13.x permessage-deflate (below).
+// Timings are Autobahn's where they are verdicts (the 1 s fail-fast window
+// of 6.4.x) and shorter where they only pace the client (a "wait for the
+// peer" returns as soon as the reply is in).
 //
 // # permessage-deflate (12.x, 13.x)
 //
-// Not written yet. The suite is shaped for them: a case names a profile
-// (the server config it needs and the extension offer the client makes);
-// each profile gets its own node; the handshake records what the server
-// negotiated, and the frame checks consult it before rejecting RSV1. Adding
-// compression means a "deflate" profile with server.compression = true and
-// an offer, a per-session message codec (deflate on send, inflate on
-// receive), and the 12.x/13.x tables with Profile set.
+// The "deflate" profile runs a node with server.compression = true, and
+// each case makes Autobahn's offer: its default for 12.x; for 13.x its
+// seven offers — the default, then asking for server_no_context_takeover,
+// for server_max_window_bits (8 or 15), for both, and a list of three.
+// The client checks the answer as RFC 7692 §7.1 requires (no parameter it
+// did not offer, a window no larger than asked, server_no_context_takeover
+// granted when asked), compresses what it sends with or without context
+// takeover as negotiated, and inflates what it receives, keeping the
+// server's window when the server keeps its context. RSV1 is allowed on the
+// first frame of a data message only.
+//
+// Each case sends messages of one of Autobahn's 18 sizes (16 octets to
+// 128 KiB, some compressed and then cut into frames of 256 octets to
+// 32 KiB) one at a time, each once the echo of the last is in, and grades
+// the echoes byte for byte. Autobahn sends 1000 messages a case; here the
+// count is scaled to about 128 KiB a case (2 to 50 messages). Autobahn's
+// data files (Faust, a bitmap, a PDF, JSON, HTML) are replaced by
+// generated data of the same kinds. The client cannot check that a server
+// which granted server_max_window_bits=8 keeps its back-references within
+// 256 octets (compress/flate does not expose them); moonwire sends such a
+// client its messages uncompressed.
 //
 // # Known bugs
 //
