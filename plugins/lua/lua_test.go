@@ -220,6 +220,10 @@ return M
 	if !strings.Contains(line, "traceback=") || !strings.Contains(line, "conn=") || !strings.Contains(line, "route=/t") {
 		t.Fatalf("log line lacks traceback, conn or route: %s", line)
 	}
+	// The callback's frame is named as the callback, not as the chunk.
+	if !strings.Contains(line, `t.lua:5: in function 'on_message'`) || strings.Contains(line, "main chunk") {
+		t.Fatalf("traceback does not name on_message: %s", line)
+	}
 	other.Send("fine")
 	other.Expect("fine")
 }

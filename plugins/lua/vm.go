@@ -3,6 +3,7 @@ package lua
 import (
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,9 +218,21 @@ func (v *vm) fail(callback string, err error) {
 		attrs = append(attrs, "conn", v.cur.ID())
 	}
 	if se, ok := err.(*ScriptError); ok && se.Traceback != "" {
-		attrs = append(attrs, "traceback", se.Traceback)
+		attrs = append(attrs, "traceback", nameCallback(se.Traceback, callback))
 	}
 	v.eng.log.Error("script error", attrs...)
+}
+
+// nameCallback names the callback's own frame in a traceback. gopher-lua
+// calls a function with no Lua caller "main chunk", which for a callback
+// the router called points the reader at the script's top level instead
+// of, say, on_message.
+func nameCallback(traceback, callback string) string {
+	name := "function '" + callback + "'"
+	if callback == "timer" {
+		name = "a timer callback"
+	}
+	return strings.ReplaceAll(traceback, ": in main chunk", ": in "+name)
 }
 
 // close releases the VM. It runs on the VM's lane (or before the VM was
