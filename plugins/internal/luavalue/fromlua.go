@@ -165,7 +165,7 @@ func (w *walker) shape(t *lua.LTable) (n int, isArray bool, err error) {
 	// returns; Next then only visits the hash part. With a hole the fast
 	// count would be wrong, so walk everything (such a table is an error
 	// anyway, and the slow walk finds the key to name).
-	var k lua.LValue = lua.LNil
+	k := lua.LNil
 	if n := t.Len(); n > 0 && !hasHole(t, n) {
 		count, maxIndex = n, float64(n)
 		k = lua.LNumber(n)
