@@ -522,7 +522,8 @@ func (s *session) handle(f inFrame) {
 			s.violate("new %s message inside a fragmented message (RFC 6455 §5.4)", name)
 		}
 		s.inMsg, s.msgOp, s.msgBuf = true, f.op, append([]byte(nil), f.payload...)
-		s.msgCompressed = f.rsv&4 != 0
+		// Without a negotiated extension RSV1 is only a violation (above).
+		s.msgCompressed = f.rsv&4 != 0 && s.pmd != nil
 	case opCont:
 		if !s.inMsg {
 			s.violate("continuation frame with no message to continue (RFC 6455 §5.4)")
