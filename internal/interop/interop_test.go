@@ -188,3 +188,63 @@ asyncio.run(main())
 		t.Fatalf("output:\n%s", out)
 	}
 }
+
+// TestNodeWSCompressed: ws offers permessage-deflate by default and checks
+// the server's answer strictly; against a server with compression on, it
+// is negotiated, and small, large, text and binary messages round-trip, one
+// of them fragmented by the client.
+func TestNodeWSCompressed(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(nodeWS); err != nil {
+		t.Skip("node-ws is not installed")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	s := moontest.Start(t, moontest.Files(`
+[server]
+compression = true
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+`, "scripts/echo.lua", "return { on_message = function(conn, data, kind) conn:send(data, kind) end }"))
+	out := runClient(t, "node", "-e", `
+const WebSocket = require("ws");
+const fail = (m) => { console.error(m); process.exit(1); };
+setTimeout(() => fail("timeout"), 30000).unref();
+const ws = new WebSocket(process.argv[1]);
+const msgs = [
+  ["small", {}],
+  ["compress me ".repeat(5000), {}],
+  [Buffer.alloc(30000, 7), { binary: true }],
+  ["in fragments ".repeat(300), { fin: false }],
+];
+let i = 0;
+ws.on("open", () => {
+  if (!/^permessage-deflate/.test(ws.extensions)) fail("extensions: " + ws.extensions);
+  send();
+});
+function send() {
+  const [data, opts] = msgs[i];
+  if (opts.fin === false) {
+    ws.send(data.slice(0, 100), { fin: false });
+    ws.send(data.slice(100), { fin: true });
+  } else {
+    ws.send(data, opts);
+  }
+}
+ws.on("message", (data, isBinary) => {
+  const [want, opts] = msgs[i];
+  const same = Buffer.isBuffer(want) ? isBinary && want.equals(data) : !isBinary && data.toString() === want;
+  if (!same) fail("echo " + i + " differs: " + data.length + " bytes");
+  if (++i < msgs.length) return send();
+  console.log("compressed echo ok");
+  ws.close(1000);
+});
+ws.on("error", (e) => fail(e.message));
+`, s.URL("/echo"))
+	if !strings.Contains(out, "compressed echo ok") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
