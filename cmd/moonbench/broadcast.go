@@ -12,30 +12,25 @@ import (
 
 type broadcastResult struct {
 	common
-	Subs           int              `json:"subs"`
-	Pubs           int              `json:"pubs"`
-	Size           int              `json:"size"`
-	Inflight       int              `json:"inflight"`
-	Rate           float64          `json:"rate_target"`
-	Published      int64            `json:"published"`
-	PublishRate    float64          `json:"publish_rate"`
-	SkippedSlots   int64            `json:"skipped_slots"`
-	Deliveries     int64            `json:"deliveries"`
-	DeliveriesPerS float64          `json:"deliveries_per_s"`
-	Expected       int64            `json:"expected"`
-	Delivered      int64            `json:"delivered"`
-	Lost           int64            `json:"lost"`
-	Gaps           int64            `json:"gaps"`
-	OutOfOrder     int64            `json:"out_of_order"`
-	Errors         int64            `json:"errors"`
-	Mismatches     int64            `json:"mismatches"`
-	Protocol       int64            `json:"protocol_errors"`
-	DialErrors     int              `json:"dial_errors"`
-	ErrorKinds     map[string]int64 `json:"error_kinds,omitempty"`
-	Unexpected     int64            `json:"unexpected_messages"`
-	PubReceived    int64            `json:"publisher_received"`
-	CPUPerMillion  *float64         `json:"server_cpu_s_per_million_deliveries,omitempty"`
-	DrainS         float64          `json:"drain_s"`
+	Subs           int     `json:"subs"`
+	Pubs           int     `json:"pubs"`
+	Size           int     `json:"size"`
+	Inflight       int     `json:"inflight"`
+	Rate           float64 `json:"rate_target"`
+	Published      int64   `json:"published"`
+	PublishRate    float64 `json:"publish_rate"`
+	SkippedSlots   int64   `json:"skipped_slots"`
+	Deliveries     int64   `json:"deliveries"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	Expected       int64   `json:"expected"`
+	Delivered      int64   `json:"delivered"`
+	Lost           int64   `json:"lost"`
+	Gaps           int64   `json:"gaps"`
+	OutOfOrder     int64   `json:"out_of_order"`
+	traffic
+	PubReceived   int64    `json:"publisher_received"`
+	CPUPerMillion *float64 `json:"server_cpu_s_per_million_deliveries,omitempty"`
+	DrainS        float64  `json:"drain_s"`
 	latency
 }
 
@@ -51,11 +46,8 @@ func (r *broadcastResult) rows() [][2]string {
 		[2]string{"deliveries", fmt.Sprintf("%d (%s/s)", r.Deliveries, fmtRate(r.DeliveriesPerS))},
 		[2]string{"delivery latency", r.latency.String()},
 		[2]string{"lost", fmt.Sprintf("%d of %d expected (gaps %d, out of order %d; waited %.2fs after the window)", r.Lost, r.Expected, r.Gaps, r.OutOfOrder, r.DrainS)},
-		[2]string{"errors", fmt.Sprintf("%d%s", r.Errors, fmtKinds(r.ErrorKinds))},
-		[2]string{"mismatches", fmt.Sprint(r.Mismatches)},
-		[2]string{"protocol errors", fmt.Sprint(r.Protocol)},
-		[2]string{"dial errors", fmt.Sprint(r.DialErrors)},
 	)
+	rows = append(rows, r.traffic.rows()...)
 	if r.Unexpected > 0 {
 		rows = append(rows, [2]string{"other messages", fmt.Sprintf("%d (not moonbench's: ignored)", r.Unexpected)})
 	}
@@ -166,11 +158,7 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	res.Lost = max(0, exp-got)
 	res.Gaps = st.gaps
 	res.OutOfOrder = st.outOfOrder
-	res.Errors = st.errors
-	res.ErrorKinds = st.errKinds
-	res.Mismatches = st.mismatches
-	res.Protocol = st.protocol
-	res.Unexpected = st.unexpected
+	res.take(st, 0) // a failed dial ends the run before the window
 	res.PubReceived = st.pubReceived
 	res.latency = newLatency(&st.hist)
 	res.engineLoad(st)

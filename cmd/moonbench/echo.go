@@ -10,33 +10,25 @@ import (
 
 type echoResult struct {
 	common
-	Conns       int              `json:"conns"`
-	Inflight    int              `json:"inflight"`
-	Size        int              `json:"size"`
-	RoundTrips  int64            `json:"round_trips"`
-	RTPerSec    float64          `json:"round_trips_per_s"`
-	MiBPerSec   float64          `json:"payload_mib_per_s"`
-	Errors      int64            `json:"errors"`
-	Mismatches  int64            `json:"mismatches"`
-	Protocol    int64            `json:"protocol_errors"`
-	DialErrors  int              `json:"dial_errors"`
-	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
-	Unexpected  int64            `json:"unexpected_messages"`
-	PingsAnswer int64            `json:"pings_answered"`
+	Conns      int     `json:"conns"`
+	Inflight   int     `json:"inflight"`
+	Size       int     `json:"size"`
+	RoundTrips int64   `json:"round_trips"`
+	RTPerSec   float64 `json:"round_trips_per_s"`
+	MiBPerSec  float64 `json:"payload_mib_per_s"`
+	traffic
+	PingsAnswer int64 `json:"pings_answered"`
 	latency
 }
 
 func (r *echoResult) rows() [][2]string {
 	rows := r.common.rows()
-	return append(rows,
+	rows = append(rows,
 		[2]string{"connections", fmt.Sprintf("%d × %d in flight, %d-byte binary messages", r.Conns, r.Inflight, r.Size)},
 		[2]string{"round trips", fmt.Sprintf("%d (%s/s, %.2f MiB/s each way)", r.RoundTrips, fmtRate(r.RTPerSec), r.MiBPerSec)},
 		[2]string{"latency", r.latency.String()},
-		[2]string{"errors", fmt.Sprintf("%d%s", r.Errors, fmtKinds(r.ErrorKinds))},
-		[2]string{"mismatches", fmt.Sprint(r.Mismatches)},
-		[2]string{"protocol errors", fmt.Sprint(r.Protocol)},
-		[2]string{"dial errors", fmt.Sprint(r.DialErrors)},
 	)
+	return append(rows, r.traffic.rows()...)
 }
 
 func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
@@ -89,12 +81,7 @@ func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 		res.RTPerSec = round2(float64(st.ops) / window.Seconds())
 		res.MiBPerSec = round2(res.RTPerSec * float64(cfg.size) / (1 << 20))
 	}
-	res.Errors = st.errors
-	res.ErrorKinds = st.errKinds
-	res.Mismatches = st.mismatches
-	res.Protocol = st.protocol
-	res.DialErrors = dr.errors
-	res.Unexpected = st.unexpected
+	res.take(st, dr.errors)
 	res.PingsAnswer = st.pings
 	res.latency = newLatency(&st.hist)
 	res.engineLoad(st)

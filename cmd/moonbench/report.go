@@ -45,6 +45,33 @@ type common struct {
 	ClientEventsPer *float64 `json:"client_events_per_wakeup,omitempty"`
 }
 
+// traffic is what echo and broadcast check in every frame they receive,
+// and the dials that failed.
+type traffic struct {
+	Errors     int64            `json:"errors"`
+	Mismatches int64            `json:"mismatches"`
+	Protocol   int64            `json:"protocol_errors"`
+	DialErrors int              `json:"dial_errors"`
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
+	Unexpected int64            `json:"unexpected_messages"`
+}
+
+// take copies the workers' checks and the failed dials.
+func (t *traffic) take(st *wstats, dialErrors int) {
+	t.Errors, t.ErrorKinds = st.errors, st.errKinds
+	t.Mismatches, t.Protocol, t.Unexpected = st.mismatches, st.protocol, st.unexpected
+	t.DialErrors = dialErrors
+}
+
+func (t *traffic) rows() [][2]string {
+	return [][2]string{
+		{"errors", fmt.Sprintf("%d%s", t.Errors, fmtKinds(t.ErrorKinds))},
+		{"mismatches", fmt.Sprint(t.Mismatches)},
+		{"protocol errors", fmt.Sprint(t.Protocol)},
+		{"dial errors", fmt.Sprint(t.DialErrors)},
+	}
+}
+
 // engineLoad sets the workers' load figures.
 func (c *common) engineLoad(st *wstats) {
 	if st.wakeups == 0 {
