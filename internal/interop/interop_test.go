@@ -27,6 +27,39 @@ func startDefault(t *testing.T) *moontest.Server {
 	return moontest.StartConfig(t, cfg)
 }
 
+// needPython skips the test without Debian's python3-websockets.
+func needPython(t *testing.T) {
+	t.Helper()
+	if err := exec.Command(python, "-c", "import websockets").Run(); err != nil {
+		t.Skip("python3-websockets is not installed")
+	}
+}
+
+// needNode skips the test without node and Debian's node-ws.
+func needNode(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(nodeWS); err != nil {
+		t.Skip("node-ws is not installed")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+}
+
+// startCompressedEcho starts a node with permessage-deflate on and an echo
+// route.
+func startCompressedEcho(t *testing.T) *moontest.Server {
+	t.Helper()
+	return moontest.Start(t, moontest.Files(`
+[server]
+compression = true
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+`, "scripts/echo.lua", "return { on_message = function(conn, data, kind) conn:send(data, kind) end }"))
+}
+
 // runClient runs a client program and returns its output; a non-zero exit
 // fails the test.
 func runClient(t *testing.T, name string, args ...string) string {
@@ -44,9 +77,7 @@ func runClient(t *testing.T, name string, args ...string) string {
 
 func TestPythonWebsockets(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command(python, "-c", "import websockets").Run(); err != nil {
-		t.Skip("python3-websockets is not installed")
-	}
+	needPython(t)
 	s := startDefault(t)
 	out := runClient(t, python, "-c", `
 import asyncio, json, sys
@@ -95,12 +126,7 @@ asyncio.run(main())
 
 func TestNodeWS(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat(nodeWS); err != nil {
-		t.Skip("node-ws is not installed")
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
-	}
+	needNode(t)
 	s := startDefault(t)
 	out := runClient(t, "node", "-e", `
 const WebSocket = require("ws");
@@ -158,17 +184,8 @@ const next = (ws) => ws.queue.length ? Promise.resolve(ws.queue.shift()) : new P
 // large messages round-trip.
 func TestPythonWebsocketsCompressed(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command(python, "-c", "import websockets").Run(); err != nil {
-		t.Skip("python3-websockets is not installed")
-	}
-	s := moontest.Start(t, moontest.Files(`
-[server]
-compression = true
-
-[[routes]]
-path = "/echo"
-script = "echo.lua"
-`, "scripts/echo.lua", "return { on_message = function(conn, data, kind) conn:send(data, kind) end }"))
+	needPython(t)
+	s := startCompressedEcho(t)
 	out := runClient(t, python, "-c", `
 import asyncio, sys
 import websockets
@@ -195,20 +212,8 @@ asyncio.run(main())
 // of them fragmented by the client.
 func TestNodeWSCompressed(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat(nodeWS); err != nil {
-		t.Skip("node-ws is not installed")
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed")
-	}
-	s := moontest.Start(t, moontest.Files(`
-[server]
-compression = true
-
-[[routes]]
-path = "/echo"
-script = "echo.lua"
-`, "scripts/echo.lua", "return { on_message = function(conn, data, kind) conn:send(data, kind) end }"))
+	needNode(t)
+	s := startCompressedEcho(t)
 	out := runClient(t, "node", "-e", `
 const WebSocket = require("ws");
 const fail = (m) => { console.error(m); process.exit(1); };

@@ -18,9 +18,7 @@ import (
 // for the URL, and checks what they print.
 func TestTutorialPythonClients(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command(python, "-c", "import websockets").Run(); err != nil {
-		t.Skip("python3-websockets is not installed")
-	}
+	needPython(t)
 	s := moontest.StartFile(t, "../../examples/tutorial/moonwire.toml")
 	dir := t.TempDir()
 	// client copies a tutorial client with its URL pointed at the test
