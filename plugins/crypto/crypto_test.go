@@ -207,10 +207,7 @@ func TestLua(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			L := luatest.NewState(t, m)
-			if err := L.DoString(prelude + tt.code); err != nil {
-				t.Fatal(err)
-			}
+			luatest.Run(t, luatest.NewState(t, m), prelude, tt.code)
 		})
 	}
 }

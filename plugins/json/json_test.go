@@ -17,10 +17,7 @@ local json = require "json"
 
 func runLua(t *testing.T, m *Module, code string) {
 	t.Helper()
-	L := luatest.NewState(t, m)
-	if err := L.DoString(prelude + code); err != nil {
-		t.Fatal(err)
-	}
+	luatest.Run(t, luatest.NewState(t, m), prelude, code)
 }
 
 func TestLua(t *testing.T) {

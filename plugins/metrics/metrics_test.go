@@ -108,9 +108,7 @@ const prelude = luatest.Asserts
 
 func run(t testing.TB, L *lua.LState, code string) {
 	t.Helper()
-	if err := L.DoString(prelude + code); err != nil {
-		t.Fatal(err)
-	}
+	luatest.Run(t, L, prelude, code)
 }
 
 // TestLua runs one script per case in a single VM of route "/r".

@@ -209,10 +209,7 @@ func TestLua(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s, c := newStore(t, tt.opts)
-			L := newState(t, s, c)
-			if err := L.DoString(prelude + tt.code); err != nil {
-				t.Fatal(err)
-			}
+			luatest.Run(t, newState(t, s, c), prelude, tt.code)
 		})
 	}
 }
@@ -223,14 +220,10 @@ func TestSharedAcrossStates(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t, Options{})
 	a := newState(t, s, nil)
-	if err := a.DoString(prelude + `store.set("shared", {from = "a"}); store.incr("n")`); err != nil {
-		t.Fatal(err)
-	}
+	luatest.Run(t, a, prelude, `store.set("shared", {from = "a"}); store.incr("n")`)
 	a.Close() // a reload throws the old VM away
 	b := newState(t, s, nil)
-	if err := b.DoString(prelude + `eq(store.get("shared").from, "a"); eq(store.incr("n"), 2)`); err != nil {
-		t.Fatal(err)
-	}
+	luatest.Run(t, b, prelude, `eq(store.get("shared").from, "a"); eq(store.incr("n"), 2)`)
 	if v, ok := s.Get("shared"); !ok || !reflect.DeepEqual(v, map[string]any{"from": "a"}) {
 		t.Fatalf("Get(shared) = %#v, %v", v, ok)
 	}

@@ -48,6 +48,15 @@ func NewState(t testing.TB, mods ...Module) *lua.LState {
 	return L
 }
 
+// Run runs prelude and code as one chunk in L (so that errors name the
+// lines of both as one file would); an error fails the test.
+func Run(t testing.TB, L *lua.LState, prelude, code string) {
+	t.Helper()
+	if err := L.DoString(prelude + code); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Asserts is Lua source defining the assertion helpers the module tests
 // share, as locals; a test prepends it to its chunk:
 //
