@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
@@ -42,6 +43,11 @@ type vm struct {
 	overMem  bool // stopped because the heap passed the memory limit
 
 	coroutines int // created during the current callback
+
+	// spent counts the bytes the builtins made for the running callback
+	// (string.rep, gsub, table.concat, json.encode, ...): the memory
+	// watchdog blames the callback that allocates, not whichever runs.
+	spent atomic.Int64
 }
 
 // newVM builds a VM and runs the route script's top level in it.
@@ -175,6 +181,19 @@ func (v *vm) begin() {
 	v.started = v.eng.now() + 1
 	v.wmu.Unlock()
 	v.coroutines = 0
+	v.spent.Store(0)
+}
+
+// charge accounts n bytes that a builtin is about to allocate on behalf of
+// the running callback, raising a Lua error when n alone passes the
+// engine's string limit (what names the builtin: "string.rep", ...). Every
+// builtin that builds a result whose size the script controls calls it
+// before allocating.
+func (v *vm) charge(L *glua.LState, what string, n int64) {
+	if n > int64(v.eng.maxStr) {
+		L.RaiseError("%s: result of %d bytes exceeds the limit of %d", what, n, v.eng.maxStr)
+	}
+	v.spent.Add(n)
 }
 
 func (v *vm) end() (timedOut bool) {
