@@ -114,9 +114,7 @@ func (v *vm) strRep(L *glua.LState) int {
 		L.Push(glua.LString(""))
 		return 1
 	}
-	if total := int64(len(s))*int64(n) + int64(len(sep))*int64(n-1); total > int64(v.eng.maxStr) {
-		L.RaiseError("string.rep: result of %d bytes exceeds the limit of %d", total, v.eng.maxStr)
-	}
+	v.charge(L, "string.rep", int64(len(s))*int64(n)+int64(len(sep))*int64(n-1))
 	if sep == "" {
 		L.Push(glua.LString(strings.Repeat(s, n)))
 		return 1
