@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,6 +230,11 @@ type DialOptions struct {
 	Extension string
 	// TLS configures wss:// dials (trusted roots, server name).
 	TLS *tls.Config
+	// ReadBuffer, when set, is the client socket's receive buffer
+	// (SO_RCVBUF, set before connecting so the TCP window is small from
+	// the start): a client that then stops reading fills the server's
+	// send buffer after a few kilobytes.
+	ReadBuffer int
 }
 
 // Dial connects or fails the test.
@@ -263,6 +269,16 @@ func TryDial(t testing.TB, url string, opts ...DialOptions) (*Client, error) {
 	}
 	if o.Header != nil {
 		d.Header = ws.HandshakeHeaderHTTP(o.Header)
+	}
+	if o.ReadBuffer > 0 {
+		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, o.ReadBuffer)
+			})
+			return cmp.Or(err, serr)
+		}}
+		d.NetDial = nd.DialContext
 	}
 	if o.Deflate || o.Extension != "" {
 		offer := o.Extension

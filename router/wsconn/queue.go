@@ -5,6 +5,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // Queue is a connection's bounded outbound queue of encoded frames.
@@ -27,6 +29,9 @@ type Queue struct {
 	flushing bool     // a flusher owns the write side
 	sealed   bool     // a close frame was queued: no more data frames
 	dead     bool     // the connection is gone: everything is refused
+	// ping and pong are 1 + the index in frames of the queued ping and
+	// pong, 0 when none waits (see PushControl).
+	ping, pong int
 }
 
 // Push queues f, taking a reference to it. start reports that the queue was
@@ -56,14 +61,39 @@ func (q *Queue) Push(f *Frame) (start bool, err error) {
 // PushControl queues a control frame (ping, pong) past the byte limit, since
 // control frames are tiny and dropping a pong would look like a dead peer.
 // It fails only with ErrClosed.
+//
+// Control frames coalesce: while one of the same opcode still waits in the
+// queue, f replaces it (in its place) instead of queuing behind it. Only the
+// latest ping needs a pong (RFC 6455 §5.5.3), and the heartbeat's ping
+// needs sending once, so a peer that floods pings and never reads holds at
+// most one pong here, however fast it sends; without this, each ping cost a
+// queued frame and its buffer, and a flood grew the process by gigabytes.
 func (q *Queue) PushControl(f *Frame) (start bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.sealed || q.dead {
 		return false, ErrClosed
 	}
+	var slot *int
+	switch ws.OpCode(f.b[0] & 0x0f) {
+	case ws.OpPing:
+		slot = &q.ping
+	case ws.OpPong:
+		slot = &q.pong
+	}
 	f.Retain()
+	if slot != nil && *slot > 0 {
+		i := *slot - 1
+		g := q.frames[i]
+		q.bytes += len(f.b) - len(g.b)
+		q.frames[i] = f
+		g.Release()
+		return false, nil // a flusher already owns the queued frames
+	}
 	q.frames = append(q.frames, f)
+	if slot != nil {
+		*slot = len(q.frames)
+	}
 	q.bytes += len(f.b)
 	start = !q.flushing
 	q.flushing = true
@@ -124,6 +154,7 @@ func (q *Queue) releaseLocked() {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
+	q.ping, q.pong = 0, 0
 }
 
 // take moves the queued frames into batch, or, when there are none, ends
@@ -142,6 +173,7 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
+	q.ping, q.pong = 0, 0
 	if cap(q.frames) > 64 {
 		// A burst grew the slice; do not keep it for the connection's life.
 		q.frames = nil

@@ -627,3 +627,53 @@ func TestFlusherScratch(t *testing.T) {
 		}
 	}
 }
+
+// TestControlFramesCoalesce: pings and pongs that wait in the queue are
+// replaced by later ones of the same opcode, in place, so a peer that
+// floods pings and reads nothing holds one pong, not one per ping; a
+// frame already taken by the flusher is not touched, and data frames
+// never coalesce.
+func TestControlFramesCoalesce(t *testing.T) {
+	t.Parallel()
+	var q Queue
+	data := sized(10)
+	if start, err := q.Push(data); err != nil || !start {
+		t.Fatalf("push data: start %v, err %v", start, err)
+	}
+	var pongs []*Frame
+	for i := range 10000 {
+		f := NewFrame(ws.OpPong, []byte{byte(i), byte(i >> 8)})
+		pongs = append(pongs, f)
+		if start, err := q.PushControl(f); err != nil || start {
+			t.Fatalf("pong %d: start %v, err %v", i, start, err)
+		}
+	}
+	ping := NewFrame(ws.OpPing, nil)
+	if _, err := q.PushControl(ping); err != nil {
+		t.Fatal(err)
+	}
+	last := pongs[len(pongs)-1]
+	wantRefs(t, "replaced pongs", 1, pongs[:len(pongs)-1]...)
+	wantRefs(t, "latest pong", 2, last)
+	if got, want := q.Buffered(), len(data.Bytes())+len(last.Bytes())+len(ping.Bytes()); got != want {
+		t.Fatalf("Buffered = %d, want %d (data, one pong, one ping)", got, want)
+	}
+
+	batch, _, done := q.take(nil)
+	if done || len(batch) != 3 || batch[0] != data || batch[1] != last || batch[2] != ping {
+		t.Fatalf("took %d frames (done %v), want data, the latest pong, the ping", len(batch), done)
+	}
+	// Taken frames belong to the flusher: a new pong queues anew.
+	next := NewFrame(ws.OpPong, []byte("n"))
+	if _, err := q.PushControl(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Buffered(); got != len(next.Bytes()) {
+		t.Fatalf("Buffered after take = %d, want the new pong's %d", got, len(next.Bytes()))
+	}
+	wantRefs(t, "taken pong", 2, last)
+	releaseAll(batch...)
+	drainTake(&q)
+	wantRefs(t, "drained", 1, append(pongs, data, ping, next)...)
+	releaseAll(append(pongs, data, ping, next)...)
+}
