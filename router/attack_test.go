@@ -2,8 +2,13 @@ package router_test
 
 import (
 	"bytes"
+	"compress/flate"
+	"fmt"
 	"runtime"
+	"runtime/metrics"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -62,5 +67,99 @@ func TestPingFloodHoldsOnePong(t *testing.T) {
 	t.Logf("heap grew by %d KiB for %d pings", grown>>10, pings)
 	if grown > 8<<20 {
 		t.Fatalf("a ping flood grew the heap by %d MiB; want under 8 MiB (pongs must coalesce)", grown>>20)
+	}
+}
+
+// heapPeak samples the heap every millisecond until stop is called, and
+// returns the largest figure seen above the figure at the start.
+func heapPeak() (stop func() int64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() int64 { metrics.Read(sample); return int64(sample[0].Value.Uint64()) }
+	base := read()
+	var peak atomic.Int64
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if d := read() - base; d > peak.Load() {
+					peak.Store(d)
+				}
+			}
+		}
+	}()
+	return func() int64 { close(done); <-exited; return peak.Load() }
+}
+
+// deflated compresses p as one permessage-deflate message (RFC 7692
+// §7.2.1: the sync flush's tail removed).
+func deflated(p []byte) []byte {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestCompression)
+	_, _ = w.Write(p)
+	_ = w.Flush()
+	return bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+}
+
+// TestCompressedFramesInflateOneAtATime: with compression on, one large
+// frame grows a connection's read buffer, and the next read fills its
+// spare room with hundreds of tiny frames that each inflate to the size
+// limit. Inflating them as they were parsed held them all at once (800
+// frames here: 50 MiB; with the default 1 MiB limit, a gigabyte for one
+// connection). A message is inflated on its lane just before its handler
+// takes it, so one inflated message exists at a time.
+func TestCompressedFramesInflateOneAtATime(t *testing.T) {
+	s := moontest.Start(t, moontest.Files(`
+[server]
+compression = true
+max_message_size = "64KiB"
+
+[[routes]]
+path = "/count"
+script = "count.lua"
+`, "scripts/count.lua", `
+local M = {}
+local n, bytes = 0, 0
+function M.on_message(conn, data)
+  n = n + 1
+  bytes = bytes + #data
+  if n == 1 then
+    -- Busy for a while, so the rest of the read is parsed meanwhile.
+    local t = time.monotonic()
+    while time.monotonic() - t < 0.5 do end
+  end
+  if data == "done" then conn:send(n .. " " .. bytes) end
+end
+return M
+`))
+	c := moontest.Dial(t, s.URL("/count"), moontest.DialOptions{Deflate: true})
+	const limit, small = 64 << 10, 800
+	bomb := deflated(make([]byte, limit))
+	var b bytes.Buffer
+	b.Write(clientFrame(true, 0, ws.OpBinary, make([]byte, limit))) // grows the read buffer
+	for range small {
+		b.Write(clientFrame(true, 0x4, ws.OpBinary, bomb))
+	}
+	b.Write(clientFrame(true, 0, ws.OpText, []byte("done")))
+	t.Logf("%d frames in %d KiB, inflating to %d MiB", small+2, b.Len()>>10, (small+1)*limit>>20)
+
+	stop := heapPeak()
+	must(t, c.WriteRaw(b.Bytes()))
+	c.ReadTimeout = 30 * time.Second
+	want := fmt.Sprintf("%d %d", small+2, (small+1)*limit+4)
+	got := c.Next()
+	peak := stop()
+	if got.Text() != want {
+		t.Fatalf("server counted %q, want %q", got.Text(), want)
+	}
+	t.Logf("heap peak: %d KiB above the start", peak>>10)
+	if peak > 16<<20 {
+		t.Fatalf("heap peaked %d MiB above the start; want under 16 MiB (one inflated message at a time)", peak>>20)
 	}
 }

@@ -22,6 +22,9 @@ type task struct {
 	kind   taskKind
 	msg    Kind
 	owned  bool // data is a pooled buffer the lane returns after use
+	// compressed: data is a permessage-deflate message the lane inflates
+	// just before the handler takes it (see wsconn.Event.Compressed).
+	compressed bool
 	code   int
 	c      *Conn
 	data   []byte
@@ -164,8 +167,17 @@ func (l *lane) runTask(t *task) {
 	case taskMessage:
 		c := t.c
 		if !c.closedByServer() {
-			c.countIn()
-			l.message(c, t.msg, t.data)
+			data, inflated := t.data, false
+			if t.compressed {
+				data, inflated = c.inflate(t.msg, t.data)
+			}
+			if data != nil {
+				c.countIn()
+				l.message(c, t.msg, data)
+			}
+			if inflated {
+				releaseOwned(data)
+			}
 		}
 		if t.owned {
 			releaseOwned(t.data)

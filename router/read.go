@@ -206,13 +206,29 @@ func (c *Conn) deliver(ev wsconn.Event) {
 		return
 	}
 	c.pending.Add(1)
-	if !c.lane.push(task{kind: taskMessage, c: c, msg: ev.Kind, data: ev.Payload, owned: ev.Owned}) {
+	if !c.lane.push(task{kind: taskMessage, c: c, msg: ev.Kind, data: ev.Payload, owned: ev.Owned, compressed: ev.Compressed}) {
 		c.pending.Add(-1)
 		if ev.Owned {
 			bufpool.Put(ev.Payload)
 		}
 	}
 	c.mu.Unlock()
+}
+
+// inflate decompresses a compressed message on the lane, just before its
+// handler runs, into a pooled buffer the caller returns (releaseOwned).
+// A message that does not inflate, is too big once inflated, or is not
+// UTF-8 text fails the connection, as a bad frame would, and inflate
+// returns nil.
+func (c *Conn) inflate(kind Kind, compressed []byte) (data []byte, ok bool) {
+	out, err := wsconn.Inflate(kind, compressed, c.maxMsg)
+	if err != nil {
+		code, reason, _ := wsconn.CloseStatus(err)
+		c.srv.stats.protocolErrors.Add(1)
+		c.closeWith(int(code), reason, true, false)
+		return nil, false
+	}
+	return out, true
 }
 
 // allow takes a token from the connection's rate-limit bucket.

@@ -82,10 +82,13 @@ func headerLenOf(frame []byte) int {
 // parser's buffer and pooled assembly buffers.
 type got struct {
 	Kind    Kind
-	Payload string
+	Payload string // inflated, for a Compressed event
 	Owned   bool
 	Code    ws.StatusCode
 	Reason  string
+	// Compressed: the event carried a compressed message, which parseAll
+	// inflated the way the router does on the lane.
+	Compressed bool
 }
 
 func (g got) String() string {
@@ -128,9 +131,22 @@ func parseAll(t testing.TB, p *Parser, b []byte) (evs []got, off int, err error)
 			return evs, off, nil
 		}
 		off += n
-		if ev.Kind != None {
-			evs = append(evs, capture(t, ev))
+		if ev.Kind == None {
+			continue
 		}
+		if !ev.Compressed {
+			evs = append(evs, capture(t, ev))
+			continue
+		}
+		out, err := Inflate(ev.Kind, ev.Payload, p.MaxMessage)
+		if ev.Owned {
+			bufpool.Put(ev.Payload)
+		}
+		if err != nil {
+			return evs, off - n, err
+		}
+		evs = append(evs, got{Kind: ev.Kind, Payload: string(out), Owned: ev.Owned, Compressed: true})
+		bufpool.Put(out)
 	}
 	return evs, off, nil
 }

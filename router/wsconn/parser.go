@@ -51,6 +51,14 @@ type Event struct {
 	// that now belongs to the caller (return it with bufpool.Put).
 	Payload []byte
 	Owned   bool
+	// Compressed marks a permessage-deflate message: Payload is what the
+	// peer sent, still compressed, and Inflate turns it into the message.
+	// The parser does not inflate: a read can hold a thousand small frames
+	// that each inflate to the size limit, and inflating them all at once
+	// would hold a thousand messages' worth of memory for one connection.
+	// The consumer inflates each when it is about to use it, so one
+	// inflated message per consumer exists at a time.
+	Compressed bool
 	// Code and Reason are set for Close events. A close frame without a
 	// status code reports ws.StatusNoStatusRcvd (1005), as RFC 6455 §7.1.5
 	// prescribes.
@@ -222,7 +230,7 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	case ws.OpText, ws.OpBinary:
 		if h.Fin {
 			if compressed {
-				return p.inflated(h.OpCode, payload, n)
+				return Event{Kind: kindOf(h.OpCode), Payload: payload, Compressed: true}, n, nil
 			}
 			if h.OpCode == ws.OpText && !p.utf8.complete() {
 				return ev, 0, invalidUTF8() // ends inside a character
@@ -243,11 +251,9 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 			return ev, n, nil
 		}
 		if p.compressed {
-			msg := p.msg
+			ev = Event{Kind: kindOf(p.fragOp), Payload: p.msg, Owned: true, Compressed: true}
 			p.msg, p.frag, p.compressed = nil, false, false
-			ev, n, err := p.inflated(p.fragOp, msg, n)
-			bufpool.Put(msg)
-			return ev, n, err
+			return ev, n, nil
 		}
 		if p.fragOp == ws.OpText && !p.utf8.complete() {
 			return ev, 0, invalidUTF8()
@@ -261,21 +267,25 @@ func (p *Parser) Next(b []byte) (ev Event, n int, err error) {
 	return ev, 0, protocolError("unknown opcode")
 }
 
-// inflated decompresses a complete compressed message into an owned
-// buffer, applying MaxMessage to the inflated size and checking text.
-func (p *Parser) inflated(op ws.OpCode, compressed []byte, n int) (Event, int, error) {
-	out, err := inflate(compressed, p.MaxMessage)
+// Inflate decompresses a Compressed event's payload into a pooled buffer
+// the caller owns (return it with bufpool.Put), applying limit to the
+// inflated size (a compression bomb costs at most limit bytes) and checking
+// that text is UTF-8. Errors are *CloseError values with the code the
+// connection must fail with: 1009 past the limit, 1007 for data that does
+// not inflate or text that is not UTF-8.
+func Inflate(kind Kind, compressed []byte, limit int64) ([]byte, error) {
+	out, err := inflate(compressed, limit)
 	switch {
 	case errors.Is(err, errTooBig):
-		return Event{}, 0, &CloseError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
+		return nil, &CloseError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
 	case err != nil:
-		return Event{}, 0, &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid compressed data"}
+		return nil, &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "invalid compressed data"}
 	}
-	if op == ws.OpText && !utf8.Valid(out) {
+	if kind == Text && !utf8.Valid(out) {
 		bufpool.Put(out)
-		return Event{}, 0, invalidUTF8()
+		return nil, invalidUTF8()
 	}
-	return Event{Kind: kindOf(op), Payload: out, Owned: true}, n, nil
+	return out, nil
 }
 
 // absorb appends a fragment to the assembly buffer. (Text was validated as

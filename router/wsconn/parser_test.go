@@ -611,7 +611,7 @@ func TestParserDeflate(t *testing.T) {
 		if err != nil || off != len(b) {
 			t.Fatalf("consumed %d/%d, err %v", off, len(b), err)
 		}
-		want := []got{{Kind: Text, Payload: long, Owned: true}, {Kind: Binary, Payload: "bin", Owned: true}, {Kind: Text, Payload: "plain"}}
+		want := []got{{Kind: Text, Payload: long, Compressed: true}, {Kind: Binary, Payload: "bin", Compressed: true}, {Kind: Text, Payload: "plain"}}
 		if !equalEvents(evs, want) {
 			t.Fatalf("events %v", evs)
 		}
@@ -629,7 +629,7 @@ func TestParserDeflate(t *testing.T) {
 		if err != nil || off != len(b) {
 			t.Fatalf("consumed %d/%d, err %v", off, len(b), err)
 		}
-		if want := []got{{Kind: Ping, Payload: "p"}, {Kind: Text, Payload: long, Owned: true}}; !equalEvents(evs, want) {
+		if want := []got{{Kind: Ping, Payload: "p"}, {Kind: Text, Payload: long, Owned: true, Compressed: true}}; !equalEvents(evs, want) {
 			t.Fatalf("events %v", evs)
 		}
 	})

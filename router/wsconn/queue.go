@@ -29,9 +29,7 @@ type Queue struct {
 	flushing bool     // a flusher owns the write side
 	sealed   bool     // a close frame was queued: no more data frames
 	dead     bool     // the connection is gone: everything is refused
-	// ping and pong are 1 + the index in frames of the queued ping and
-	// pong, 0 when none waits (see PushControl).
-	ping, pong int
+	pings, pongs controlQueued // see PushControl
 }
 
 // Push queues f, taking a reference to it. start reports that the queue was
@@ -62,42 +60,53 @@ func (q *Queue) Push(f *Frame) (start bool, err error) {
 // control frames are tiny and dropping a pong would look like a dead peer.
 // It fails only with ErrClosed.
 //
-// Control frames coalesce: while one of the same opcode still waits in the
-// queue, f replaces it (in its place) instead of queuing behind it. Only the
-// latest ping needs a pong (RFC 6455 §5.5.3), and the heartbeat's ping
-// needs sending once, so a peer that floods pings and never reads holds at
-// most one pong here, however fast it sends; without this, each ping cost a
-// queued frame and its buffer, and a flood grew the process by gigabytes.
+// Past maxQueuedControl pings (or pongs) waiting in the queue, a new one
+// replaces the latest of them, in its place, instead of queuing behind
+// it: only the latest ping needs a pong (RFC 6455 §5.5.3). A peer that
+// floods pings and never reads thus holds a few pongs here, however fast it
+// sends (each used to cost a queued frame and its buffer, and a flood grew
+// the process by gigabytes), while one that sends a handful at once gets
+// a pong for each, as Autobahn's case 2.10 expects.
 func (q *Queue) PushControl(f *Frame) (start bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.sealed || q.dead {
 		return false, ErrClosed
 	}
-	var slot *int
+	var cq *controlQueued
 	switch ws.OpCode(f.b[0] & 0x0f) {
 	case ws.OpPing:
-		slot = &q.ping
+		cq = &q.pings
 	case ws.OpPong:
-		slot = &q.pong
+		cq = &q.pongs
 	}
 	f.Retain()
-	if slot != nil && *slot > 0 {
-		i := *slot - 1
-		g := q.frames[i]
+	if cq != nil && cq.n >= maxQueuedControl {
+		g := q.frames[cq.last]
 		q.bytes += len(f.b) - len(g.b)
-		q.frames[i] = f
+		q.frames[cq.last] = f
 		g.Release()
 		return false, nil // a flusher already owns the queued frames
 	}
 	q.frames = append(q.frames, f)
-	if slot != nil {
-		*slot = len(q.frames)
+	if cq != nil {
+		cq.n++
+		cq.last = len(q.frames) - 1
 	}
 	q.bytes += len(f.b)
 	start = !q.flushing
 	q.flushing = true
 	return start, nil
+}
+
+// maxQueuedControl is how many pings, and how many pongs, may wait in a
+// queue before new ones replace the latest.
+const maxQueuedControl = 16
+
+// controlQueued tracks the pings or the pongs waiting in a queue.
+type controlQueued struct {
+	n    int // how many wait
+	last int // the latest one's index in frames
 }
 
 // Seal queues the close frame f as the last frame and refuses every later
@@ -154,7 +163,7 @@ func (q *Queue) releaseLocked() {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
-	q.ping, q.pong = 0, 0
+	q.pings, q.pongs = controlQueued{}, controlQueued{}
 }
 
 // take moves the queued frames into batch, or, when there are none, ends
@@ -173,7 +182,7 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
-	q.ping, q.pong = 0, 0
+	q.pings, q.pongs = controlQueued{}, controlQueued{}
 	if cap(q.frames) > 64 {
 		// A burst grew the slice; do not keep it for the connection's life.
 		q.frames = nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -628,11 +629,11 @@ func TestFlusherScratch(t *testing.T) {
 	}
 }
 
-// TestControlFramesCoalesce: pings and pongs that wait in the queue are
-// replaced by later ones of the same opcode, in place, so a peer that
-// floods pings and reads nothing holds one pong, not one per ping; a
-// frame already taken by the flusher is not touched, and data frames
-// never coalesce.
+// TestControlFramesCoalesce: past maxQueuedControl pongs waiting in the
+// queue, a new one replaces the latest, in place, so a peer that floods
+// pings and reads nothing holds a few pongs, not one per ping; a frame
+// already taken by the flusher is not touched, and data frames never
+// coalesce.
 func TestControlFramesCoalesce(t *testing.T) {
 	t.Parallel()
 	var q Queue
@@ -652,18 +653,26 @@ func TestControlFramesCoalesce(t *testing.T) {
 	if _, err := q.PushControl(ping); err != nil {
 		t.Fatal(err)
 	}
+	kept := maxQueuedControl - 1
 	last := pongs[len(pongs)-1]
-	wantRefs(t, "replaced pongs", 1, pongs[:len(pongs)-1]...)
+	wantRefs(t, "the first pongs", 2, pongs[:kept]...)
+	wantRefs(t, "replaced pongs", 1, pongs[kept:len(pongs)-1]...)
 	wantRefs(t, "latest pong", 2, last)
-	if got, want := q.Buffered(), len(data.Bytes())+len(last.Bytes())+len(ping.Bytes()); got != want {
-		t.Fatalf("Buffered = %d, want %d (data, one pong, one ping)", got, want)
+	want := []*Frame{data}
+	want = append(append(want, pongs[:kept]...), last, ping)
+	size := 0
+	for _, f := range want {
+		size += len(f.Bytes())
+	}
+	if got := q.Buffered(); got != size {
+		t.Fatalf("Buffered = %d, want %d (data, %d pongs, one ping)", got, size, maxQueuedControl)
 	}
 
 	batch, _, done := q.take(nil)
-	if done || len(batch) != 3 || batch[0] != data || batch[1] != last || batch[2] != ping {
-		t.Fatalf("took %d frames (done %v), want data, the latest pong, the ping", len(batch), done)
+	if done || !slices.Equal(batch, want) {
+		t.Fatalf("took %d frames (done %v), want data, the first pongs, the latest pong, the ping", len(batch), done)
 	}
-	// Taken frames belong to the flusher: a new pong queues anew.
+	// Taken frames belong to the flusher: new pongs queue anew.
 	next := NewFrame(ws.OpPong, []byte("n"))
 	if _, err := q.PushControl(next); err != nil {
 		t.Fatal(err)
