@@ -19,18 +19,18 @@ const (
 // task is one unit of work on a lane. Tasks are stored by value in the
 // lane's queue, so queuing a message allocates nothing.
 type task struct {
-	kind   taskKind
-	msg    Kind
-	owned  bool // data is a pooled buffer the lane returns after use
+	kind  taskKind
+	msg   Kind
+	owned bool // data is a pooled buffer the lane returns after use
 	// compressed: data is a permessage-deflate message the lane inflates
 	// just before the handler takes it (see wsconn.Event.Compressed).
 	compressed bool
-	code   int
-	c      *Conn
-	data   []byte
-	reason string
-	fn     func()
-	hs     *pendingHandshake
+	code       int
+	c          *Conn
+	data       []byte
+	reason     string
+	fn         func()
+	hs         *pendingHandshake
 }
 
 // lane is a serial executor: one goroutine running tasks in order. A route

@@ -23,12 +23,12 @@ type Queue struct {
 	// limit.
 	Limit int
 
-	mu       sync.Mutex
-	frames   []*Frame // queued, not yet taken by the flusher
-	bytes    int      // sum of len(frame) over frames
-	flushing bool     // a flusher owns the write side
-	sealed   bool     // a close frame was queued: no more data frames
-	dead     bool     // the connection is gone: everything is refused
+	mu           sync.Mutex
+	frames       []*Frame      // queued, not yet taken by the flusher
+	bytes        int           // sum of len(frame) over frames
+	flushing     bool          // a flusher owns the write side
+	sealed       bool          // a close frame was queued: no more data frames
+	dead         bool          // the connection is gone: everything is refused
 	pings, pongs controlQueued // see PushControl
 }
 
