@@ -304,16 +304,8 @@ func (c *Conn) Close(code int, reason string) error {
 }
 
 // SendableCloseCode reports whether an endpoint may put code in a close
-// frame (RFC 6455 §7.4).
-func SendableCloseCode(code int) bool {
-	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
-		return true
-	case code >= 3000 && code <= 4999:
-		return true
-	}
-	return false
-}
+// frame (RFC 6455 §7.4 and the IANA registry; see wsconn.ValidCloseCode).
+func SendableCloseCode(code int) bool { return wsconn.ValidCloseCode(code) }
 
 func opcode(k Kind) ws.OpCode {
 	if k == Binary {

@@ -190,11 +190,26 @@ func TestCloseHandshake(t *testing.T) {
 		}
 		c.ExpectEOF()
 	})
+	// Registered with IANA since RFC 6455: a peer may send them.
+	for _, code := range []int{1012, 1013, 1014} {
+		t.Run(fmt.Sprintf("client closes with %d", code), func(t *testing.T) {
+			c := moontest.Dial(t, s.URL("/echo"))
+			c.Close(code)
+		})
+	}
+	t.Run("client closes with 1015", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/echo"))
+		must(t, c.WriteFrame(ws.OpClose, true, binary.BigEndian.AppendUint16(nil, 1015)))
+		c.ExpectClose(1002)
+	})
 	t.Run("data after close is ignored", func(t *testing.T) {
 		c := moontest.Dial(t, s.URL("/echo"))
-		body := binary.BigEndian.AppendUint16(nil, 1000)
-		must(t, c.WriteFrame(ws.OpClose, true, body))
-		must(t, c.WriteFrame(ws.OpText, true, []byte("late")))
+		// One write: a second one could meet a socket the server has
+		// already closed.
+		var b bytes.Buffer
+		must(t, ws.WriteFrame(&b, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))))
+		must(t, ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame([]byte("late")))))
+		must(t, c.WriteRaw(b.Bytes()))
 		f := c.Next()
 		if code, _ := f.CloseCode(); f.Op != ws.OpClose || code != 1000 {
 			t.Fatalf("got %v %q, want close 1000", f.Op, f.Payload)

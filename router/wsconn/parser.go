@@ -310,20 +310,36 @@ func (p *Parser) closeEvent(payload []byte, n int) (Event, int, error) {
 		return Event{}, 0, protocolError("close frame payload of one byte")
 	}
 	ev.Code = ws.StatusCode(binary.BigEndian.Uint16(payload))
-	if ev.Code >= 5000 {
-		// RFC 6455 §7.4.2 defines codes below 5000 only; gobwas's check
-		// lets larger ones through.
+	switch {
+	case ev.Code >= 5000:
+		// RFC 6455 §7.4.2 defines codes below 5000 only.
 		return Event{}, 0, protocolError("close code out of range")
+	case !ValidCloseCode(int(ev.Code)):
+		return Event{}, 0, protocolError("invalid close code")
 	}
 	reason := payload[2:]
 	if !utf8.Valid(reason) {
 		return Event{}, 0, &CloseError{Code: ws.StatusProtocolError, Reason: "invalid UTF-8 in close reason"}
 	}
 	ev.Reason = string(reason)
-	if err := ws.CheckCloseFrameData(ev.Code, ev.Reason); err != nil {
-		return Event{}, 0, protocolError(err.Error())
-	}
 	return ev, n, nil
+}
+
+// ValidCloseCode reports whether code may appear in a close frame, sent or
+// received: the codes RFC 6455 §7.4.1 defines for use in a frame
+// (1000-1003, 1007-1011), those the IANA registry added since (1012 service
+// restart, 1013 try again later, 1014 bad gateway), and the ranges for
+// libraries and applications (3000-4999). 1004 is reserved, 1005, 1006 and
+// 1015 must never be sent, and 1016-2999 are unassigned. (gobwas's check
+// refuses 1012-1014, so servers behind it fail clients that use them.)
+func ValidCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
 
 func kindOf(op ws.OpCode) Kind {
