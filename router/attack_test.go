@@ -163,3 +163,76 @@ return M
 		t.Fatalf("heap peaked %d MiB above the start; want under 16 MiB (one inflated message at a time)", peak>>20)
 	}
 }
+
+// TestPolicyCloseReachesTheClient: a client over its rate limit (or its
+// message size) is failed with 1008 (1009) while more of its burst is
+// still on the way. Closing a socket with unread input makes the kernel
+// reset the connection: a client still writing then fails its write with
+// a reset and, like Python's websockets and Node's ws, reports 1006 and
+// drops what it had not read, the allowed echoes and the close frame
+// among them. The server shuts its write side and drains the rest
+// instead, so the client's writes keep succeeding while it reads every
+// echo it was allowed, then the close frame the server logged.
+func TestPolicyCloseReachesTheClient(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files(`
+[server]
+max_message_size = "4KiB"
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+rate_limit = { messages = 5, per = "1m", burst = 5 }
+`, "scripts/echo.lua", echoScript))
+	msg := bytes.Repeat([]byte("m"), 1000)
+	frame := func(p []byte) []byte {
+		var b bytes.Buffer
+		must(t, ws.WriteFrame(&b, ws.MaskFrame(ws.NewBinaryFrame(p))))
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		last []byte // sent after the allowed messages
+		code int
+	}{
+		{"rate limit", msg, 1008},
+		{"message too big", make([]byte, 8<<10), 1009},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := moontest.Dial(t, s.URL("/echo"))
+			// A client that writes its burst message by message, as the
+			// libraries do, while it reads.
+			writeErr := make(chan error, 1)
+			go func() {
+				var err error
+				for i := 0; i < 300 && err == nil; i++ {
+					switch {
+					case i < 5:
+						err = c.WriteRaw(frame(msg))
+					case i == 5:
+						err = c.WriteRaw(frame(tc.last))
+					default:
+						err = c.WriteRaw(frame(msg))
+						time.Sleep(time.Millisecond) // paces the burst past the close
+					}
+				}
+				writeErr <- err
+			}()
+			for i := range 5 {
+				f, err := c.ReadFrame(0)
+				if err != nil || f.Op != ws.OpBinary || len(f.Payload) != len(msg) {
+					t.Fatalf("echo %d: %v %v (%d bytes)", i, err, f.Op, len(f.Payload))
+				}
+			}
+			f, err := c.ReadFrame(0)
+			if code, _ := f.CloseCode(); err != nil || f.Op != ws.OpClose || code != tc.code {
+				t.Fatalf("after the echoes: %v %v %q, want close %d", err, f.Op, f.Payload, tc.code)
+			}
+			if err := <-writeErr; err != nil {
+				t.Fatalf("the client's burst failed (reset by the server?): %v", err)
+			}
+			c.ExpectEOF()
+		})
+	}
+}

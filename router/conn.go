@@ -495,9 +495,12 @@ func (c *Conn) flushed(sealed bool, err error) {
 		c.mu.Lock()
 		c.closeSent = true
 		drop := c.dropAfterSend || c.peerClosed
+		// We failed the connection (a protocol or policy violation, a
+		// heartbeat timeout): the peer may be sending still.
+		linger := c.byServer && c.dropAfterSend && !c.peerClosed
 		c.mu.Unlock()
 		if drop {
-			c.teardown()
+			c.end(linger)
 		}
 	}
 }
@@ -505,7 +508,12 @@ func (c *Conn) flushed(sealed bool, err error) {
 // teardown ends the connection: the socket is closed, rooms are left, and
 // the Close event runs behind the connection's pending events (see
 // closeEvent). It is idempotent.
-func (c *Conn) teardown() {
+func (c *Conn) teardown() { c.end(false) }
+
+// end is teardown; with linger set, the socket is not closed at once but
+// handed to Server.linger, which closes it once the peer has stopped
+// sending.
+func (c *Conn) end(linger bool) {
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
@@ -530,7 +538,9 @@ func (c *Conn) teardown() {
 	// No epoll_ctl(DEL): closing the socket takes it out of the poller's
 	// set (nothing else holds the descriptor), and a report already on
 	// its way finds the connection closed, or gone from the table.
-	_ = c.nc.Close()
+	if !linger || !c.srv.linger(c.nc) {
+		_ = c.nc.Close()
+	}
 	c.route.conns.Add(-1)
 	if c.ipCounted {
 		c.route.releaseIP(hostOf(c.remoteAddr))

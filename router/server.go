@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/moonwire/moonwire/router/broker"
+	"github.com/moonwire/moonwire/router/internal/bufpool"
 	"github.com/moonwire/moonwire/router/poll"
 )
 
@@ -129,6 +130,10 @@ type Server struct {
 	stopped    chan struct{}
 	sweepStop  chan struct{}
 
+	// lingering are sockets of failed connections whose input is being
+	// drained before they close (see linger).
+	lingering map[net.Conn]struct{}
+
 	// idleShakers hands an accepted socket to a goroutine that finished
 	// a handshake and waits for another (see handshaker).
 	idleShakers chan net.Conn
@@ -176,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 		started:      time.Now(),
 		listeners:    make(map[net.Listener]struct{}),
 		handshakes:   make(map[net.Conn]struct{}),
+		lingering:    make(map[net.Conn]struct{}),
 		stopped:      make(chan struct{}),
 		idleShakers:  make(chan net.Conn),
 		sweepStop:    make(chan struct{}),
@@ -431,6 +437,58 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
+// Lingering close. When the server fails a connection (a protocol or
+// policy violation, a rate limit, a message too big, a heartbeat timeout),
+// the peer is often still sending. Closing a socket with unread input makes
+// the kernel answer with a reset, which discards what is still in the send
+// queue (our close frame among it) and, at the peer, what it had not read
+// yet: the client then sees 1006 instead of the code we sent, and loses the
+// replies that preceded it. So the socket's write side is shut instead
+// (the peer reads everything we sent, then end of stream), and its input is
+// read and discarded until the peer closes, for at most lingerTimeout or
+// lingerBytes, like nginx's lingering_close.
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 1 << 20
+)
+
+// linger drains and then closes nc, a failed connection's socket whose
+// close frame is written. It reports false, doing nothing, when nc cannot
+// shut its write side alone or the server is closing (everything is
+// closed at once then); the caller closes nc.
+func (s *Server) linger(nc net.Conn) bool {
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	s.lingering[nc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		if cw.CloseWrite() == nil && nc.SetReadDeadline(time.Now().Add(lingerTimeout)) == nil {
+			buf := bufpool.Get(readBufferSize)
+			for n := 0; n < lingerBytes; {
+				m, err := nc.Read(buf)
+				if n += m; err != nil {
+					break
+				}
+			}
+			bufpool.Put(buf)
+		}
+		s.mu.Lock()
+		delete(s.lingering, nc)
+		s.mu.Unlock()
+		_ = nc.Close()
+	}()
+	return true
+}
+
 // drainBatch bounds how many connections a drain closes at once: each close
 // writes a frame from a goroutine of its own, and a hundred thousand at
 // once would be a burst of memory for nothing.
@@ -499,9 +557,13 @@ func (s *Server) beginClosing() {
 		for ln := range s.listeners {
 			_ = ln.Close()
 		}
-		// Handshakes in progress end now rather than at their deadline.
+		// Handshakes in progress end now rather than at their deadline,
+		// and so do lingering closes.
 		for nc := range s.handshakes {
 			_ = nc.SetDeadline(time.Now())
+		}
+		for nc := range s.lingering {
+			_ = nc.SetReadDeadline(time.Now())
 		}
 	}
 	s.mu.Unlock()
