@@ -376,6 +376,8 @@ func checkResponse(input, resp []byte) string {
 		http.StatusNotFound,                    // no route, no HTTP handler
 		http.StatusMethodNotAllowed,            // a route path with another method
 		http.StatusRequestURITooLong,           // request line > 4 KiB
+		http.StatusRequestEntityTooLarge,       // a plain-HTTP body > MaxRequestBody
+		http.StatusRequestTimeout,              // a plain-HTTP request that did not arrive in time
 		http.StatusExpectationFailed,           // net/http: an Expect it cannot meet
 		http.StatusUpgradeRequired,             // a route path without an upgrade, or a bad WebSocket version
 		http.StatusRequestHeaderFieldsTooLarge, // headers > 16 KiB

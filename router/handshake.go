@@ -56,16 +56,24 @@ func (s *Server) serveConn(nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	method, target, ok := parseRequestLine(line)
+	rl, ok := parseRequestLine(line)
 	if !ok {
 		writeStatus(nc, http.StatusBadRequest, "malformed request line")
 		s.recycleReader(br)
 		_ = nc.Close()
 		return
 	}
+	method, target := rl.method, rl.target
 	reqPath, rawQuery := target, ""
 	if i := strings.IndexByte(target, '?'); i >= 0 {
 		reqPath, rawQuery = target[:i], target[i+1:]
+	}
+	reqPath, err = normalizePath(reqPath)
+	if err != nil {
+		writeStatus(nc, http.StatusBadRequest, err.Error())
+		s.recycleReader(br)
+		_ = nc.Close()
+		return
 	}
 	rt, params := s.routes.Load().lookup(reqPath)
 	if rt == nil || method != http.MethodGet {
@@ -83,6 +91,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc:       nc,
 		rt:       rt,
 		deadline: deadline,
+		absolute: rl.authority,
+		scheme:   rl.scheme,
+		head:     headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]},
 		req: Request{
 			Path:       reqPath,
 			RawQuery:   rawQuery,
@@ -101,7 +112,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	if s.static.Compression {
 		u.Negotiate = hs.negotiate
 	}
-	_, err = u.Upgrade(readWriter{&headReader{br: br}, nc})
+	_, err = u.Upgrade(readWriter{&hs.head, nc})
+	bufpool.Put(hs.head.rec)
+	hs.head.rec = nil
 	if errors.Is(err, errHeadTooLarge) {
 		// A read error: the Upgrader wrote nothing. Answer it here.
 		writeStatus(nc, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
@@ -175,12 +188,21 @@ func (rw readWriter) Write(p []byte) (int, error) { return rw.Conn.Write(p) }
 // afterwards, so without this bound it would swallow frames a client sends
 // right behind its request; with it, they stay in br for the connection.
 // It also caps the head's size.
+//
+// It records the head too (in rec), for checkHead: the upgrader's parsing
+// is lenient, and the whole head is checked before the upgrade is
+// answered.
 type headReader struct {
 	br    *bufio.Reader
 	state uint8 // progress through "\r\n\r\n" (a bare "\n\n" also ends a head)
 	n     int
 	done  bool
+	rec   []byte // the head so far (a pooled buffer, grown past its size by append)
 }
+
+// headRecordSize is the recording buffer's first size: a browser's head
+// fits.
+const headRecordSize = 2048
 
 var errHeadTooLarge = errors.New("request head too large")
 
@@ -212,6 +234,7 @@ func (h *headReader) Read(p []byte) (int, error) {
 		}
 	}
 	copy(p, b[:n])
+	h.rec = append(h.rec, b[:n]...)
 	_, _ = h.br.Discard(n)
 	h.n += n
 	if h.n > maxRequestLine+maxHeaderBytes {
@@ -226,6 +249,9 @@ type handshake struct {
 	nc          net.Conn
 	rt          *Route
 	deadline    time.Time
+	absolute    string // the authority of an absolute-form target ("" for origin-form)
+	scheme      string // and its scheme
+	head        headReader
 	req         Request
 	ip          string
 	headerBytes int
@@ -328,6 +354,12 @@ func (hs *handshake) reject(status int, body string) error {
 // first, then the route's handler.
 func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 	s, rt := hs.srv, hs.rt
+	if err := checkHead(hs.head.rec); err != nil {
+		return nil, hs.reject(http.StatusBadRequest, err.Error())
+	}
+	if hs.absolute != "" && !sameAuthority(hs.absolute, hs.req.Host, hs.scheme) {
+		return nil, hs.reject(http.StatusBadRequest, errOtherHost.Error())
+	}
 	if s.isClosing() {
 		return nil, hs.reject(http.StatusServiceUnavailable, "server shutting down")
 	}
@@ -343,7 +375,7 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 		return nil, hs.reject(http.StatusForbidden, "origin not allowed")
 	}
 	if max := s.c().MaxConnections; max > 0 {
-		if s.active.Add(1) > int64(max) {
+		if s.active.Add(1)+s.httpConns.Load() > int64(max) {
 			s.active.Add(-1)
 			return nil, hs.reject(http.StatusServiceUnavailable, "too many connections")
 		}
@@ -534,29 +566,45 @@ func peekLine(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// requestLine is a parsed request line.
+type requestLine struct {
+	method, target string // target: path and query, whatever the form
+	// authority and scheme of an absolute-form target
+	// ("http://host/path"), "" for the usual origin-form ("/path").
+	authority, scheme string
+}
+
 // parseRequestLine splits "GET /path?q HTTP/1.1". Absolute-form targets
-// ("http://host/path") are reduced to their path.
-func parseRequestLine(line []byte) (method, target string, ok bool) {
+// ("http://host/path") are reduced to their path, keeping the authority
+// for the check against the Host header. A target holds no control
+// characters, spaces or fragment (RFC 9112 §3.2).
+func parseRequestLine(line []byte) (rl requestLine, ok bool) {
 	m, rest, ok1 := bytes.Cut(line, []byte(" "))
 	t, proto, ok2 := bytes.Cut(rest, []byte(" "))
 	if !ok1 || !ok2 || len(m) == 0 || len(t) == 0 || !validProto(proto) {
-		return "", "", false
+		return rl, false
 	}
-	target = string(t)
-	if target[0] != '/' {
-		u, err := url.ParseRequestURI(target)
-		if err != nil || (u.Path == "" && u.Host == "") {
-			return "", "", false
+	for _, c := range t {
+		if c <= ' ' || c >= 0x7f || c == '#' {
+			return rl, false
 		}
-		target = u.EscapedPath()
-		if target == "" {
-			target = "/" // "http://host" asks for the root
+	}
+	rl.method, rl.target = string(m), string(t)
+	if t[0] != '/' {
+		u, err := url.ParseRequestURI(rl.target)
+		if err != nil || u.Host == "" {
+			return rl, false
+		}
+		rl.authority, rl.scheme = u.Host, strings.ToLower(u.Scheme)
+		rl.target = u.EscapedPath()
+		if rl.target == "" {
+			rl.target = "/" // "http://host" asks for the root
 		}
 		if u.RawQuery != "" {
-			target += "?" + u.RawQuery
+			rl.target += "?" + u.RawQuery
 		}
 	}
-	return string(m), target, true
+	return rl, true
 }
 
 // validProto accepts "HTTP/<digit>.<digit>" (RFC 9112 §2.3).

@@ -2,16 +2,28 @@ package router
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // httpHandoff serves the requests that are not WebSocket upgrades to a
 // route (static pages, health probes, 404s) with net/http, on sockets the
 // router already accepted and peeked at.
+//
+// Plain HTTP is bounded like the rest: each request must arrive whole,
+// body included, within HandshakeTimeout (else 408), its body is at most
+// MaxRequestBody (else 413), and every plain-HTTP connection counts
+// against MaxConnections. Without this, a request whose body trickled in
+// held its socket forever, uncounted, and twenty thousand of them ran the
+// process out of descriptors.
 type httpHandoff struct {
 	s    *Server
 	once sync.Once
@@ -19,31 +31,57 @@ type httpHandoff struct {
 	srv  *http.Server
 }
 
+// Plain-HTTP timing: a response may take httpWriteTimeout to write (a
+// static file to a slow client), and a keep-alive connection may wait
+// httpIdleTimeout for its next request.
+const (
+	httpWriteTimeout = 30 * time.Second
+	httpIdleTimeout  = 30 * time.Second
+)
+
+type connKey struct{}
+
 func newHTTPHandoff(s *Server) *httpHandoff {
 	h := &httpHandoff{s: s, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}}
 	h.srv = &http.Server{
-		Handler:           http.HandlerFunc(h.serveHTTP),
-		ReadHeaderTimeout: s.c().HandshakeTimeout,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		Handler: http.HandlerFunc(h.serveHTTP),
+		// The whole request, body included: net/http sets it afresh for
+		// every request on a connection.
+		ReadTimeout:    s.c().HandshakeTimeout,
+		WriteTimeout:   httpWriteTimeout,
+		IdleTimeout:    httpIdleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 	}
 	return h
 }
 
 // serve hands a socket whose request line sits unread in br to net/http.
+// It refuses the socket with 503 when the server is at MaxConnections.
 func (h *httpHandoff) serve(nc net.Conn, br *bufio.Reader) {
+	s := h.s
+	if max := s.c().MaxConnections; max > 0 && s.active.Load()+s.httpConns.Load() >= int64(max) {
+		writeStatus(nc, http.StatusServiceUnavailable, "too many connections")
+		s.recycleReader(br)
+		_ = nc.Close()
+		return
+	}
 	h.once.Do(func() {
-		h.s.bg.Add(1)
+		s.bg.Add(1)
 		go func() {
-			defer h.s.bg.Done()
+			defer s.bg.Done()
 			_ = h.srv.Serve(h.ln)
 		}()
 	})
+	s.httpConns.Add(1)
+	bc := &bufferedConn{Conn: nc, r: br, s: s}
 	select {
-	case h.ln.ch <- &bufferedConn{Conn: nc, r: br}:
+	case h.ln.ch <- bc:
 	case <-h.ln.done:
-		_ = nc.Close()
+		_ = bc.Close()
 	}
 }
 
@@ -52,9 +90,24 @@ func (h *httpHandoff) close() {
 	_ = h.srv.Close()
 }
 
+// maxRequestBody is the default for Config.MaxRequestBody.
+const maxRequestBody = 64 << 10
+
 func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if rt, _ := h.s.routes.Load().lookup(r.URL.Path); rt != nil {
+	bc, _ := r.Context().Value(connKey{}).(*bufferedConn)
+	if bc != nil {
+		bc.inHandler.Store(true)
+		defer bc.handled()
+	}
+	reqPath, err := normalizePath(r.URL.EscapedPath())
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if rt, _ := h.s.routes.Load().lookup(reqPath); rt != nil {
 		// A route path requested without an upgrade (or not with GET).
+		skipBody(w, r)
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		if r.Method != http.MethodGet {
@@ -64,11 +117,57 @@ func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this path serves WebSocket connections: upgrade required", http.StatusUpgradeRequired)
 		return
 	}
-	if h.s.c().HTTP != nil {
-		h.s.c().HTTP.ServeHTTP(w, r)
+	if hh := h.s.c().HTTP; hh != nil {
+		if h.readBody(w, r) {
+			hh.ServeHTTP(w, r)
+		}
 		return
 	}
+	skipBody(w, r)
 	http.NotFound(w, r)
+}
+
+// skipBody makes an answer that needs no request body end the connection
+// when the request announced one: net/http would otherwise read the body
+// to reuse the connection, for as long as the client takes to send it.
+func skipBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// readBody reads the request body whole, within the request's deadline
+// and MaxRequestBody, and gives the handler a copy to read: the handler
+// never waits on a slow client. It answers 413 or 408 itself, closing the
+// connection, and reports false then.
+func (h *httpHandoff) readBody(w http.ResponseWriter, r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	limit := h.s.c().MaxRequestBody
+	if r.ContentLength > limit {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	var ne net.Error
+	switch {
+	case int64(len(body)) > limit:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		return false
+	case errors.As(err, &ne) && ne.Timeout():
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request timeout: the request did not arrive in time", http.StatusRequestTimeout)
+		return false
+	case err != nil:
+		w.Header().Set("Connection", "close")
+		http.Error(w, "bad request body", http.StatusBadRequest)
+		return false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return true
 }
 
 // chanListener is a net.Listener fed by the router's accept loop.
@@ -93,10 +192,47 @@ func (l *chanListener) Close() error { l.close(); return nil }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 
-// bufferedConn replays the peeked request before reading the socket.
+// bufferedConn replays the peeked request before reading the socket. It
+// counts as a connection until net/http closes it, and it answers 408 when
+// a request's head does not arrive in time: net/http drops such a
+// connection without a word, and the client deserves to know.
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
+	s *Server
+
+	// Bytes read since the last response, and whether a handler is
+	// running: a read that times out with a partial request and no
+	// handler to answer it gets the 408 here.
+	partial   atomic.Bool
+	inHandler atomic.Bool
+	closeOnce sync.Once
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.partial.Store(true)
+	}
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && c.partial.Load() && !c.inHandler.Load() {
+		c.partial.Store(false)
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		writeStatus(c.Conn, http.StatusRequestTimeout, "request timeout: the request did not arrive in time")
+	}
+	return n, err
+}
+
+// handled ends a handler's turn: the next bytes read start a new request.
+func (c *bufferedConn) handled() {
+	c.partial.Store(false)
+	c.inHandler.Store(false)
+}
+
+func (c *bufferedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.s.httpConns.Add(-1)
+		c.s.connGone()
+	})
+	return c.Conn.Close()
+}

@@ -52,6 +52,9 @@ type Config struct {
 	// HTTP serves requests that are not WebSocket upgrades to a route
 	// (static pages); nil answers 404.
 	HTTP http.Handler
+	// MaxRequestBody bounds the body of a plain-HTTP request, which is read
+	// whole before HTTP sees it (413 past it); 64 KiB.
+	MaxRequestBody int64
 	// Compression negotiates permessage-deflate (RFC 7692) with clients
 	// that offer it. Fixed at New.
 	Compression bool
@@ -76,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteQueue <= 0 {
 		c.WriteQueue = 1 << 20
+	}
+	if c.MaxRequestBody <= 0 {
+		c.MaxRequestBody = maxRequestBody
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -118,6 +124,7 @@ type Server struct {
 	unsubscribe  func()
 	brokerAlone  func() bool
 	active       atomic.Int64 // connections whose Close event has not run
+	httpConns    atomic.Int64 // plain-HTTP connections (see httpHandoff)
 	activeChange chan struct{}
 
 	reMu    sync.Mutex // serialises Reconfigure
@@ -367,19 +374,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.isClosing() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors or a transient failure: back off rather
-				// than spin, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-s.stopped:
-				}
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of descriptors (EMFILE, ENFILE), out of buffers, or a
+			// transient failure: back off and retry rather than spin or
+			// give up. Connections end on their own deadlines and free
+			// descriptors; the listener must still be there when they do.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.stopped:
+			}
+			continue
 		}
 		backoff = 0
 		s.mu.Lock()
