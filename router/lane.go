@@ -129,6 +129,14 @@ func (l *lane) run() {
 	}
 }
 
+// busy reports whether the lane is running a task (its goroutine, or a
+// caller it lent itself to).
+func (l *lane) busy() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.running || l.lent
+}
+
 // tryInline runs fn on the calling goroutine as one of the lane's tasks,
 // if the lane is idle: nothing queued and nothing running. It reports
 // false, without running fn, otherwise. Meanwhile the lane is lent: tasks

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,8 +128,12 @@ type Server struct {
 	httpConns    atomic.Int64 // plain-HTTP connections (see httpHandoff)
 	activeChange chan struct{}
 
-	reMu    sync.Mutex // serialises Reconfigure
-	retired []*Route   // removed routes still draining; guarded by mu
+	// reMu serialises Reconfigure, and makes it exclusive with the start
+	// of a shutdown: a reconfiguration either completes before closing
+	// begins or sees closing and does nothing, so the shutdown's stop of
+	// the routes meets every route. Lock order: reMu, then mu.
+	reMu    sync.Mutex
+	retired []*Route // removed routes still draining; guarded by mu
 
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
@@ -149,6 +154,7 @@ type Server struct {
 	bg      sync.WaitGroup // poller, workers, lanes, sweeper
 	stats   serverStats
 	stopAll sync.Once
+	bgDone  chan struct{} // closed when stopBackground's work is done
 }
 
 // liveConfig is the part of Config a reconfiguration replaces, with what is
@@ -244,7 +250,7 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range table.all {
 		s.startLanes(rt)
 		if err := rt.Handler().Start(rt); err != nil {
-			s.stopBackground()
+			_ = s.stopBackground(time.Now().Add(AbandonGrace))
 			return nil, fmt.Errorf("route %s: %w", rt.Pattern(), err)
 		}
 	}
@@ -507,17 +513,40 @@ const drainBatch = 1000
 // events to run, then stops the routes. When ctx ends first, the remaining
 // connections are dropped (their Close events still run) and ctx's error
 // is returned.
+//
+// Shutdown returns within AbandonGrace of ctx's end whatever the handlers
+// do: a lane stuck in a callback cannot run the events a drain waits for,
+// so past that grace the server gives up on it, logs the route and lane,
+// and returns an error wrapping ErrAbandoned. Its goroutines are left
+// behind; the process is expected to exit.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginClosing()
 	s.closeAll(ctx, CloseGoingAway, "going away", nil)
 	err := s.waitIdle(ctx)
-	if err != nil {
-		s.table.each(func(c *Conn) { c.teardown() })
-		_ = s.waitIdle(context.Background())
+	if err == nil {
+		return s.stopBackground(time.Now().Add(AbandonGrace))
 	}
-	s.stopBackground()
-	return err
+	return errors.Join(err, s.dropAll())
 }
+
+// dropAll tears every connection down and stops the server, giving lanes
+// AbandonGrace in all to run the Close events and stop.
+func (s *Server) dropAll() error {
+	abandonAt := time.Now().Add(AbandonGrace)
+	s.table.each(func(c *Conn) { c.teardown() })
+	grace, cancel := context.WithDeadline(context.Background(), abandonAt)
+	_ = s.waitIdle(grace)
+	cancel()
+	return s.stopBackground(abandonAt)
+}
+
+// AbandonGrace is how long Shutdown and Close wait, once their own
+// deadline has passed, for lanes to finish before abandoning them.
+const AbandonGrace = 2 * time.Second
+
+// ErrAbandoned is wrapped by the error of a Shutdown or Close that left
+// lanes stuck in a handler behind.
+var ErrAbandoned = errors.New("abandoned lanes stuck in a handler")
 
 // closeAll starts the closing handshake on every connection, a batch at a
 // time: the next batch starts once this one's close frames are written (or
@@ -548,16 +577,17 @@ func (s *Server) closeAll(ctx context.Context, code int, reason string, which fu
 }
 
 // Close drops every connection at once (their Close events still run) and
-// stops the server.
+// stops the server. Like Shutdown, it gives up on lanes stuck in a handler
+// after AbandonGrace.
 func (s *Server) Close() error {
 	s.beginClosing()
-	s.table.each(func(c *Conn) { c.teardown() })
-	_ = s.waitIdle(context.Background())
-	s.stopBackground()
-	return nil
+	return s.dropAll()
 }
 
 func (s *Server) beginClosing() {
+	// Waits for a reconfiguration in progress (see reMu).
+	s.reMu.Lock()
+	defer s.reMu.Unlock()
 	s.mu.Lock()
 	if !s.closing {
 		s.closing = true
@@ -600,28 +630,65 @@ func (s *Server) connGone() {
 	}
 }
 
-func (s *Server) stopBackground() {
+// stopBackground stops the routes and every goroutine of the server, once
+// the connections are gone. It waits for them until abandonAt, and then
+// reports what it abandoned (ErrAbandoned) instead of waiting on a stuck
+// handler forever.
+func (s *Server) stopBackground(abandonAt time.Time) error {
 	s.stopAll.Do(func() {
-		s.wg.Wait() // handshakes, flushers and reader goroutines
-		// Every connection is gone, so nothing queues a flush any more.
-		close(s.flushq)
-		s.mu.Lock()
-		routes := append(s.routes.Load().all, s.retired...)
-		s.retired = nil
-		s.mu.Unlock()
-		for _, rt := range routes {
-			s.stopRoute(rt)
-		}
-		if s.unsubscribe != nil {
-			s.unsubscribe()
-		}
-		if s.ownBroker {
-			_ = s.broker.Close()
-		}
-		s.closePoller()
-		close(s.sweepStop)
-		s.bg.Wait()
+		s.bgDone = make(chan struct{})
+		go func() {
+			defer close(s.bgDone)
+			s.wg.Wait() // handshakes, flushers and reader goroutines
+			// Every connection is gone, so nothing queues a flush any more.
+			close(s.flushq)
+			s.mu.Lock()
+			routes := append(s.routes.Load().all, s.retired...)
+			s.retired = nil
+			s.mu.Unlock()
+			for _, rt := range routes {
+				s.stopRoute(rt)
+			}
+			if s.unsubscribe != nil {
+				s.unsubscribe()
+			}
+			if s.ownBroker {
+				_ = s.broker.Close()
+			}
+			s.closePoller()
+			close(s.sweepStop)
+			s.bg.Wait()
+		}()
 	})
+	t := time.NewTimer(time.Until(abandonAt))
+	defer t.Stop()
+	select {
+	case <-s.bgDone:
+		return nil
+	case <-t.C:
+	}
+	var stuck []string
+	for _, rt := range s.allRoutes() {
+		for _, l := range rt.lanes {
+			if l.busy() {
+				stuck = append(stuck, fmt.Sprintf("route %s lane %d", rt.Pattern(), l.index))
+				s.log.Error("shutdown: a lane is stuck in a handler; abandoned", "route", rt.Pattern(), "lane", l.index)
+			}
+		}
+	}
+	if len(stuck) == 0 {
+		stuck = append(stuck, "a handshake or a write that did not end")
+		s.log.Error("shutdown: background work did not end; abandoned")
+	}
+	return fmt.Errorf("%w: %s", ErrAbandoned, strings.Join(stuck, ", "))
+}
+
+// allRoutes returns the current routes and the retired ones still
+// draining.
+func (s *Server) allRoutes() []*Route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(append([]*Route(nil), s.routes.Load().all...), s.retired...)
 }
 
 func (s *Server) closePoller() {

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
 	"github.com/moonwire/moonwire/scripts"
 )
@@ -248,7 +250,14 @@ func drain(n *node.Node, log *slog.Logger, sigs <-chan os.Signal) int {
 			}
 		}
 	}()
-	if err := n.Shutdown(ctx); err != nil {
+	err := n.Shutdown(ctx)
+	switch {
+	case errors.Is(err, router.ErrAbandoned):
+		// A script (or a module) never returned; the process exits
+		// anyway, which is the only way to stop it.
+		log.Error("stopped; lanes stuck in a callback were abandoned", "err", err)
+		return 1
+	case err != nil:
 		log.Warn("drain cut short; remaining connections dropped", "err", err)
 	}
 	log.Info("stopped")

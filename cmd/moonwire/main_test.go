@@ -268,6 +268,32 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 	}
 }
 
+// TestDrainEndsWhateverTheScriptsDo: a callback that never returns (here a
+// loop under a handler timeout of an hour) cannot stop a drain: the
+// command exits within drain_timeout plus the router's abandon grace,
+// with exit code 1 and a log line naming the stuck route.
+func TestDrainEndsWhateverTheScriptsDo(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"300ms\"\n\n" +
+			"[scripts]\nhandler_timeout = \"1h\"\n\n[[routes]]\npath = \"/spin\"\nscript = \"spin.lua\"\n",
+		"scripts/spin.lua": "return { on_message = function() log.info('spinning') while true do end end }\n",
+	})
+	s := startServing(t, "-config", filepath.Join(dir, "moonwire.toml"))
+	c := moontest.Dial(t, "ws://"+s.addr+"/spin")
+	c.Send("go")
+	moontest.WaitFor(t, "the callback to spin", func() bool { return strings.Contains(s.errOut.String(), "spinning") })
+	start := time.Now()
+	s.sigs <- syscall.SIGTERM
+	if code := s.wait(t, "SIGTERM with a stuck script"); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, s.errOut.String())
+	}
+	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if log := s.errOut.String(); !strings.Contains(log, "stuck in a handler") || !strings.Contains(log, "route=/spin") {
+		t.Fatalf("no log line names the stuck route:\n%s", log)
+	}
+}
+
 // TestSIGHUPReloadsAndLogsAreJSON: with -log-format json every line is a
 // JSON object; SIGHUP applies an edited script to the open connection; the
 // access log line names the route, the connection and how it ended.

@@ -48,10 +48,13 @@ type Node struct {
 	draining atomic.Bool
 	certs    *certStore // nil without TLS
 
-	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status
+	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status, closing, unwatch
 	cfg      *config.Config
 	handlers map[string]*lua.Route // by route path
 	status   ReloadStatus
+	closing  bool                 // Shutdown or Close began: no more reloads
+	unwatch  []context.CancelFunc // stops the file watchers
+	watchers sync.WaitGroup       // the file watchers' goroutines
 }
 
 // Modules returns the plugin modules every script gets: json, crypto, the
@@ -362,6 +365,7 @@ func (n *Node) Done() <-chan error { return n.served }
 // listener stays up until the end so the drain can be watched.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.draining.Store(true)
+	n.stopReloads()
 	err := n.Router.Shutdown(ctx)
 	n.closeAdmin()
 	n.release()
@@ -371,10 +375,26 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close drops every connection and releases the node.
 func (n *Node) Close() error {
 	n.draining.Store(true)
+	n.stopReloads()
 	err := n.Router.Close()
 	n.closeAdmin()
 	n.release()
 	return err
+}
+
+// stopReloads ends reloading for good: a reload in progress finishes
+// first (it holds mu), later ones are refused, and the file watchers are
+// stopped and waited for, so none reloads into a node being torn down.
+func (n *Node) stopReloads() {
+	n.mu.Lock()
+	n.closing = true
+	unwatch := n.unwatch
+	n.unwatch = nil
+	n.mu.Unlock()
+	for _, stop := range unwatch {
+		stop()
+	}
+	n.watchers.Wait()
 }
 
 func (n *Node) release() {

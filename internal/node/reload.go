@@ -42,6 +42,9 @@ var ErrNotReloadable = errors.New("the embedded configuration cannot be reloaded
 func (n *Node) Reload() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.closing {
+		return ErrClosing // not a failure: nothing is reloaded any more
+	}
 	changed, err := n.reload()
 	n.status.At = time.Now()
 	n.status.OK = err == nil
@@ -57,6 +60,10 @@ func (n *Node) Reload() error {
 	n.log.Info("reloaded", "file", n.cfg.File, "changed", changed)
 	return nil
 }
+
+// ErrClosing is returned by a reload asked for once the node is shutting
+// down.
+var ErrClosing = errors.New("the node is shutting down; not reloading")
 
 func (n *Node) reload() ([]string, error) {
 	if n.cfg.Dir == "" {

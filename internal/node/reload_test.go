@@ -236,3 +236,64 @@ func TestEmbeddedConfigIsNotReloadable(t *testing.T) {
 		t.Fatalf("watch: %v", err)
 	}
 }
+
+// TestReloadRacingShutdown: reloads (asked for directly and by the file
+// watcher, on a script rewritten in a loop) while the node shuts down.
+// Shutdown must end every time: a reload in progress finishes first,
+// later ones are refused with ErrClosing, and the watcher is stopped and
+// joined.
+func TestReloadRacingShutdown(t *testing.T) {
+	t.Parallel()
+	for round := range 8 {
+		s := moontest.Start(t, moontest.Files(reloadConfig, "scripts/v.lua", versioned("v0")))
+		if _, err := s.Watch(context.Background(), 5*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{}, 2)
+		go func() { // an editor saving in a loop
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s.WriteFile(t, "scripts/v.lua", versioned(fmt.Sprint("v", i)))
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		go func() { // SIGHUPs
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := s.Reload(); errors.Is(err, node.ErrClosing) {
+					return
+				}
+			}
+		}()
+		moontest.WaitFor(t, "a few reloads", func() bool { return s.Status().Reloads >= 3 })
+		ctx, cancel := context.WithTimeout(context.Background(), moontest.Timeout)
+		shut := make(chan error, 1)
+		go func() { shut <- s.Shutdown(ctx) }()
+		select {
+		case err := <-shut:
+			if err != nil {
+				t.Fatalf("round %d: shutdown: %v", round, err)
+			}
+		case <-time.After(2 * moontest.Timeout):
+			t.Fatalf("round %d: Shutdown hung while reloads ran", round)
+		}
+		cancel()
+		if err := s.Reload(); !errors.Is(err, node.ErrClosing) {
+			t.Fatalf("a reload after shutdown: %v, want ErrClosing", err)
+		}
+		close(stop)
+		<-done
+		<-done
+	}
+}

@@ -69,9 +69,23 @@ func (n *Node) Watch(ctx context.Context, debounce time.Duration) (done <-chan s
 		return err == nil && rel != ".." && !filepath.IsAbs(rel) && (len(rel) < 3 || rel[:3] != "../")
 	}
 
+	// Shutdown stops the watcher too, and waits for it.
+	ctx, cancel := context.WithCancel(ctx)
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		cancel()
+		_ = w.Close()
+		return nil, ErrClosing
+	}
+	n.unwatch = append(n.unwatch, cancel)
+	n.watchers.Add(1)
+	n.mu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
+		defer n.watchers.Done()
 		defer close(stopped)
+		defer cancel()
 		defer w.Close()
 		n.watchLoop(ctx, w, debounce, abs, relevant, watchTree)
 	}()
