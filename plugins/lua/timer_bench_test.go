@@ -20,7 +20,7 @@ func BenchmarkTimerCPU(b *testing.B) {
 return { on_start = function()
   for i = 1, 1000 do timer.every(0.01, function() probe.hit() end) end
 end }
-`, Options{})
+`, Options{}, nil)
 	// Warm up: every timer has fired a few times.
 	waitFor(b, "the timers to fire", func() bool { return s.hits.Load() >= 5000 })
 
