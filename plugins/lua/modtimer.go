@@ -234,6 +234,9 @@ func (q *timers) batch() {
 	last := q.seq
 	for len(q.heap) > 0 {
 		t := q.heap[0]
+		// A timer scheduled during this batch is due at the earliest when
+		// the batch began, so every older due timer sorts before it:
+		// meeting one on top means the batch is done.
 		if t.when > now || t.seq > last {
 			break
 		}
@@ -288,8 +291,10 @@ func (q *timers) close() {
 // timerHeap is a container/heap of timers by deadline, then seq.
 type timerHeap []*timer
 
+// Len implements heap.Interface.
 func (h timerHeap) Len() int { return len(h) }
 
+// Less implements heap.Interface.
 func (h timerHeap) Less(i, j int) bool {
 	if h[i].when != h[j].when {
 		return h[i].when < h[j].when
@@ -297,6 +302,7 @@ func (h timerHeap) Less(i, j int) bool {
 	return h[i].seq < h[j].seq
 }
 
+// Swap implements heap.Interface, keeping each timer's index.
 func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
