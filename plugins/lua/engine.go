@@ -44,7 +44,8 @@ type Options struct {
 	// MaxStringSize bounds strings built by string.rep and friends; 0:
 	// 64 MiB.
 	MaxStringSize int
-	// MaxTimers bounds the live timers of one VM; 0: 10000.
+	// MaxTimers bounds the live timers of one VM (started and neither
+	// fired, for timer.after, nor cancelled); 0: 1000.
 	MaxTimers int
 	// Observer, when set, is told about every callback.
 	Observer Observer
@@ -71,6 +72,9 @@ type Engine struct {
 	lastGC  time.Time // the watchdog's last forced collection
 	obs     Observer
 	started time.Time
+	// timerClock is the script timers' time source: wallClock, or a
+	// test's.
+	timerClock timerClock
 
 	// The watchdog's coarse clock, in nanoseconds since started, and the
 	// VMs it watches.
@@ -100,6 +104,8 @@ func New(opts Options) *Engine {
 		watched: make(map[*vm]struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+
+		timerClock: wallClock,
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -108,7 +114,7 @@ func New(opts Options) *Engine {
 		e.maxStr = 64 << 20
 	}
 	if e.maxTmr <= 0 {
-		e.maxTmr = 10000
+		e.maxTmr = 1000
 	}
 	if e.maxCo <= 0 {
 		e.maxCo = 1000

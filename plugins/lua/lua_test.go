@@ -621,3 +621,137 @@ end }
 	}
 	a.Expect("busy")
 }
+
+func TestTimersRunInDeadlineOrder(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+return { on_message = function(conn)
+  for _, tm in ipairs({ { 0.03, "c" }, { 0.01, "a" }, { 0.02, "b" }, { 0.01, "a2" }, { 0, "z" } }) do
+    timer.after(tm[1], function() conn:send(tm[2]) end)
+  end
+end }
+`, "vms = 1\n")
+	c := moontest.Dial(t, s.URL("/t"))
+	c.Send("go")
+	for _, want := range []string{"z", "a", "a2", "b", "c"} {
+		c.Expect(want)
+	}
+}
+
+func TestTimerLimitAndFloor(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+local M = {}
+local held = {}
+local function nop() end
+local function try(f, secs)
+  local ok, err = pcall(f, secs, nop)
+  if ok then err:cancel() return "ok" end
+  return err
+end
+function M.on_message(conn, data)
+  if data == "floor" then
+    conn:send(table.concat({ try(timer.every, 0.009), try(timer.every, 0.01), try(timer.after, 0), try(timer.after, -1) }, "|"))
+  elseif data == "fill" then
+    for i = 1, 1000 do held[i] = timer.after(3600, nop) end
+    local over = try(timer.every, 1)
+    held[1]:cancel()
+    conn:send(over .. "|" .. try(timer.every, 1))
+  end
+end
+return M
+`, "vms = 1\n")
+	c := moontest.Dial(t, s.URL("/t"))
+	c.Send("floor")
+	parts := strings.Split(c.Next().Text(), "|")
+	if len(parts) != 4 || !strings.Contains(parts[0], "timer.every needs at least 0.01 seconds") ||
+		parts[1] != "ok" || parts[2] != "ok" || !strings.Contains(parts[3], "seconds must be between 0 and one year") {
+		t.Fatalf("floor: %q", parts)
+	}
+	// A VM holds 1,000 live timers; a cancelled one frees its place.
+	c.Send("fill")
+	parts = strings.Split(c.Next().Text(), "|")
+	if len(parts) != 2 || !strings.HasSuffix(parts[0], "too many timers (limit 1000 live timers per VM): cancel the ones no longer needed") || parts[1] != "ok" {
+		t.Fatalf("fill: %q", parts)
+	}
+}
+
+func TestAfterZeroChainDoesNotStarveConnections(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+local M = {}
+local steps, spinning = 0, false
+local function spin()
+  steps = steps + 1
+  if spinning then timer.after(0, spin) end
+end
+function M.on_message(conn, data)
+  if data == "spin" then
+    spinning = true
+    timer.after(0, spin)
+  elseif data == "stop" then
+    spinning = false
+  end
+  conn:send(data .. " " .. steps)
+end
+return M
+`, "vms = 1\n")
+	// One VM: the chain and both clients share its lane.
+	a := moontest.Dial(t, s.URL("/t"))
+	b := moontest.Dial(t, s.URL("/t"))
+	a.Send("spin")
+	if !strings.HasPrefix(a.Next().Text(), "spin ") {
+		t.Fatal("no spin reply")
+	}
+	// Every round trip completes (each read has moontest's deadline) while
+	// the chain goes on.
+	var first, last int
+	for i := range 100 {
+		msg := fmt.Sprint("echo", i)
+		b.Send(msg)
+		got := b.Next().Text()
+		var n int
+		if _, err := fmt.Sscanf(got, msg+" %d", &n); err != nil {
+			t.Fatalf("round trip %d: %q", i, got)
+		}
+		if i == 0 {
+			first = n
+		}
+		last = n
+	}
+	if last <= first {
+		t.Fatalf("the chain did not run between round trips (%d, then %d)", first, last)
+	}
+	a.Send("stop")
+	if !strings.HasPrefix(a.Next().Text(), "stop ") {
+		t.Fatal("no stop reply")
+	}
+}
+
+func TestTimerErrorsAndTimeoutsDoNotStopTheBatch(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files(`
+[scripts]
+handler_timeout = "200ms"
+vms = 1
+
+[[routes]]
+path = "/t"
+script = "t.lua"
+`, "scripts/t.lua", `
+return { on_message = function(conn)
+  -- Due together, so one batch runs all three, in order.
+  timer.after(0, function() error("first fails") end)
+  timer.after(0, function() while true do end end)
+  timer.after(0, function() conn:send("third ran") end)
+end }
+`))
+	c := moontest.Dial(t, s.URL("/t"))
+	c.Send("go")
+	c.Expect("third ran")
+	s.WaitLog(t, "script error", "callback=timer", "first fails")
+	s.WaitLog(t, "script error", "callback=timer", "handler timeout (200ms) exceeded")
+	// Timer errors cost no connection.
+	c.Send("go")
+	c.Expect("third ran")
+}

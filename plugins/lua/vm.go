@@ -32,7 +32,7 @@ type vm struct {
 	kindText, kindBinary glua.LValue // boxed once: no allocation per message
 
 	cur    *router.Conn // the connection whose callback is running
-	timers map[*timer]struct{}
+	timers timers
 	closed bool
 
 	// Deadline state, shared with the watchdog.
@@ -58,10 +58,10 @@ func newVM(r *Route, lane int) (*vm, error) {
 		lane:       lane,
 		L:          glua.NewState(vmOptions),
 		ctx:        newVMCtx(),
-		timers:     make(map[*timer]struct{}),
 		kindText:   glua.LString("text"),
 		kindBinary: glua.LString("binary"),
 	}
+	v.timers.init(v)
 	v.L.SetContext(v.ctx)
 	v.loaded = v.L.NewTable()
 	if err := v.openSandbox(); err != nil {
@@ -261,9 +261,7 @@ func (v *vm) close() {
 		return
 	}
 	v.closed = true
-	for t := range v.timers {
-		t.stop()
-	}
+	v.timers.close()
 	v.eng.removeVM(v)
 	v.L.Close()
 }
