@@ -70,6 +70,12 @@ type Engine struct {
 	maxCo   int
 	memMax  int64
 	lastGC  time.Time // the watchdog's last forced collection
+	// lastWarn is when the watchdog last said the heap is over the limit
+	// with no one to blame.
+	lastWarn time.Time
+	// heap is the watchdog's last sample of the heap (heapBytes), which a
+	// callback notes when it starts.
+	heap    atomic.Uint64
 	obs     Observer
 	started time.Time
 	// timerClock is the script timers' time source: wallClock, or a
@@ -160,12 +166,57 @@ func (e *Engine) watch() {
 			n := int64(now.Sub(e.started))
 			e.clock.Store(n)
 			overMemory := e.overMemory(now)
+			heap := e.heap.Load()
 			e.wmu.Lock()
 			for v := range e.watched {
-				v.checkDeadline(n, overMemory)
+				v.checkDeadline(n, heap)
+			}
+			if overMemory {
+				e.blame(n, now)
 			}
 			e.wmu.Unlock()
 		}
+	}
+}
+
+// blame stops the callbacks that made the heap pass the memory limit. The
+// heap is the process's, so the running callbacks are suspects, not
+// culprits: a script that filled the store an hour ago, or another
+// route's runaway, must not cost an innocent callback that merely runs
+// now. Among the callbacks running for a tick or more it stops, first,
+// those whose builtins made at least blameBytes (string.rep, gsub,
+// json.encode ... account what they make, see vm.charge); failing that,
+// those during which the heap grew by at least blameBytes (what Lua code
+// allocates itself is not accounted). When neither finds anyone, the
+// memory is held by something that is not running: nothing is stopped,
+// and a warning says so. e.wmu must be held.
+func (e *Engine) blame(now int64, wall time.Time) {
+	threshold := max(uint64(e.memMax)/8, 16<<20)
+	heap := e.heap.Load()
+	var spenders, growers []*vm
+	for v := range e.watched {
+		spent, growth, ok := v.suspect(now, heap)
+		if !ok {
+			continue
+		}
+		if spent >= threshold {
+			spenders = append(spenders, v)
+		}
+		if growth >= threshold {
+			growers = append(growers, v)
+		}
+	}
+	culprits := spenders
+	if len(culprits) == 0 {
+		culprits = growers
+	}
+	for _, v := range culprits {
+		v.stopForMemory()
+	}
+	if len(culprits) == 0 && wall.Sub(e.lastWarn) > 10*time.Second {
+		e.lastWarn = wall
+		e.log.Warn("the heap is over scripts.memory_limit, but no running callback is making it grow; nothing stopped",
+			"heap_bytes", heap, "limit_bytes", e.memMax)
 	}
 }
 
@@ -180,6 +231,7 @@ func (e *Engine) overMemory(now time.Time) bool {
 		return false
 	}
 	heap := heapBytes()
+	e.heap.Store(heap)
 	switch {
 	case heap <= uint64(e.memMax):
 		return false
@@ -190,7 +242,9 @@ func (e *Engine) overMemory(now time.Time) bool {
 	}
 	e.lastGC = now
 	runtime.GC()
-	return heapBytes() > uint64(e.memMax)
+	heap = heapBytes()
+	e.heap.Store(heap)
+	return heap > uint64(e.memMax)
 }
 
 var heapSample = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}

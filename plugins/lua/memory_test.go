@@ -1,6 +1,7 @@
 package lua_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,4 +59,55 @@ end }
 	if got := other.Next().Text(); !strings.HasPrefix(got, "huge_json nil json: input too large") {
 		t.Fatalf("huge json: %q", got)
 	}
+}
+
+// TestMemoryWatchdogBlamesTheAllocator: memory held by something that is
+// not running (here a VM's table, filled a little at a time by short
+// callbacks, as the shared store used to be) puts the heap over the limit;
+// a callback that then runs long without allocating is innocent and must
+// finish, while one that allocates is stopped. The watchdog used to stop
+// whatever ran for a tick once the heap was over the limit. Not parallel:
+// it measures the process heap.
+func TestMemoryWatchdogBlamesTheAllocator(t *testing.T) {
+	s := moontest.Start(t, moontest.Files(`
+[scripts]
+memory_limit = "96MiB"
+handler_timeout = "20s"
+
+[[routes]]
+path = "/t"
+script = "t.lua"
+vms = 1
+`, "scripts/t.lua", `
+local hoard = {}
+local probes = {
+  hoard = function() hoard[#hoard + 1] = string.rep("h", 8 * 1024 * 1024) .. #hoard return #hoard end,
+  busy = function()
+    local t = time.monotonic()
+    while time.monotonic() - t < 0.3 do end
+    return "done"
+  end,
+  grow = function() local s = string.rep("x", 65536) while true do s = s .. s end end,
+  free = function() hoard = {} return "freed" end,
+}
+return { on_message = function(conn, name) conn:send(name .. " " .. tostring(probes[name]())) end }
+`))
+	c := moontest.Dial(t, s.URL("/t"))
+	c.ReadTimeout = time.Minute
+	for i := 1; i <= 14; i++ { // 112 MiB held by the VM
+		c.Send("hoard")
+		c.Expect("hoard " + strconv.Itoa(i))
+	}
+	for range 3 {
+		c.Send("busy")
+		c.Expect("busy done")
+	}
+	s.WaitLog(t, "no running callback is making it grow")
+	g := moontest.Dial(t, s.URL("/t"))
+	g.ReadTimeout = time.Minute
+	g.Send("grow")
+	g.ExpectClose(1011)
+	s.WaitLog(t, "script error", "memory limit exceeded")
+	c.Send("free")
+	c.Expect("free freed")
 }

@@ -36,11 +36,16 @@ type vm struct {
 	closed bool
 
 	// Deadline state, shared with the watchdog.
-	wmu      sync.Mutex
-	ctx      *vmCtx
-	started  int64 // engine clock at call start; 0 when idle
-	timedOut bool
-	overMem  bool // stopped because the heap passed the memory limit
+	wmu     sync.Mutex
+	ctx     *vmCtx
+	started int64 // engine clock at call start; 0 when idle
+	// heapAtStart is the heap when the watchdog first saw the call
+	// running (heapSeen): growth is measured from there, on the watchdog's
+	// own samples, so what ran before the call is not counted in it.
+	heapAtStart uint64
+	heapSeen    bool
+	timedOut    bool
+	overMem     bool // stopped because the heap passed the memory limit
 
 	coroutines int // created during the current callback
 
@@ -158,7 +163,7 @@ func (v *vm) pcall(nargs, nret int) error {
 	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
 	switch {
 	case timedOut && v.overMem:
-		se.Msg = "memory limit exceeded: the server's heap passed its limit while this callback ran"
+		se.Msg = "memory limit exceeded: the server's heap passed its limit while this callback made it grow"
 		se.cause = ErrMemory
 		// What the callback built is garbage now; collect it before the
 		// next callback is measured against the limit.
@@ -179,6 +184,7 @@ func (v *vm) begin() {
 	}
 	v.timedOut, v.overMem = false, false
 	v.started = v.eng.now() + 1
+	v.heapSeen = false
 	v.wmu.Unlock()
 	v.coroutines = 0
 	v.spent.Store(0)
@@ -204,16 +210,43 @@ func (v *vm) end() (timedOut bool) {
 	return timedOut
 }
 
-// checkDeadline runs on the watchdog: it stops the running callback when
-// it is past its deadline or, with overMemory, whatever it is.
-func (v *vm) checkDeadline(now int64, overMemory bool) {
+// checkDeadline runs on the watchdog every tick, with the heap it
+// sampled: it stops the running callback when it is past its deadline.
+func (v *vm) checkDeadline(now int64, heap uint64) {
 	v.wmu.Lock()
-	running := now - v.started
-	// Over the memory limit, only callbacks that have run a whole tick are
-	// stopped: a runaway script runs long, a legitimate callback that
-	// happens to run while the heap is high does not.
-	if v.started != 0 && (overMemory && running > int64(watchTick) || running > int64(v.route.cfg.HandlerTimeout)) {
-		v.timedOut, v.overMem = true, overMemory
+	if v.started != 0 && !v.heapSeen {
+		v.heapAtStart, v.heapSeen = heap, true
+	}
+	if v.started != 0 && now-v.started > int64(v.route.cfg.HandlerTimeout) {
+		v.timedOut = true
+		v.started = 0
+		v.ctx.cancel()
+	}
+	v.wmu.Unlock()
+}
+
+// suspect runs on the watchdog when the heap is over the memory limit: it
+// reports, for a callback that has run a whole tick (a runaway runs long;
+// a legitimate callback that merely runs while the heap is high does
+// not), what its builtins made and how much the heap grew since it began.
+func (v *vm) suspect(now int64, heap uint64) (spent, growth uint64, ok bool) {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	if v.started == 0 || now-v.started <= int64(watchTick) {
+		return 0, 0, false
+	}
+	if heap > v.heapAtStart {
+		growth = heap - v.heapAtStart
+	}
+	return uint64(max(v.spent.Load(), 0)), growth, true
+}
+
+// stopForMemory stops the running callback as the cause of the heap
+// passing the memory limit.
+func (v *vm) stopForMemory() {
+	v.wmu.Lock()
+	if v.started != 0 {
+		v.timedOut, v.overMem = true, true
 		v.started = 0
 		v.ctx.cancel()
 	}
