@@ -96,6 +96,7 @@ func (v *vm) openSandbox() error {
 	co := L.GetGlobal("coroutine").(*glua.LTable)
 	v.origCreate = co.RawGetString("create").(*glua.LFunction)
 	co.RawSetString("create", L.NewFunction(v.coCreate))
+	openProtected(L) // pcall, xpcall, coroutine.yield: see pcall.go
 
 	fn, err := L.LoadString(prelude)
 	if err != nil {

@@ -155,7 +155,7 @@ func (v *vm) call(callback string, nargs, nret int) error {
 // route's handler timeout, returning a *ScriptError on failure.
 func (v *vm) pcall(nargs, nret int) error {
 	v.begin()
-	err := v.L.PCall(nargs, nret, nil)
+	err := protectedCall(v.L, nargs, nret)
 	timedOut := v.end()
 	if err == nil {
 		return nil
