@@ -82,9 +82,7 @@ type Engine struct {
 	// test's.
 	timerClock timerClock
 
-	// The watchdog's coarse clock, in nanoseconds since started, and the
-	// VMs it watches.
-	clock    atomic.Int64
+	// The VMs the watchdog watches.
 	wmu      sync.Mutex
 	watched  map[*vm]struct{}
 	stop     chan struct{}
@@ -151,9 +149,6 @@ func (e *Engine) Close() {
 	<-e.done
 }
 
-// now returns the coarse clock: good to a watch tick, and free.
-func (e *Engine) now() int64 { return e.clock.Load() }
-
 func (e *Engine) watch() {
 	defer close(e.done)
 	t := time.NewTicker(watchTick)
@@ -163,8 +158,8 @@ func (e *Engine) watch() {
 		case <-e.stop:
 			return
 		case now := <-t.C:
-			n := int64(now.Sub(e.started))
-			e.clock.Store(n)
+			// Never 0: a VM's seenAt uses 0 for "not seen".
+			n := int64(now.Sub(e.started)) + 1
 			overMemory := e.overMemory(now)
 			heap := e.heap.Load()
 			e.wmu.Lock()

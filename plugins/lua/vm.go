@@ -38,12 +38,16 @@ type vm struct {
 	// Deadline state, shared with the watchdog.
 	wmu     sync.Mutex
 	ctx     *vmCtx
-	started int64 // engine clock at call start; 0 when idle
-	// heapAtStart is the heap when the watchdog first saw the call
-	// running (heapSeen): growth is measured from there, on the watchdog's
-	// own samples, so what ran before the call is not counted in it.
+	running bool // a call is running
+	// seenAt is the watchdog's clock at the first tick that saw the call
+	// running (0: not seen yet), and heapAtStart the heap then. The call's
+	// time and the heap's growth are measured from there, on the
+	// watchdog's own clock and samples: a watchdog delayed on a busy
+	// machine finds its clock jumped, and a call that began just before it
+	// woke must not look as old as the jump; nor must what ran before the
+	// call count in its growth.
+	seenAt      int64
 	heapAtStart uint64
-	heapSeen    bool
 	timedOut    bool
 	overMem     bool // stopped because the heap passed the memory limit
 
@@ -183,8 +187,7 @@ func (v *vm) begin() {
 		v.L.SetContext(v.ctx)
 	}
 	v.timedOut, v.overMem = false, false
-	v.started = v.eng.now() + 1
-	v.heapSeen = false
+	v.running, v.seenAt = true, 0
 	v.wmu.Unlock()
 	v.coroutines = 0
 	v.spent.Store(0)
@@ -204,7 +207,7 @@ func (v *vm) charge(L *glua.LState, what string, n int64) {
 
 func (v *vm) end() (timedOut bool) {
 	v.wmu.Lock()
-	v.started = 0
+	v.running = false
 	timedOut = v.timedOut
 	v.wmu.Unlock()
 	return timedOut
@@ -214,12 +217,12 @@ func (v *vm) end() (timedOut bool) {
 // sampled: it stops the running callback when it is past its deadline.
 func (v *vm) checkDeadline(now int64, heap uint64) {
 	v.wmu.Lock()
-	if v.started != 0 && !v.heapSeen {
-		v.heapAtStart, v.heapSeen = heap, true
+	if v.running && v.seenAt == 0 {
+		v.seenAt, v.heapAtStart = now, heap
 	}
-	if v.started != 0 && now-v.started > int64(v.route.cfg.HandlerTimeout) {
+	if v.running && now-v.seenAt >= int64(v.route.cfg.HandlerTimeout) {
 		v.timedOut = true
-		v.started = 0
+		v.running = false
 		v.ctx.cancel()
 	}
 	v.wmu.Unlock()
@@ -232,7 +235,7 @@ func (v *vm) checkDeadline(now int64, heap uint64) {
 func (v *vm) suspect(now int64, heap uint64) (spent, growth uint64, ok bool) {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
-	if v.started == 0 || now-v.started <= int64(watchTick) {
+	if !v.running || v.seenAt == 0 || now-v.seenAt < int64(watchTick) {
 		return 0, 0, false
 	}
 	if heap > v.heapAtStart {
@@ -245,9 +248,9 @@ func (v *vm) suspect(now int64, heap uint64) (spent, growth uint64, ok bool) {
 // passing the memory limit.
 func (v *vm) stopForMemory() {
 	v.wmu.Lock()
-	if v.started != 0 {
+	if v.running {
 		v.timedOut, v.overMem = true, true
-		v.started = 0
+		v.running = false
 		v.ctx.cancel()
 	}
 	v.wmu.Unlock()
