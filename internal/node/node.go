@@ -69,6 +69,11 @@ func Modules(st *store.Store, reg prometheus.Registerer) []lua.Module {
 	}
 }
 
+// storeOptions translates [store] into the store's terms.
+func storeOptions(cfg *config.Config) store.Options {
+	return store.Options{MaxBytes: cfg.Store.MaxBytes, MaxKeys: cfg.Store.MaxKeys, MaxValueBytes: int(cfg.Store.MaxValueSize)}
+}
+
 // RouteConfig translates a config route into the Lua engine's terms.
 func RouteConfig(cfg *config.Config, rc config.Route) lua.RouteConfig {
 	source := cfg.Scripts.Dir
@@ -141,7 +146,10 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 	if err := Inactive(cfg, log); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, tune: tune, Store: store.New(store.Options{}), Registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, tune: tune, Store: store.New(storeOptions(cfg)), Registry: prometheus.NewRegistry()}
+	for _, w := range cfg.Warnings {
+		log.Warn(cfg.File + ": " + w)
+	}
 	obs, err := admin.NewObserver(n.Registry)
 	if err != nil {
 		return nil, err

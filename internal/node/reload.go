@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/moonwire/moonwire/plugins/lua"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -19,7 +21,12 @@ type ReloadStatus struct {
 	At       time.Time // of the last attempt; zero before any
 	OK       bool      // whether the last attempt succeeded
 	Err      string    // its error ("file:line: message" for scripts)
-	Changed  []string  // routes whose handler changed in the last success
+	// Changed lists, for the last success, the routes it added or whose
+	// script, settings or limits it changed; Removed the routes it took
+	// away, and Server the other settings it changed ("server.max_connections").
+	Changed []string
+	Removed []string
+	Server  []string
 }
 
 // Status returns the outcome of the last reload.
@@ -28,6 +35,8 @@ func (n *Node) Status() ReloadStatus {
 	defer n.mu.Unlock()
 	st := n.status
 	st.Changed = slices.Clone(st.Changed)
+	st.Removed = slices.Clone(st.Removed)
+	st.Server = slices.Clone(st.Server)
 	return st
 }
 
@@ -45,7 +54,7 @@ func (n *Node) Reload() error {
 	if n.closing {
 		return ErrClosing // not a failure: nothing is reloaded any more
 	}
-	changed, err := n.reload()
+	diff, err := n.reload()
 	n.status.At = time.Now()
 	n.status.OK = err == nil
 	if err != nil {
@@ -56,25 +65,102 @@ func (n *Node) Reload() error {
 	}
 	n.status.Reloads++
 	n.status.Err = ""
-	n.status.Changed = changed
-	n.log.Info("reloaded", "file", n.cfg.File, "changed", changed)
+	n.status.Changed, n.status.Removed, n.status.Server = diff.routes, diff.removed, diff.server
+	n.log.Info("reloaded", "file", n.cfg.File, "changed", diff.routes, "removed", diff.removed, "settings", diff.server)
 	return nil
+}
+
+// reloadDiff is what a reload changed.
+type reloadDiff struct {
+	routes  []string // added, or with a new handler, settings or limits
+	removed []string
+	server  []string // other keys, dotted
+}
+
+// diffConfigs compares two configs and their handlers, so the reload log
+// says what changed: a route whose rate_limit changed is as changed as one
+// whose script did.
+func diffConfigs(old, cfg *config.Config, oldH, newH map[string]*lua.Route) reloadDiff {
+	var d reloadDiff
+	before := map[string]config.Route{}
+	for _, rc := range old.Routes {
+		before[rc.Path] = rc
+	}
+	for _, rc := range cfg.Routes {
+		prev, ok := before[rc.Path]
+		delete(before, rc.Path)
+		if !ok || oldH[rc.Path] != newH[rc.Path] || !reflect.DeepEqual(prev, rc) {
+			d.routes = append(d.routes, rc.Path)
+		}
+	}
+	for _, rc := range old.Routes {
+		if _, gone := before[rc.Path]; gone {
+			d.removed = append(d.removed, rc.Path)
+		}
+	}
+	for _, sec := range []struct {
+		name     string
+		old, new any
+	}{
+		{"server", old.Server, cfg.Server},
+		{"heartbeat", old.Heartbeat, cfg.Heartbeat},
+		{"scripts", old.Scripts, cfg.Scripts},
+		{"admin", old.Admin, cfg.Admin},
+		{"store", old.Store, cfg.Store},
+	} {
+		d.server = append(d.server, changedFields(sec.name, sec.old, sec.new)...)
+	}
+	return d
+}
+
+// changedFields names the fields of two structs of one type that differ,
+// as "section.Field" in the config's key spelling where the names agree
+// (MaxConnections is max_connections). Filesystems are compared by the
+// folder they stand for, so a reload's fresh one is no change.
+func changedFields(section string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		if f.Type.String() == "fs.FS" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, section+"."+snake(f.Name))
+		}
+	}
+	return out
+}
+
+// snake turns a Go field name into the config's key spelling.
+func snake(name string) string {
+	var b strings.Builder
+	for i, r := range name {
+		if 'A' <= r && r <= 'Z' {
+			if i > 0 && !('A' <= rune(name[i-1]) && rune(name[i-1]) <= 'Z') {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // ErrClosing is returned by a reload asked for once the node is shutting
 // down.
 var ErrClosing = errors.New("the node is shutting down; not reloading")
 
-func (n *Node) reload() ([]string, error) {
+func (n *Node) reload() (reloadDiff, error) {
 	if n.cfg.Dir == "" {
-		return nil, ErrNotReloadable
+		return reloadDiff{}, ErrNotReloadable
 	}
 	cfg, err := config.Load(n.cfg.File)
 	if err != nil {
-		return nil, err
+		return reloadDiff{}, err
 	}
 	if err := liveCompatible(n.cfg, cfg); err != nil {
-		return nil, err
+		return reloadDiff{}, err
 	}
 	// Certificates are re-read (same paths: renewals apply live) before
 	// anything is built, so a bad certificate fails the whole reload.
@@ -82,31 +168,27 @@ func (n *Node) reload() ([]string, error) {
 	if n.certs != nil {
 		c, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey)
 		if err != nil {
-			return nil, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
+			return reloadDiff{}, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
 		}
 		cert = &c
 	}
 	handlers, err := n.build(cfg, n.handlers)
 	if err != nil {
-		return nil, err
+		return reloadDiff{}, err
 	}
 	if err := n.Router.Reconfigure(n.routerConfig(cfg, handlers)); err != nil {
 		releaseAll(handlers, n.handlers)
-		return nil, err
+		return reloadDiff{}, err
 	}
-	var changed []string
-	for _, rc := range cfg.Routes {
-		if n.handlers[rc.Path] != handlers[rc.Path] {
-			changed = append(changed, rc.Path)
-		}
-	}
+	diff := diffConfigs(n.cfg, cfg, n.handlers, handlers)
 	// Handlers no longer used were stopped by the router (retired routes
 	// stop once drained); nothing else holds them.
 	n.cfg, n.handlers = cfg, handlers
+	n.Store.SetLimits(storeOptions(cfg))
 	if cert != nil {
 		n.certs.cert.Store(cert)
 	}
-	return changed, nil
+	return diff, nil
 }
 
 // liveCompatible refuses a new config that changes what cannot change in a

@@ -297,3 +297,22 @@ func TestReloadRacingShutdown(t *testing.T) {
 		<-done
 	}
 }
+
+// TestReloadSaysWhatChanged: the reload's status and log name a route
+// whose limits changed (its script did not), routes added and removed, and
+// server settings, instead of "changed=[]".
+func TestReloadSaysWhatChanged(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files(reloadConfig+"\n[[routes]]\npath = \"/w\"\nscript = \"v.lua\"\n",
+		"scripts/v.lua", versioned("v1")))
+	s.WriteFile(t, "moonwire.toml", "[server]\nmax_connections = 50\n"+reloadConfig+
+		"rate_limit = { messages = 5, per = \"1s\" }\n\n[[routes]]\npath = \"/x\"\nscript = \"v.lua\"\n")
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Status()
+	if fmt.Sprint(st.Changed, st.Removed, st.Server) != "[/v /x] [/w] [server.max_connections]" {
+		t.Fatalf("changed %v, removed %v, settings %v", st.Changed, st.Removed, st.Server)
+	}
+	s.WaitLog(t, "reloaded", "changed=\"[/v /x]\"", "removed=[/w]", "settings=[server.max_connections]")
+}

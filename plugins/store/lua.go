@@ -64,11 +64,15 @@ func (s *Store) luaSet(L *lua.LState) int {
 	return 1
 }
 
-// incr(k [, n]) -> number | nil, err
+// incr(k [, n [, ttl]]) -> number | nil, err
 func (s *Store) luaIncr(L *lua.LState) int {
 	key := L.CheckString(1)
 	n := float64(L.OptNumber(2, 1))
-	v, err := s.Incr(key, n)
+	ttl := float64(L.OptNumber(3, 0))
+	if ttl < 0 || math.IsNaN(ttl) {
+		L.ArgError(3, "ttl must be a non-negative number of seconds")
+	}
+	v, err := s.Incr(key, n, ttlDuration(ttl))
 	if errors.Is(err, ErrNotNumber) {
 		L.RaiseError("%s", err.Error())
 	}

@@ -13,6 +13,7 @@ import (
 // Defaults for zero Options. A store is a shared resource that any script can
 // fill, so it is bounded unless the operator says otherwise.
 const (
+	DefaultMaxBytes      = 64 << 20
 	DefaultMaxKeys       = 100_000
 	DefaultMaxValueBytes = 1 << 20
 	DefaultSweepInterval = time.Minute
@@ -22,6 +23,7 @@ const (
 var (
 	ErrTooManyKeys   = errors.New("store: too many keys")
 	ErrValueTooLarge = errors.New("store: value too large")
+	ErrFull          = errors.New("store: full")
 	// ErrNotNumber is wrapped with the key and the type found; incr raises it
 	// in Lua because counting a string is a bug in the script.
 	ErrNotNumber = errors.New("store: value is not a number")
@@ -29,6 +31,11 @@ var (
 
 // Options configure a Store. Zero fields take the defaults.
 type Options struct {
+	// MaxBytes bounds what the whole store holds, in approximate heap
+	// bytes (see costOf): a write that would pass it fails with ErrFull
+	// (expired keys are swept first). Without it, any script could fill the
+	// process's memory with values it never reads again.
+	MaxBytes int64
 	// MaxKeys bounds the number of keys; a write that would add one more
 	// fails with ErrTooManyKeys (expired keys are swept first).
 	MaxKeys int
@@ -53,13 +60,15 @@ type Options struct {
 // Lock order: mu is a leaf; nothing is called while it is held (no Lua, no
 // clock, no conversion).
 type Store struct {
-	maxKeys    int
-	maxBytes   int
 	now        func() time.Time
 	sweepEvery time.Duration
 
-	mu    sync.Mutex
-	items map[string]entry
+	mu       sync.Mutex
+	maxKeys  int
+	maxBytes int   // one entry, by sizeOf
+	maxTotal int64 // every entry, by costOf
+	total    int64 // sum of the entries' cost
+	items    map[string]entry
 	// nextExpiry is never later than the earliest expiry in items (it may
 	// be earlier after deletes); zero means no key has a TTL. It lets the
 	// MaxKeys path and the janitor skip the scan when nothing can expire.
@@ -71,6 +80,7 @@ type Store struct {
 type entry struct {
 	v       any
 	expires time.Time // zero: never
+	cost    int64     // costOf(key, v), counted in Store.total
 }
 
 func (e entry) expired(now time.Time) bool {
@@ -80,25 +90,46 @@ func (e entry) expired(now time.Time) bool {
 // New returns an empty store. The janitor goroutine starts with the first
 // key that has a TTL, so a store that never expires anything costs none.
 func New(opts Options) *Store {
-	if opts.MaxKeys <= 0 {
-		opts.MaxKeys = DefaultMaxKeys
-	}
-	if opts.MaxValueBytes <= 0 {
-		opts.MaxValueBytes = DefaultMaxValueBytes
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = DefaultSweepInterval
 	}
-	return &Store{
-		maxKeys:    opts.MaxKeys,
-		maxBytes:   opts.MaxValueBytes,
+	s := &Store{
 		now:        opts.Now,
 		sweepEvery: opts.SweepInterval,
 		items:      make(map[string]entry),
 	}
+	s.SetLimits(opts)
+	return s
+}
+
+// SetLimits changes MaxBytes, MaxKeys and MaxValueBytes (zero fields take
+// the defaults; MaxValueBytes is lowered to fit MaxBytes). What the store
+// already holds stays; writes are judged by the new limits.
+func (s *Store) SetLimits(opts Options) {
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = DefaultMaxKeys
+	}
+	if opts.MaxValueBytes <= 0 {
+		opts.MaxValueBytes = DefaultMaxValueBytes
+	}
+	opts.MaxValueBytes = int(min(int64(opts.MaxValueBytes), opts.MaxBytes))
+	s.mu.Lock()
+	s.maxTotal, s.maxKeys, s.maxBytes = opts.MaxBytes, opts.MaxKeys, opts.MaxValueBytes
+	s.mu.Unlock()
+}
+
+// Bytes returns what the store holds, in the approximate heap bytes
+// MaxBytes bounds.
+func (s *Store) Bytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
 }
 
 // Get returns the live value under key. The value is shared with the store
@@ -119,20 +150,25 @@ func (s *Store) Set(key string, v any, ttl time.Duration) error {
 		s.Delete(key)
 		return nil
 	}
-	if len(key)+sizeOf(v) > s.maxBytes {
-		return ErrValueTooLarge
-	}
+	size := len(key) + sizeOf(v)
 	now := s.now()
-	e := entry{v: v}
+	e := entry{v: v, cost: costOf(key, v)}
 	if ttl > 0 {
 		e.expires = now.Add(ttl)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.liveLocked(key, now); !ok && !s.roomLocked(now) {
+	if size > s.maxBytes {
+		return ErrValueTooLarge
+	}
+	old, ok := s.liveLocked(key, now)
+	if !ok && !s.roomLocked(now) {
 		return ErrTooManyKeys
 	}
-	s.items[key] = e
+	if !s.fitsLocked(e.cost-old.cost, now) {
+		return ErrFull
+	}
+	s.putLocked(key, e)
 	if !e.expires.IsZero() {
 		if s.nextExpiry.IsZero() || e.expires.Before(s.nextExpiry) {
 			s.nextExpiry = e.expires
@@ -143,28 +179,39 @@ func (s *Store) Set(key string, v any, ttl time.Duration) error {
 }
 
 // Incr adds n to the number under key and returns the result; a missing key
-// counts from 0 and gets no TTL, an existing one keeps its TTL. A value that
-// is not a number fails with an error wrapping ErrNotNumber.
-func (s *Store) Incr(key string, n float64) (float64, error) {
-	if len(key)+sizeOf(n) > s.maxBytes {
-		return 0, ErrValueTooLarge
-	}
+// counts from 0. With ttl > 0 the key expires ttl from now; otherwise a new
+// key gets no TTL and an existing one keeps its own. A value that is not a
+// number fails with an error wrapping ErrNotNumber.
+func (s *Store) Incr(key string, n float64, ttl time.Duration) (float64, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(key)+sizeOf(n) > s.maxBytes {
+		return 0, ErrValueTooLarge
+	}
 	e, ok := s.liveLocked(key, now)
 	if !ok {
 		if !s.roomLocked(now) {
 			return 0, ErrTooManyKeys
 		}
-		e = entry{v: 0.0}
+		e = entry{v: 0.0, cost: costOf(key, 0.0)}
+		if !s.fitsLocked(e.cost, now) {
+			return 0, ErrFull
+		}
 	}
 	cur, isNum := e.v.(float64)
 	if !isNum {
 		return 0, fmt.Errorf("%w: %q holds a %s", ErrNotNumber, key, typeName(e.v))
 	}
 	e.v = cur + n
-	s.items[key] = e
+	if ttl > 0 {
+		e.expires = now.Add(ttl)
+		if s.nextExpiry.IsZero() || e.expires.Before(s.nextExpiry) {
+			s.nextExpiry = e.expires
+		}
+		s.startJanitorLocked()
+	}
+	s.putLocked(key, e)
 	return cur + n, nil
 }
 
@@ -174,7 +221,7 @@ func (s *Store) Delete(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.liveLocked(key, now)
-	delete(s.items, key)
+	s.removeLocked(key)
 	return ok
 }
 
@@ -186,7 +233,7 @@ func (s *Store) Keys(prefix string) []string {
 	var keys []string
 	for k, e := range s.items {
 		if e.expired(now) {
-			delete(s.items, k)
+			s.removeLocked(k)
 			continue
 		}
 		if strings.HasPrefix(k, prefix) {
@@ -247,10 +294,33 @@ func (s *Store) Close() error {
 func (s *Store) liveLocked(key string, now time.Time) (entry, bool) {
 	e, ok := s.items[key]
 	if ok && e.expired(now) {
-		delete(s.items, key)
+		s.removeLocked(key)
 		return entry{}, false
 	}
 	return e, ok
+}
+
+// putLocked stores e under key, keeping total. s.mu must be held.
+func (s *Store) putLocked(key string, e entry) {
+	s.total += e.cost - s.items[key].cost
+	s.items[key] = e
+}
+
+// removeLocked deletes key, keeping total. s.mu must be held.
+func (s *Store) removeLocked(key string) {
+	s.total -= s.items[key].cost
+	delete(s.items, key)
+}
+
+// fitsLocked reports whether growing the store by grow bytes keeps it
+// within MaxBytes, sweeping first if something may have expired. s.mu must
+// be held.
+func (s *Store) fitsLocked(grow int64, now time.Time) bool {
+	if grow <= 0 || s.total+grow <= s.maxTotal {
+		return true
+	}
+	s.sweepLocked(now)
+	return s.total+grow <= s.maxTotal
 }
 
 // roomLocked reports whether one more key fits, sweeping first if something
@@ -275,7 +345,7 @@ func (s *Store) sweepLocked(now time.Time) int {
 		switch {
 		case e.expires.IsZero():
 		case e.expired(now):
-			delete(s.items, k)
+			s.removeLocked(k)
 			n++
 		case next.IsZero() || e.expires.Before(next):
 			next = e.expires
@@ -308,6 +378,37 @@ func (s *Store) janitor(stop <-chan struct{}, done chan<- struct{}) {
 			s.Sweep()
 		}
 	}
+}
+
+// costOf is the MaxBytes measure of an entry: roughly what it takes on the
+// heap, so the budget bounds memory rather than the JSON length sizeOf
+// measures (a table of a thousand small numbers is a few KiB of JSON and
+// several times that in Go maps and interfaces).
+func costOf(key string, v any) int64 {
+	const entryOverhead = 64 // the map slot, the key's header, the entry
+	return entryOverhead + int64(len(key)) + heapSize(v)
+}
+
+// heapSize estimates the heap bytes of a value as FromLua builds it.
+func heapSize(v any) int64 {
+	const iface, strHdr, mapEntry = 16, 16, 48
+	switch x := v.(type) {
+	case string:
+		return strHdr + int64(len(x))
+	case []any:
+		n := int64(24 + iface*cap(x))
+		for _, e := range x {
+			n += heapSize(e)
+		}
+		return n
+	case map[string]any:
+		n := int64(48)
+		for k, e := range x {
+			n += mapEntry + int64(len(k)) + heapSize(e)
+		}
+		return n
+	}
+	return 8 // numbers, booleans, null: a word behind the interface
 }
 
 // sizeOf is the MaxValueBytes measure; see Options.MaxValueBytes.

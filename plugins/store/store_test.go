@@ -238,10 +238,10 @@ func TestGoAPI(t *testing.T) {
 	if err := s.Set("b", 1.0, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.Incr("b", 2); err != nil || n != 3 {
+	if n, err := s.Incr("b", 2, 0); err != nil || n != 3 {
 		t.Fatalf("Incr = %v, %v", n, err)
 	}
-	if _, err := s.Incr("a", 1); !errors.Is(err, ErrNotNumber) {
+	if _, err := s.Incr("a", 1, 0); !errors.Is(err, ErrNotNumber) {
 		t.Fatalf("Incr on a string: %v", err)
 	}
 	if got := s.Keys(""); !reflect.DeepEqual(got, []string{"a", "b"}) {
@@ -420,5 +420,89 @@ func BenchmarkLuaIncrGet(b *testing.B) {
 			b.Fatal(err)
 		}
 		L.Pop(2)
+	}
+}
+
+// TestByteBudget: the store refuses writes past MaxBytes (approximate heap
+// bytes) and frees the budget as keys are deleted, expire or shrink, so
+// scripts cannot fill the process's memory with values nobody reads. A
+// chat of 120 rooms x 20 messages of 1 MB used to leave 2.1 GB here.
+func TestByteBudget(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, Options{MaxBytes: 1 << 20, SweepInterval: -1})
+	v := string(make([]byte, 100<<10))
+	var stored int
+	for i := range 100 {
+		err := s.Set(fmt.Sprint("k", i), v, time.Minute)
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored++
+	}
+	if stored < 9 || stored > 10 {
+		t.Fatalf("stored %d values of 100 KiB in a 1 MiB store", stored)
+	}
+	if b := s.Bytes(); b > 1<<20 || b < int64(stored)*100<<10 {
+		t.Fatalf("Bytes = %d for %d values of 100 KiB", b, stored)
+	}
+	// Overwriting a key with a smaller value, or deleting one, makes room.
+	if err := s.Set("k0", "small", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set("new", v, 0); err != nil {
+		t.Fatalf("after shrinking a value: %v", err)
+	}
+	if err := s.Set("more", v, 0); !errors.Is(err, ErrFull) {
+		t.Fatalf("past the budget: %v, want ErrFull", err)
+	}
+	s.Delete("new")
+	if err := s.Set("more", v, 0); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+	// Expired keys are swept to make room.
+	c.Advance(time.Minute)
+	if err := s.Set("later", v, 0); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if _, err := s.Incr("count", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A value too big for the whole store is refused as too large.
+	small, _ := newStore(t, Options{MaxBytes: 1000})
+	if err := small.Set("big", string(make([]byte, 2000)), 0); !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("a value larger than the store: %v", err)
+	}
+	// A table counts its heap, not its JSON length.
+	tbl := make([]any, 1000)
+	for i := range tbl {
+		tbl[i] = float64(i)
+	}
+	if c := costOf("t", tbl); c < 16*1000 {
+		t.Fatalf("a table of 1000 numbers costs %d", c)
+	}
+}
+
+// TestIncrTTL: incr with a TTL (re)starts the key's expiry; without one, a
+// key keeps its own.
+func TestIncrTTL(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, Options{SweepInterval: -1})
+	if n, err := s.Incr("seq", 1, time.Minute); err != nil || n != 1 {
+		t.Fatal(n, err)
+	}
+	c.Advance(50 * time.Second)
+	if n, _ := s.Incr("seq", 1, time.Minute); n != 2 {
+		t.Fatal(n)
+	}
+	c.Advance(50 * time.Second) // 100 s after the first, 50 after the second
+	if n, _ := s.Incr("seq", 1, 0); n != 3 {
+		t.Fatalf("the TTL was not restarted: %v", n)
+	}
+	c.Advance(11 * time.Second)
+	if _, ok := s.Get("seq"); ok {
+		t.Fatal("incr without a TTL removed the key's TTL")
 	}
 }

@@ -24,7 +24,13 @@ type Config struct {
 	Scripts   Scripts
 	Admin     Admin
 	Broker    Broker
+	Store     Store
 	Routes    []Route
+
+	// Warnings are settings that work but that an operator should look
+	// at (an admin listener reachable from other hosts without a token):
+	// "key: message". moonwire check prints them; the server logs them.
+	Warnings []string
 }
 
 // Server is the [server] table: the listener and per-connection limits.
@@ -91,8 +97,21 @@ type Scripts struct {
 type Admin struct {
 	Listen string // host:port for /metrics, /healthz, /routes; "" = off
 	// Pprof also serves the Go profiler under /debug/pprof/ on the admin
-	// port: heap, CPU, goroutines of the running server. Default off.
-	Pprof bool
+	// port: heap, CPU, goroutines of the running server. Default off, and
+	// refused on a listener that is not loopback unless PprofPublic.
+	Pprof       bool
+	PprofPublic bool
+	// Token, when set, is required of every admin request as
+	// "Authorization: Bearer TOKEN".
+	Token string
+}
+
+// Store is the [store] table: the bounds of the shared store scripts
+// write to. Any script can fill it, so it is bounded by default.
+type Store struct {
+	MaxBytes     int64 // what all keys and values may take, approximately in heap bytes; default 64 MiB
+	MaxKeys      int   // default 100,000
+	MaxValueSize int64 // one key and its value (about its JSON length); default 1 MiB, at most MaxBytes
 }
 
 // Broker is the [broker] table: how broadcasts reach other nodes.

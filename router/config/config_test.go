@@ -153,10 +153,17 @@ memory_limit = "512MiB"
 [admin]
 listen = "127.0.0.1:9090"
 pprof = true
+pprof_public = false
+token = "s3cret"
 
 [broker]
 kind = "nats"
 url = "nats://a:4222, tls://b:4222"
+
+[store]
+max_bytes = "16MiB"
+max_keys = 500
+max_value_size = "64KiB"
 
 [[routes]]
 path = "/echo"
@@ -213,8 +220,9 @@ vms = 0
 		},
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
 		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20},
-		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true},
+		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222"},
+		Store:     Store{MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
 		Routes: []Route{
 			{
 				Path: "/echo", Script: "echo.lua",
@@ -979,4 +987,67 @@ settings = { a = [1, { b = 2 }] }
 			}
 		}
 	})
+}
+
+// TestAdminExposure: the profiler is refused on an admin listener other
+// hosts can reach unless forced; such a listener without a token is a
+// warning, not an error.
+func TestAdminExposure(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		admin, err, warning string
+	}{
+		{"listen = \"127.0.0.1:9090\"\npprof = true", "", ""},
+		{"listen = \"[::1]:9090\"\npprof = true", "", ""},
+		{"listen = \"localhost:9090\"", "", ""},
+		{"listen = \"0.0.0.0:9090\"\npprof = true", "admin.pprof: refused on \"0.0.0.0:9090\", which is not a loopback address", ""},
+		{"listen = \":9090\"\npprof = true\npprof_public = true\ntoken = \"t\"", "", ""},
+		{"listen = \":9090\"", "", "admin.listen: \":9090\" is not a loopback address and admin.token is not set"},
+		{"listen = \"10.0.0.1:9090\"\ntoken = \"t\"", "", ""},
+	} {
+		_, file := fixture(t, "[admin]\n"+tc.admin+"\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n")
+		c, err := Load(file)
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.admin, err, tc.err)
+			}
+			continue
+		case err != nil:
+			t.Errorf("%q: %v", tc.admin, err)
+			continue
+		}
+		got := strings.Join(c.Warnings, "\n")
+		if tc.warning == "" && got != "" || !strings.Contains(got, tc.warning) {
+			t.Errorf("%q: warnings %q, want %q", tc.admin, got, tc.warning)
+		}
+	}
+}
+
+// TestStoreBounds: the store's limits must fit together.
+func TestStoreBounds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		store string
+		want  Store
+		err   string
+	}{
+		{"", Store{MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}, ""},
+		{"max_bytes = \"512KiB\"", Store{MaxBytes: 512 << 10, MaxKeys: 100_000, MaxValueSize: 512 << 10}, ""},
+		{"max_bytes = \"1MiB\"\nmax_value_size = \"2MiB\"", Store{}, "store.max_value_size: 2097152 is more than store.max_bytes (1048576)"},
+		{"max_keys = 0", Store{}, "store.max_keys: must be greater than 0"},
+		{"max_bytes = 0", Store{}, "store.max_bytes: must be greater than 0"},
+	} {
+		_, file := fixture(t, "[store]\n"+tc.store+"\n\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n")
+		c, err := Load(file)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.store, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.Store != tc.want {
+			t.Errorf("%q: %+v %v, want %+v", tc.store, c.Store, err, tc.want)
+		}
+	}
 }

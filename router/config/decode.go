@@ -23,6 +23,7 @@ type rawFile struct {
 	Scripts   toml.Primitive `toml:"scripts"`
 	Admin     toml.Primitive `toml:"admin"`
 	Broker    toml.Primitive `toml:"broker"`
+	Store     toml.Primitive `toml:"store"`
 	Routes    toml.Primitive `toml:"routes"`
 }
 
@@ -56,8 +57,16 @@ type rawScripts struct {
 }
 
 type rawAdmin struct {
-	Listen value `toml:"listen"`
-	Pprof  value `toml:"pprof"`
+	Listen      value `toml:"listen"`
+	Pprof       value `toml:"pprof"`
+	PprofPublic value `toml:"pprof_public"`
+	Token       value `toml:"token"`
+}
+
+type rawStore struct {
+	MaxBytes     value `toml:"max_bytes"`
+	MaxKeys      value `toml:"max_keys"`
+	MaxValueSize value `toml:"max_value_size"`
 }
 
 type rawBroker struct {
@@ -105,6 +114,7 @@ var schema = map[string][]string{
 	"scripts":           tomlNames(rawScripts{}),
 	"admin":             tomlNames(rawAdmin{}),
 	"broker":            tomlNames(rawBroker{}),
+	"store":             tomlNames(rawStore{}),
 	"routes":            tomlNames(rawRoute{}),
 	"routes.heartbeat":  tomlNames(rawHeartbeat{}),
 	"routes.rate_limit": tomlNames(rawRateLimit{}),

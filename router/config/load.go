@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -61,6 +62,7 @@ func parse(data []byte, src source) (*Config, error) {
 		scr    rawScripts
 		adm    rawAdmin
 		brk    rawBroker
+		sto    rawStore
 		routes []toml.Primitive
 	)
 	l.table(tree, "server", raw.Server, &srv)
@@ -68,13 +70,15 @@ func parse(data []byte, src source) (*Config, error) {
 	l.table(tree, "scripts", raw.Scripts, &scr)
 	l.table(tree, "admin", raw.Admin, &adm)
 	l.table(tree, "broker", raw.Broker, &brk)
+	l.table(tree, "store", raw.Store, &sto)
 	routeItems, routeTrees, hasRoutes := l.routeList(tree, raw.Routes, &routes)
 
 	l.server(&c.Server, &srv)
 	hbOK := l.heartbeat(&c.Heartbeat, &hb)
 	l.scripts(&c.Scripts, &scr)
-	l.admin(&c.Admin, &adm, c.Server.Listen)
+	c.Warnings = l.admin(&c.Admin, &adm, c.Server.Listen)
 	l.broker(&c.Broker, &brk)
+	l.store(&c.Store, &sto)
 	if hasRoutes {
 		c.Routes = l.routes(c, routes, routeItems, routeTrees, hbOK)
 	}
@@ -371,7 +375,7 @@ func (l *loader) scripts(s *Scripts, r *rawScripts) {
 	}
 }
 
-func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) {
+func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) (warnings []string) {
 	if l.str("admin.listen", r.Listen, &a.Listen) && a.Listen != "" {
 		if err := checkAddr(a.Listen); err != nil {
 			l.fail("admin.listen", err)
@@ -379,8 +383,53 @@ func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) {
 			l.errorf("admin.listen", "%q is also server.listen; the admin endpoints need their own port", a.Listen)
 		}
 	}
-	if l.boolean("admin.pprof", r.Pprof, &a.Pprof) && a.Pprof && a.Listen == "" {
-		l.errorf("admin.pprof", "needs admin.listen: the profiler is served on the admin port")
+	l.str("admin.token", r.Token, &a.Token)
+	l.boolean("admin.pprof_public", r.PprofPublic, &a.PprofPublic)
+	public := a.Listen != "" && !loopback(a.Listen)
+	if l.boolean("admin.pprof", r.Pprof, &a.Pprof) && a.Pprof {
+		switch {
+		case a.Listen == "":
+			l.errorf("admin.pprof", "needs admin.listen: the profiler is served on the admin port")
+		case public && !a.PprofPublic:
+			l.errorf("admin.pprof", "refused on %q, which is not a loopback address: the profiler reads the process's memory and can load its CPU; "+
+				"serve it on 127.0.0.1, or set admin.pprof_public = true (with admin.token) to force it", a.Listen)
+		}
+	}
+	if public && a.Token == "" {
+		warnings = append(warnings, fmt.Sprintf("admin.listen: %q is not a loopback address and admin.token is not set: "+
+			"anyone who reaches it can read /metrics, /healthz and /routes", a.Listen))
+	}
+	return warnings
+}
+
+// loopback reports whether a listen address is only reachable from this
+// host: an IP loopback address or "localhost". An empty host listens on
+// every interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (l *loader) store(st *Store, r *rawStore) {
+	*st = Store{MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}
+	l.positiveSize("store.max_bytes", r.MaxBytes, &st.MaxBytes)
+	if l.count("store.max_keys", r.MaxKeys, &st.MaxKeys) && st.MaxKeys == 0 {
+		l.errorf("store.max_keys", "must be greater than 0")
+	}
+	valueSet := l.positiveSize("store.max_value_size", r.MaxValueSize, &st.MaxValueSize)
+	if st.MaxValueSize > st.MaxBytes {
+		if valueSet {
+			l.errorf("store.max_value_size", "%d is more than store.max_bytes (%d): one value could fill the store", st.MaxValueSize, st.MaxBytes)
+		} else {
+			st.MaxValueSize = st.MaxBytes // the default shrinks to fit a small store
+		}
 	}
 }
 

@@ -29,7 +29,7 @@ func (l *loader) folder(key, p string) (osPath string, fsys fs.FS, display strin
 			l.folderError(key, p, osPath, fi, err)
 			return osPath, nil, osPath
 		}
-		return osPath, os.DirFS(osPath), osPath
+		return osPath, rootFS(osPath), osPath
 	}
 
 	if strings.HasPrefix(p, "/") || filepath.IsAbs(p) || strings.Contains(p, `\`) {
@@ -68,6 +68,25 @@ func (l *loader) folderError(key, p, where string, fi fs.FileInfo, err error) {
 	case !fi.IsDir():
 		l.errorf(key, "%s is not a directory", shown)
 	}
+}
+
+// rootFS is a folder on disk as an fs.FS that nothing opened through it
+// can leave, symlinks included: os.DirFS follows a link out of the folder
+// (a scripts folder's lib -> /etc would let require read it), while
+// os.OpenInRoot refuses any path that resolves outside. No descriptor is
+// held between opens, so a reload's fresh config leaks nothing.
+type rootFS string
+
+// Open implements fs.FS.
+func (r rootFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	f, err := os.OpenInRoot(string(r), name)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // osFile resolves a file key (TLS material) and checks that it is a file.
