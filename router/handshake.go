@@ -117,6 +117,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	hs.head.rec = nil
 	if errors.Is(err, errHeadTooLarge) {
 		// A read error: the Upgrader wrote nothing. Answer it here.
+		s.stats.refusedWith(http.StatusRequestHeaderFieldsTooLarge)
 		writeStatus(nc, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 		hs.refused = http.StatusRequestHeaderFieldsTooLarge
 	}
@@ -127,10 +128,10 @@ func (s *Server) serveConn(nc net.Conn) {
 		if errors.As(err, &rej) {
 			status = rej.StatusCode()
 		}
-		if hs.refused != 0 {
-			status = hs.refused
-		}
-		if hs.refused == 0 && isNetErr(err) {
+		switch {
+		case hs.refused != 0:
+			status = 0 // counted by reject
+		case isNetErr(err):
 			// The client went away or timed out: nothing was refused.
 			status = 0
 		}
@@ -339,6 +340,11 @@ func (hs *handshake) onProtocol(v []byte) (string, bool) {
 }
 
 func (hs *handshake) reject(status int, body string) error {
+	if hs.refused == 0 {
+		// Counted before the answer is written, so a client that reads
+		// its refusal finds it in the metrics already.
+		hs.srv.stats.refusedWith(status)
+	}
 	hs.refused = status
 	// The socket's deadline is the handshake's; a refusal decided at the
 	// deadline (a slow handler) still deserves a moment to be written.

@@ -112,6 +112,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 		printProblems(stdout, err)
 		return 1
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", cfg.File, w)
+	}
 	problems := node.Check(cfg)
 	for _, err := range problems {
 		printProblems(stdout, err)
@@ -149,7 +152,15 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `file` until the server stops (for performance work)")
+	fs.Usage = func() {
+		usage(stderr)
+		fmt.Fprintln(stderr, "\nflags for serving:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *cpuprofile != "" {

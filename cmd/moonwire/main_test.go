@@ -332,3 +332,37 @@ func TestSIGHUPReloadsAndLogsAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpListsCommands: -h shows the commands, not only the flags.
+func TestHelpListsCommands(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := runCmd(t, "-h")
+	if code != 0 {
+		t.Fatalf("-h: exit %d", code)
+	}
+	for _, want := range []string{"moonwire check", "moonwire version", "-log-level"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("-h does not mention %q:\n%s", want, errOut)
+		}
+	}
+}
+
+// TestCheckWarnsOfAPublicAdminListener: an admin listener other hosts can
+// reach, without a token, is a warning (exit 0); pprof there is an error.
+func TestCheckWarnsOfAPublicAdminListener(t *testing.T) {
+	t.Parallel()
+	routes := "\n[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n"
+	dir := writeFiles(t, map[string]string{
+		"warn.toml":        "[admin]\nlisten = \"0.0.0.0:0\"\n" + routes,
+		"pprof.toml":       "[admin]\nlisten = \"0.0.0.0:0\"\npprof = true\n" + routes,
+		"scripts/echo.lua": "return {}\n",
+	})
+	code, out, _ := runCmd(t, "check", "-config", filepath.Join(dir, "warn.toml"))
+	if code != 0 || !strings.Contains(out, "warning: admin.listen: \"0.0.0.0:0\" is not a loopback address") {
+		t.Fatalf("check: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, "check", "-config", filepath.Join(dir, "pprof.toml"))
+	if code != 1 || !strings.Contains(out, "admin.pprof: refused on \"0.0.0.0:0\"") {
+		t.Fatalf("check with pprof: exit %d\n%s", code, out)
+	}
+}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,9 @@ type Options struct {
 	// /debug/pprof/: heap, CPU, goroutine and the other runtime profiles
 	// of the running server, for go tool pprof.
 	Pprof bool
+	// Token, when set, must come with every request as
+	// "Authorization: Bearer TOKEN"; others get 401.
+	Token string
 }
 
 // New returns the admin HTTP handler: /metrics, /healthz, /routes (and 404
@@ -119,7 +123,24 @@ func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, erro
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	if opts.Token != "" {
+		return requireToken(opts.Token, mux), nil
+	}
 	return mux, nil
+}
+
+// requireToken answers 401 to requests without "Authorization: Bearer
+// token", comparing in constant time.
+func requireToken(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="moonwire admin"`)
+			http.Error(w, "admin: a bearer token is required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 type handler struct {
@@ -132,10 +153,11 @@ type health struct {
 	Reload *ReloadState `json:"reload,omitempty"`
 }
 
-// healthz answers 200 {"status":"ok","reload":{...}} while serving, also
-// after a failed reload (the previous version keeps serving; the body says
-// "ok":false with the error), and 503 {"status":"draining"} once the node
-// drains, so that load balancers stop sending new clients.
+// healthz answers 200 {"status":"ok","reload":{...}} while serving; 200
+// {"status":"degraded",...} after a failed reload (the previous version
+// keeps serving, so the node stays in rotation; "reload" has "ok":false
+// and the error); and 503 {"status":"draining"} once the node drains, so
+// that load balancers stop sending new clients.
 func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if h.src.Draining() {
 		writeJSON(w, http.StatusServiceUnavailable, health{Status: "draining"})
@@ -143,7 +165,11 @@ func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	rs := h.src.Reload()
 	rs.OK = rs.lastOK()
-	writeJSON(w, http.StatusOK, health{Status: "ok", Reload: &rs})
+	status := "ok"
+	if !rs.OK {
+		status = "degraded"
+	}
+	writeJSON(w, http.StatusOK, health{Status: status, Reload: &rs})
 }
 
 // routes answers the served routes as a JSON array ([] when none).

@@ -419,7 +419,7 @@ func TestHealthz(t *testing.T) {
 				Reloads: 3, Failures: 2, At: reloadAt, OK: false, Err: "room.lua:5: syntax error near 'end'",
 			}},
 			status: http.StatusOK,
-			want:   `{"status":"ok","reload":{"reloads":3,"failures":2,"at":"2026-03-01T12:30:15.5Z","ok":false,"error":"room.lua:5: syntax error near 'end'"}}`,
+			want:   `{"status":"degraded","reload":{"reloads":3,"failures":2,"at":"2026-03-01T12:30:15.5Z","ok":false,"error":"room.lua:5: syntax error near 'end'"}}`,
 		},
 		{
 			name:   "draining",
@@ -667,5 +667,42 @@ func TestPprof(t *testing.T) {
 	}
 	if resp, _ := get(t, http.MethodGet, on.URL+"/metrics"); resp.StatusCode != http.StatusOK {
 		t.Errorf("with pprof: GET /metrics = %d", resp.StatusCode)
+	}
+}
+
+// TestToken: with a token, every admin path needs "Authorization: Bearer
+// TOKEN"; without it, or with another, 401.
+func TestToken(t *testing.T) {
+	t.Parallel()
+	h, err := New(&fakeSource{}, prometheus.NewPedanticRegistry(), Options{Token: "s3cret", Pprof: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/metrics", "/healthz", "/routes", "/debug/pprof/"} {
+		for _, tc := range []struct {
+			auth   string
+			status int
+		}{
+			{"", http.StatusUnauthorized},
+			{"Bearer wrong", http.StatusUnauthorized},
+			{"Bearer s3cret2", http.StatusUnauthorized},
+			{"s3cret", http.StatusUnauthorized},
+			{"Bearer s3cret", http.StatusOK},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s with %q: %d, want %d", path, tc.auth, resp.StatusCode, tc.status)
+			}
+		}
 	}
 }

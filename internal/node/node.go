@@ -287,7 +287,7 @@ func (n *Node) Listen(addr string, adminAddr ...string) error {
 		aaddr = adminAddr[0]
 	}
 	if aaddr != "" {
-		h, err := admin.New(adminSource{n}, n.Registry, admin.Options{Pprof: cfg.Admin.Pprof})
+		h, err := admin.New(adminSource{n}, n.Registry, admin.Options{Pprof: cfg.Admin.Pprof, Token: cfg.Admin.Token})
 		if err != nil {
 			return err
 		}
