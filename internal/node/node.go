@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moonwire/moonwire/internal/admin"
+	"github.com/moonwire/moonwire/internal/static"
 	"github.com/moonwire/moonwire/plugins/crypto"
 	"github.com/moonwire/moonwire/plugins/json"
 	"github.com/moonwire/moonwire/plugins/lua"
@@ -227,7 +228,7 @@ func (n *Node) routerConfig(cfg *config.Config, handlers map[string]*lua.Route) 
 		rcfg.SlowConsumer = router.SlowConsumerDrop
 	}
 	if cfg.Server.StaticFS != nil {
-		rcfg.HTTP = http.FileServerFS(cfg.Server.StaticFS)
+		rcfg.HTTP = static.Handler(cfg.Server.StaticFS)
 	}
 	for _, rc := range cfg.Routes {
 		h := handlers[rc.Path]
