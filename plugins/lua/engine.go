@@ -160,14 +160,14 @@ func (e *Engine) watch() {
 		case now := <-t.C:
 			// Never 0: a VM's seenAt uses 0 for "not seen".
 			n := int64(now.Sub(e.started)) + 1
-			overMemory := e.overMemory(now)
+			overMemory, live := e.overMemory(now)
 			heap := e.heap.Load()
 			e.wmu.Lock()
 			for v := range e.watched {
 				v.checkDeadline(n, heap)
 			}
 			if overMemory {
-				e.blame(n, now)
+				e.blame(n, now, live)
 			}
 			e.wmu.Unlock()
 		}
@@ -182,10 +182,14 @@ func (e *Engine) watch() {
 // those whose builtins made at least blameBytes (string.rep, gsub,
 // json.encode ... account what they make, see vm.charge); failing that,
 // those during which the heap grew by at least blameBytes (what Lua code
-// allocates itself is not accounted). When neither finds anyone, the
+// allocates itself is not accounted). Growth is judged only on a heap
+// figure fresh from a collection (live): a callback's garbage (every
+// number a Lua loop computes is boxed) is not memory it holds, and its
+// baseline, taken before that collection, counts garbage too, so the
+// comparison leans towards innocence. When neither finds anyone, the
 // memory is held by something that is not running: nothing is stopped,
 // and a warning says so. e.wmu must be held.
-func (e *Engine) blame(now int64, wall time.Time) {
+func (e *Engine) blame(now int64, wall time.Time, live bool) {
 	threshold := max(uint64(e.memMax)/8, 16<<20)
 	heap := e.heap.Load()
 	var spenders, growers []*vm
@@ -197,7 +201,7 @@ func (e *Engine) blame(now int64, wall time.Time) {
 		if spent >= threshold {
 			spenders = append(spenders, v)
 		}
-		if growth >= threshold {
+		if live && growth >= threshold {
 			growers = append(growers, v)
 		}
 	}
@@ -208,38 +212,40 @@ func (e *Engine) blame(now int64, wall time.Time) {
 	for _, v := range culprits {
 		v.stopForMemory()
 	}
-	if len(culprits) == 0 && wall.Sub(e.lastWarn) > 10*time.Second {
+	if len(culprits) == 0 && live && wall.Sub(e.lastWarn) > 10*time.Second {
 		e.lastWarn = wall
 		e.log.Warn("the heap is over scripts.memory_limit, but no running callback is making it grow; nothing stopped",
 			"heap_bytes", heap, "limit_bytes", e.memMax)
 	}
 }
 
-// overMemory reports whether the heap is past the memory limit. The heap
-// figure counts garbage not yet collected, so before blaming a script the
-// watchdog collects (at most once a second: a heap legitimately over the
-// limit must not turn into a collection every tick).
-// Between collections only a heap at twice the limit counts, which a
-// runaway script reaches within moments anyway.
-func (e *Engine) overMemory(now time.Time) bool {
+// overMemory reports whether the heap is past the memory limit, and
+// whether that figure is live: fresh from a collection. The heap counts
+// garbage not yet collected, so before blaming a script the watchdog
+// collects, at most once a second (a heap legitimately over the limit must
+// not turn into a collection every tick), or ten times a second once the
+// heap is at twice the limit, which a runaway reaches within moments.
+func (e *Engine) overMemory(now time.Time) (over, live bool) {
 	if e.memMax <= 0 {
-		return false
+		return false, false
 	}
 	heap := heapBytes()
 	e.heap.Store(heap)
-	switch {
-	case heap <= uint64(e.memMax):
-		return false
-	case heap > 2*uint64(e.memMax):
-		return true
-	case now.Sub(e.lastGC) < time.Second:
-		return false
+	if heap <= uint64(e.memMax) {
+		return false, false
+	}
+	gap := time.Second
+	if heap > 2*uint64(e.memMax) {
+		gap = 100 * time.Millisecond
+	}
+	if now.Sub(e.lastGC) < gap {
+		return heap > 2*uint64(e.memMax), false
 	}
 	e.lastGC = now
 	runtime.GC()
 	heap = heapBytes()
 	e.heap.Store(heap)
-	return heap > uint64(e.memMax)
+	return heap > uint64(e.memMax), true
 }
 
 var heapSample = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}

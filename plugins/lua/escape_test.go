@@ -37,3 +37,67 @@ return M
 		t.Fatalf("require followed a symlink out of the scripts folder: %q", got)
 	}
 }
+
+// TestSharedValuesAreReadOnly: what one connection's callback does to
+// ws, ws.settings or the string metatable must not change what the next
+// connection's callback sees on the same VM; reading and iterating work
+// as on plain tables.
+func TestSharedValuesAreReadOnly(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+local M = {}
+local attempts = {
+  set = function() ws.settings.secret = "x" end,
+  nested = function() ws.settings.tokens[1] = "x" end,
+  rawset = function() rawset(ws.settings, "secret", "x") end,
+  insert = function() table.insert(ws.settings.tokens, "x") end,
+  remove = function() table.remove(ws.settings.tokens) end,
+  sort = function() table.sort(ws.settings.tokens) end,
+  setmt = function() setmetatable(ws.settings, nil) end,
+  getmt = function() getmetatable(ws.settings).__index.secret = "x" end,
+  ws = function() ws.broadcast = function() end end,
+  strmt = function() getmetatable("").__index = { upper = function() return "pwned" end } end,
+  strmt2 = function() setmetatable("", {}) end,
+}
+function M.on_message(conn, name)
+  if name == "read" then
+    local keys = {}
+    for k in pairs(ws.settings) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local toks = {}
+    for _, v in ipairs(ws.settings.tokens) do toks[#toks + 1] = v end
+    conn:send(table.concat(keys, ",") .. " " .. table.concat(toks, ",") .. " " .. #ws.settings.tokens ..
+      " " .. tostring(ws.settings.secret) .. " " .. ("abc"):upper() .. " " .. type(ws.broadcast))
+    return
+  end
+  local ok, err = pcall(attempts[name])
+  conn:send(name .. " " .. tostring(ok) .. " " .. tostring(err):gsub("^.-:%d+: ", ""))
+end
+return M
+`, `vms = 1
+settings = { secret = "s", tokens = ["b", "a"] }
+`)
+	c := moontest.Dial(t, s.URL("/t"))
+	for name, want := range map[string]string{
+		"set":    "set false ws.settings is read-only",
+		"nested": "nested false ws.settings is read-only",
+		"rawset": "rawset false rawset: ws.settings is read-only",
+		"insert": "insert false table.insert: ws.settings is read-only",
+		"remove": "remove false table.remove: ws.settings is read-only",
+		"sort":   "sort false table.sort: ws.settings is read-only",
+		"setmt":  "setmt false cannot change a protected metatable",
+		"getmt":  "", // getmetatable gives a message string: nothing to reach
+		"ws":     "ws false ws is read-only",
+		"strmt":  "",
+		"strmt2": "strmt2 false cannot change a protected metatable",
+	} {
+		c.Send(name)
+		if got := c.Next().Text(); want != "" && got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+		// The next connection sees the values unchanged.
+		d := moontest.Dial(t, s.URL("/t"))
+		d.Send("read")
+		d.Expect("secret,tokens b,a 2 s ABC function")
+	}
+}

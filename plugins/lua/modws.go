@@ -21,10 +21,10 @@ func (v *vm) openWS(L *glua.LState) int {
 		"conn":         v.wsConn,
 	})
 	mod.RawSetString("route", glua.LString(v.route.cfg.Pattern))
-	mod.RawSetString("settings", readOnly(L, luavalue.ToLua(L, orEmpty(v.route.cfg.Settings))))
+	mod.RawSetString("settings", freeze(L, luavalue.ToLua(L, orEmpty(v.route.cfg.Settings)).(*glua.LTable), "ws.settings"))
 	mod.RawSetString("node_id", glua.LString(""))
-	v.ws = mod
-	L.Push(mod)
+	v.ws = mod // the copy behind the view: Start sets node_id in it
+	L.Push(freeze(L, mod, "ws"))
 	return 1
 }
 
@@ -153,34 +153,4 @@ func (v *vm) wsConn(L *glua.LState) int {
 	}
 	L.Push(v.newConn(c))
 	return 1
-}
-
-// readOnly wraps tables (recursively) in proxies that refuse writes, so that
-// one connection's callback cannot change ws.settings under another.
-func readOnly(L *glua.LState, v glua.LValue) glua.LValue {
-	t, ok := v.(*glua.LTable)
-	if !ok {
-		return v
-	}
-	inner := L.NewTable()
-	t.ForEach(func(k, val glua.LValue) { inner.RawSet(k, readOnly(L, val)) })
-	proxy := L.NewTable()
-	mt := L.NewTable()
-	mt.RawSetString("__index", inner)
-	mt.RawSetString("__newindex", L.NewFunction(func(L *glua.LState) int {
-		L.RaiseError("ws.settings is read-only")
-		return 0
-	}))
-	mt.RawSetString("__len", L.NewFunction(func(L *glua.LState) int {
-		L.Push(glua.LNumber(inner.Len()))
-		return 1
-	}))
-	mt.RawSetString("__pairs", L.NewFunction(func(L *glua.LState) int {
-		L.Push(L.GetGlobal("next"))
-		L.Push(inner)
-		L.Push(glua.LNil)
-		return 3
-	}))
-	L.SetMetatable(proxy, mt)
-	return proxy
 }

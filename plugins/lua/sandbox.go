@@ -39,18 +39,12 @@ var vmOptions = glua.Options{
 
 // prelude runs in every VM after the libraries are open. coroutine.wrap is
 // rebuilt on the sandbox's coroutine.create (see vm.coCreate).
-// pairs and ipairs follow Lua 5.2 (pairs honours __pairs, ipairs honours
-// __index) so that read-only proxies such as ws.settings iterate like the
-// tables they stand for. math.huge is infinity, as in every Lua (gopher-lua
+// ipairs follows Lua 5.2 (it honours __index; pairs, which honours
+// __pairs, is in Go: see guardRawWriters) so that read-only proxies such as
+// ws.settings iterate like the tables they stand for. math.huge is infinity, as in every Lua (gopher-lua
 // makes it the largest finite number).
 const prelude = `
 math.huge = 1/0
-local rawpairs, getmt, type, rawget = pairs, getmetatable, type, rawget
-pairs = function(t)
-  local mt = getmt(t)
-  if type(mt) == "table" and rawget(mt, "__pairs") then return mt.__pairs(t) end
-  return rawpairs(t)
-end
 local function inext(t, i)
   i = i + 1
   local v = t[i]
@@ -103,7 +97,11 @@ func (v *vm) openSandbox() error {
 		return err
 	}
 	L.Push(fn)
-	return L.PCall(0, 0, nil)
+	if err := L.PCall(0, 0, nil); err != nil {
+		return err
+	}
+	guardRawWriters(L) // read-only values; see freeze.go
+	return nil
 }
 
 // strRep is string.rep with a bound on the result.
