@@ -284,7 +284,11 @@ func (v *vm) strGsub(L *glua.LState) int {
 	}
 	v.release(p)
 	if !changed {
-		L.Push(L.Get(1))
+		if orig, ok := L.Get(1).(glua.LString); ok {
+			L.Push(orig) // no allocation
+		} else {
+			L.Push(glua.LString(s)) // a number subject: the result is still a string
+		}
 	} else {
 		out.WriteString(s[copied:])
 		L.Push(glua.LString(out.String()))

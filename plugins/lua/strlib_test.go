@@ -143,6 +143,7 @@ eq((("a b"):gsub("%w", function(c) return 1 end)), "1 1")
 eq((("abc"):gsub("%w", "%0%0", 2)), "aabbc")
 eq((("abc"):gsub("", "-")), "-a-b-c-")
 eq((("x"):gsub("x", 5)), "5")
+eq(type((string.gsub(12, "x", "y"))), "string", "a number subject gives a string")
 eq((("x y"):gsub("(%w)", "<%1>")), "<x> <y>")
 eq((("ab"):gsub(".", function(c) return (c:rep(2):gsub(".", "%0.")) end)), "a.a.b.b.", "gsub inside gsub")
 raises("string.gsub: invalid replacement value (a table)", string.gsub, "x", "x", function() return {} end)
@@ -375,6 +376,77 @@ func TestCheckNesting(t *testing.T) {
 	} {
 		if err := checkNesting(tc.src, maxNesting); (err == nil) != tc.ok {
 			t.Errorf("%.60q...: %v", tc.src, err)
+		}
+	}
+}
+
+// gopherStrlib puts gopher-lua's own pattern functions back in v's
+// string table, for the benchmarks' comparison.
+func gopherStrlib(tb testing.TB, v *vm) {
+	fresh := glua.NewState(glua.Options{SkipOpenLibs: true})
+	tb.Cleanup(fresh.Close)
+	fresh.Push(fresh.NewFunction(glua.OpenString))
+	fresh.Push(glua.LString(glua.StringLibName))
+	fresh.Call(1, 0)
+	from := fresh.GetGlobal("string").(*glua.LTable)
+	to := v.L.GetGlobal("string").(*glua.LTable)
+	for _, name := range []string{"find", "match", "gmatch", "gfind", "gsub"} {
+		to.RawSetString(name, from.RawGetString(name)) // Go functions: any state may call them
+	}
+}
+
+// BenchmarkPatterns compares the sandbox's pattern functions with
+// gopher-lua's on common patterns, each called from Lua in a sandbox VM
+// (so that both pay the same call and context costs):
+//
+//	go test -run '^$' -bench Patterns -benchmem ./plugins/lua/
+func BenchmarkPatterns(b *testing.B) {
+	text := strings.Repeat("The quick  brown fox\tjumps over the lazy dog;  then   it rests.\n", 16)[:1024]
+	for _, tc := range []struct{ name, src, arg string }{
+		{"find_digits", `local s = ... return string.find(s, "%d+")`, "order 12345 shipped"},
+		{"match_trim", `local s = ... return s:match("^%s*(.-)%s*$")`, "   hello world   "},
+		{"gmatch_query", `local s = ... local n = 0 for k, v in s:gmatch("(%w+)=(%w+)") do n = n + #k + #v end return n`,
+			"a=1&bb=22&ccc=333&name=value&x=y&page=10&sort=desc&q=lua"},
+		{"gsub_1k_spaces", `local s = ... return s:gsub("%s+", " ")`, text},
+		{"gsub_1k_func", `local s = ... return s:gsub("%a+", function(w) if #w > 4 then return w:upper() end end)`, text},
+		{"gsub_1k_plain", `local s = ... return s:gsub(";", ",")`, text},
+	} {
+		var want string
+		for _, impl := range []string{"luapat", "gopher-lua"} {
+			b.Run(tc.name+"/"+impl, func(b *testing.B) {
+				v := newTestVM(b, Options{}, time.Hour)
+				if impl == "gopher-lua" {
+					gopherStrlib(b, v)
+				}
+				L := v.L
+				fn, err := L.LoadString(tc.src)
+				if err != nil {
+					b.Fatal(err)
+				}
+				arg := glua.LString(tc.arg)
+				call := func() {
+					L.Push(fn)
+					L.Push(arg)
+					L.Call(1, glua.MultRet)
+				}
+				// Both give the same results.
+				call()
+				var got []string
+				for i := 1; i <= L.GetTop(); i++ {
+					got = append(got, L.Get(i).String())
+				}
+				L.SetTop(0)
+				if want == "" {
+					want = strings.Join(got, "|")
+				} else if g := strings.Join(got, "|"); g != want {
+					b.Fatalf("%s gives %q, luapat %q", impl, g, want)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					call()
+					L.SetTop(0)
+				}
+			})
 		}
 	}
 }
