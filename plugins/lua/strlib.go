@@ -633,13 +633,17 @@ var errTooNested = errors.New("chunk has too many syntax levels")
 // checkNesting refuses source that nests deeper than limit, scanning its
 // tokens once, without parsing. It counts what makes gopher-lua's parser
 // and compiler recurse: open brackets ( [ {, open blocks (function, if,
-// do, repeat, closed by end or until), and within an expression, chains
-// of the right-associative operators .. and ^ and runs of the unary
-// operators - not #, which nest one level each (a chain of 100,000 "- "
-// takes gopher-lua minutes to compile). Left-associative operators and
-// suffixes (a.b.c, f()()) do not nest, and are not counted. The count is
-// an estimate of the parser's depth, not the parser: it needs only to
-// accept what Lua 5.1 accepts and refuse what would nest thousands deep.
+// do, repeat, closed by end or until), and within an expression, runs of
+// the unary operators - not # and chains of the arithmetic and
+// concatenation operators + - * / % ^ .., which nest one level each in
+// gopher-lua's syntax tree, and which it compiles in time quadratic in
+// their length or worse: 130,000 of "- " or "a+" take it minutes. (Lua
+// 5.1 itself nests only the right-associative .. and ^; a chain of more
+// than 200 + in one expression, which it accepts, is refused here.)
+// Comparisons, and, or, commas and statements end a chain; suffixes
+// (a.b.c, f()()) are not counted. The count estimates the depth, it is
+// not a parser: it needs only to accept real code and refuse what would
+// nest thousands deep.
 func checkNesting(src string, limit int) error {
 	type level struct{ run, unary int }
 	var (
@@ -748,14 +752,14 @@ func checkNesting(src string, limit int) error {
 			i++
 			run++
 			operand = false
-		case c == '^':
-			run++
-			operand = false
 		case c == '-' && !operand, c == '#':
 			unary++
+		case strings.IndexByte("^+-*/%", c) >= 0:
+			run++
+			operand = false
 		case c == '=' || c == '~' || c == '<' || c == '>' || c == ',' || c == ';':
 			run, unary, operand = 0, 0, false
-		default: // + - * / % : .
+		default: // : .
 			operand = false
 		}
 		i++
