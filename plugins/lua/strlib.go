@@ -533,7 +533,9 @@ func unpack(L *glua.LState) int {
 }
 
 // strByte is string.byte, growing the stack once for the bytes it
-// returns.
+// returns. As in Lua 5.1, j defaults to i: gopher-lua's returned every
+// byte from i on, so that s:byte() on a large message pushed values until
+// the stack overflowed.
 func strByte(L *glua.LState) int {
 	s := L.CheckString(1)
 	i := L.OptInt(2, 1)
