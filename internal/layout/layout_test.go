@@ -67,6 +67,11 @@ func TestImportRules(t *testing.T) {
 			[]string{mod + "/router", mod + "/plugins/lua", mod + "/plugins/json", mod + "/plugins/crypto", mod + "/plugins/store"},
 		},
 		{
+			"the Lua pattern matcher knows nothing of gopher-lua or moonwire",
+			is(mod + "/plugins/lua/internal/luapat"),
+			[]string{mod, "github.com/yuin/gopher-lua"},
+		},
+		{
 			"nothing imports cmd",
 			func(p string) bool { return !under(mod + "/cmd")(p) },
 			[]string{mod + "/cmd"},

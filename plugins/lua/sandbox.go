@@ -83,9 +83,8 @@ func (v *vm) openSandbox() error {
 
 	str := L.GetGlobal("string").(*glua.LTable)
 	str.RawSetString("rep", L.NewFunction(v.strRep))
-	v.origFormat = str.RawGetString("format").(*glua.LFunction)
-	str.RawSetString("format", L.NewFunction(v.strFormat))
 	str.RawSetString("dump", glua.LNil)
+	v.openStrlib()
 
 	co := L.GetGlobal("coroutine").(*glua.LTable)
 	v.origCreate = co.RawGetString("create").(*glua.LFunction)
@@ -127,37 +126,6 @@ func (v *vm) strRep(L *glua.LState) int {
 		b.WriteString(s)
 	}
 	L.Push(glua.LString(b.String()))
-	return 1
-}
-
-// strFormat refuses field widths and precisions that would make
-// string.format allocate without bound ("%999999999d").
-func (v *vm) strFormat(L *glua.LState) int {
-	f := L.CheckString(1)
-	for i := 0; i < len(f); i++ {
-		if f[i] != '%' {
-			continue
-		}
-		j := i + 1
-		num := 0
-		for ; j < len(f) && strings.IndexByte("-+ #0123456789.", f[j]) >= 0; j++ {
-			if c := f[j]; c >= '0' && c <= '9' {
-				num = num*10 + int(c-'0')
-				if num > 1000 {
-					L.ArgError(1, "format width or precision larger than 1000")
-				}
-			} else {
-				num = 0
-			}
-		}
-		i = j
-	}
-	top := L.GetTop()
-	L.Push(v.origFormat)
-	for i := 1; i <= top; i++ {
-		L.Push(L.Get(i))
-	}
-	L.Call(top, 1)
 	return 1
 }
 

@@ -29,6 +29,8 @@ type vm struct {
 
 	origFormat, origCreate *glua.LFunction
 
+	pats []*patState // idle pattern matchers (see vm.pat)
+
 	kindText, kindBinary glua.LValue // boxed once: no allocation per message
 
 	cur    *router.Conn // the connection whose callback is running
