@@ -202,7 +202,7 @@ func jwtSign(L *lua.LState) int {
 	if secret == "" {
 		L.ArgError(2, "secret must not be empty")
 	}
-	payload, err := luavalue.AppendJSON(nil, claims, luavalue.DefaultMaxDepth)
+	payload, err := luavalue.AppendJSON(nil, claims, luavalue.DefaultMaxDepth, 0)
 	if err != nil {
 		return fail(L, "jwt: claims: "+err.Error())
 	}

@@ -11,15 +11,19 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/moonwire/moonwire/plugins/internal/budget"
 	"github.com/moonwire/moonwire/plugins/internal/luavalue"
 )
 
 // Defaults for the zero Limits. 128 levels is far beyond any sane message and
 // far below anything that strains a goroutine stack; 8 MiB is above the
-// router's default message limit, so decode is never the narrower gate.
+// router's default message limit, so decode is never the narrower gate; 16
+// MiB of output is sixteen of the largest default messages, and little
+// enough to encode well within a handler timeout.
 const (
-	DefaultMaxDepth = 128
-	DefaultMaxInput = 8 << 20
+	DefaultMaxDepth  = 128
+	DefaultMaxInput  = 8 << 20
+	DefaultMaxOutput = 16 << 20
 )
 
 // maxDepthCeiling caps MaxDepth because decode and encode recurse once per
@@ -34,6 +38,9 @@ type Limits struct {
 	MaxDepth int
 	// MaxInput is the longest string, in bytes, that decode will parse.
 	MaxInput int
+	// MaxOutput is the longest string encode will make; past it encode
+	// returns nil and "json: encoding too large".
+	MaxOutput int
 }
 
 // Module is the json Lua module. It holds only its limits, so one Module can
@@ -50,6 +57,9 @@ func New(limits Limits) *Module {
 	limits.MaxDepth = min(limits.MaxDepth, maxDepthCeiling)
 	if limits.MaxInput <= 0 {
 		limits.MaxInput = DefaultMaxInput
+	}
+	if limits.MaxOutput <= 0 {
+		limits.MaxOutput = DefaultMaxOutput
 	}
 	return &Module{limits: limits}
 }
@@ -81,8 +91,9 @@ const maxPooledBuf = 64 << 10
 func (m *Module) encode(L *lua.LState) int {
 	v := L.CheckAny(1)
 	bp := bufs.Get().(*[]byte)
-	b, err := luavalue.AppendJSON((*bp)[:0], v, m.limits.MaxDepth)
+	b, err := luavalue.AppendJSON((*bp)[:0], v, m.limits.MaxDepth, m.limits.MaxOutput)
 	if err == nil {
+		budget.Charge(L, "json.encode", int64(len(b)))
 		L.Push(lua.LString(b))
 	}
 	if cap(b) <= maxPooledBuf {

@@ -178,6 +178,12 @@ func TestLimits(t *testing.T) {
 			fails("json: input too large (11 bytes, limit 10)", json.decode("[1,2,3,444]"))
 			fails("json: input too large (11 bytes, limit 10)", json.decode(string.rep(" ", 11)))
 			eq(#json.encode(string.rep("x", 100)), 102, "encode is not bounded by MaxInput")`},
+		{"output 20 bytes", Limits{MaxOutput: 20}, `
+			eq(json.encode({"abc", "abc"}), '["abc","abc"]')
+			local s = string.rep("x", 8)
+			fails("json: encoding too large", json.encode({s, s, s}))
+			fails("json: encoding too large", json.encode(string.rep("x", 21)))
+			fails("json: encoding too large", json.encode(string.rep("\1", 5)))`},
 		{"depth ceiling", Limits{MaxDepth: 1 << 30}, `
 			local deep = string.rep("[", 10001) .. string.rep("]", 10001)
 			fails("json: nesting deeper than 10000", json.decode(deep))`},

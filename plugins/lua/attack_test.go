@@ -36,6 +36,11 @@ local attacks = {
     for i = 1, 40 do t[i] = big end
     return #string.format(string.rep("%s", 40), unpack(t))
   end,
+  json = function(s)
+    local t, big = {}, s:rep(math.floor(16 * 2^20 / #s))
+    for i = 1, 40 do t[i] = big end
+    return assert(json.encode(t))
+  end,
   -- Source that takes gopher-lua's parser and compiler gigabytes.
   nesting = function(s)
     return tostring(assert(loadstring("return " .. ("("):rep(#s) .. "1" .. (")"):rep(#s))))
@@ -78,6 +83,7 @@ func TestAttacksOnBuiltins(t *testing.T) {
 		{"gsub", "gsub", spaces + "x", timeout},
 		{"concat", "concat", spaces + "x", "table.concat: result of"},
 		{"format", "format", spaces + "x", "string.format: result of"},
+		{"json", "json", spaces + "x", "json: encoding too large"},
 		{"loadstring_nesting", "nesting", spaces + "x", "loadstring: chunk has too many syntax levels"},
 		{"loadstring_size", "chunk", "", "loadstring: chunk of 2000008 bytes exceeds the limit of 262144 bytes"},
 		{"load_reader", "reader", "x = 1 ", "load: chunk of at least 262146 bytes exceeds the limit of 262144 bytes"},

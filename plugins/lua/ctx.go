@@ -3,12 +3,15 @@ package lua
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/budget"
 )
 
 // ErrTimeout is wrapped by the ScriptError of a callback stopped for running
@@ -29,6 +32,7 @@ var ErrMemory = errors.New("memory limit exceeded")
 // keep every coroutine ever created alive; a registration is dropped when
 // its coroutine is garbage-collected (see trackThread).
 type vmCtx struct {
+	v    *vm // whose account budget.Charge reaches; nil in tests
 	done chan struct{}
 	err  atomic.Pointer[error]
 
@@ -37,13 +41,31 @@ type vmCtx struct {
 	next  uint64
 }
 
-func newVMCtx() *vmCtx {
-	return &vmCtx{done: make(chan struct{}), funcs: make(map[uint64]func())}
+func newVMCtx(v *vm) *vmCtx {
+	return &vmCtx{v: v, done: make(chan struct{}), funcs: make(map[uint64]func())}
 }
 
 func (c *vmCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *vmCtx) Done() <-chan struct{}       { return c.done }
-func (c *vmCtx) Value(any) any               { return nil }
+// Value offers the VM's account to module plugins (see budget.Charge).
+func (c *vmCtx) Value(key any) any {
+	if _, ok := key.(budget.Key); ok && c.v != nil {
+		return vmCharger{c.v}
+	}
+	return nil
+}
+
+// vmCharger is a VM's account as module plugins see it.
+type vmCharger struct{ v *vm }
+
+// Charge implements budget.Charger.
+func (c vmCharger) Charge(what string, n int64) error {
+	if max := int64(c.v.eng.maxStr); n > max {
+		return fmt.Errorf("%s: result of %d bytes exceeds the limit of %d", what, n, max)
+	}
+	c.v.spent.Add(n)
+	return nil
+}
 
 func (c *vmCtx) Err() error {
 	if p := c.err.Load(); p != nil {

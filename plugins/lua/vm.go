@@ -68,11 +68,11 @@ func newVM(r *Route, lane int) (*vm, error) {
 		route:      r,
 		lane:       lane,
 		L:          glua.NewState(vmOptions),
-		ctx:        newVMCtx(),
 		kindText:   glua.LString("text"),
 		kindBinary: glua.LString("binary"),
 	}
 	v.timers.init(v)
+	v.ctx = newVMCtx(v)
 	v.L.SetContext(v.ctx)
 	v.loaded = v.L.NewTable()
 	if err := v.openSandbox(); err != nil {
@@ -185,7 +185,7 @@ func (v *vm) begin() {
 	v.wmu.Lock()
 	if v.ctx.Err() != nil {
 		// The last call was stopped; its context is spent.
-		v.ctx = newVMCtx()
+		v.ctx = newVMCtx(v)
 		v.L.SetContext(v.ctx)
 	}
 	v.timedOut, v.overMem = false, false
@@ -201,10 +201,9 @@ func (v *vm) begin() {
 // builtin that builds a result whose size the script controls calls it
 // before allocating.
 func (v *vm) charge(L *glua.LState, what string, n int64) {
-	if n > int64(v.eng.maxStr) {
-		L.RaiseError("%s: result of %d bytes exceeds the limit of %d", what, n, v.eng.maxStr)
+	if err := (vmCharger{v}).Charge(what, n); err != nil {
+		L.RaiseError("%s", err.Error())
 	}
-	v.spent.Add(n)
 }
 
 func (v *vm) end() (timedOut bool) {

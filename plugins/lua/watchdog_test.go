@@ -12,7 +12,7 @@ import (
 // after that, not at once.
 func TestWatchdogLateTickIsNotATimeout(t *testing.T) {
 	t.Parallel()
-	v := &vm{route: &Route{cfg: RouteConfig{HandlerTimeout: time.Second}}, ctx: newVMCtx()}
+	v := &vm{route: &Route{cfg: RouteConfig{HandlerTimeout: time.Second}}, ctx: newVMCtx(nil)}
 	v.begin()
 	late := int64(5 * time.Second) // the watchdog's first tick in five seconds
 	v.checkDeadline(late, 0)

@@ -58,6 +58,7 @@ func FromLuaDepth(v lua.LValue, maxDepth int) (any, error) {
 // the root (for depth and cycle checks) and a reusable key buffer.
 type walker struct {
 	maxDepth int
+	limit    int // AppendJSON's bound on len(dst)
 	path     []*lua.LTable
 	keys     []string
 }

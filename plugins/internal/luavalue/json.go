@@ -1,6 +1,7 @@
 package luavalue
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -21,11 +22,22 @@ import (
 // as encoding/json does); NaN and ±Inf fail with ErrNumber; invalid UTF-8 in
 // strings becomes U+FFFD, so the output is always valid UTF-8 and can go out
 // as a WebSocket text frame; <, > and & are not escaped, U+2028 and U+2029 are.
-func AppendJSON(dst []byte, v lua.LValue, maxDepth int) ([]byte, error) {
+//
+// maxLen, when > 0, bounds the bytes appended: past it the encoding stops
+// with ErrTooLarge, so forty references to one 64 MiB string cost at most
+// maxLen, not 2.5 GB.
+func AppendJSON(dst []byte, v lua.LValue, maxDepth, maxLen int) ([]byte, error) {
 	w := getWalker(maxDepth)
 	defer putWalker(w)
+	w.limit = math.MaxInt
+	if maxLen > 0 {
+		w.limit = len(dst) + maxLen
+	}
 	return w.appendJSON(dst, v)
 }
+
+// ErrTooLarge: an encoding longer than the caller's limit.
+var ErrTooLarge = errors.New("encoding too large")
 
 func (w *walker) appendJSON(dst []byte, v lua.LValue) ([]byte, error) {
 	switch x := v.(type) {
@@ -36,7 +48,14 @@ func (w *walker) appendJSON(dst []byte, v lua.LValue) ([]byte, error) {
 	case lua.LNumber:
 		return appendNumber(dst, float64(x))
 	case lua.LString:
-		return appendString(dst, string(x)), nil
+		// Checked before and after: escaping can grow a string sixfold.
+		if len(dst)+len(x) > w.limit {
+			return dst, ErrTooLarge
+		}
+		if dst = appendString(dst, string(x)); len(dst) > w.limit {
+			return dst, ErrTooLarge
+		}
+		return dst, nil
 	case *lua.LTable:
 		return w.appendTable(dst, x)
 	}

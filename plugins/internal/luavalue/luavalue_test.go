@@ -248,7 +248,7 @@ func TestAppendJSON(t *testing.T) {
 		t.Run(tt.expr, func(t *testing.T) {
 			t.Parallel()
 			L := newState(t)
-			got, err := AppendJSON([]byte("prefix:"), eval(t, L, tt.expr), 8)
+			got, err := AppendJSON([]byte("prefix:"), eval(t, L, tt.expr), 8, 0)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("AppendJSON(%s) = %q, %v; want %v", tt.expr, got, err, tt.wantErr)
@@ -344,7 +344,7 @@ func BenchmarkAppendJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if buf, err = AppendJSON(buf[:0], v, DefaultMaxDepth); err != nil {
+		if buf, err = AppendJSON(buf[:0], v, DefaultMaxDepth, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
