@@ -104,6 +104,9 @@ func (m *Module) encode(L *lua.LState) int {
 		if errors.Is(err, luavalue.ErrTooDeep) {
 			return fail(L, m.tooDeep())
 		}
+		if errors.Is(err, luavalue.ErrTooLarge) {
+			return fail(L, "json: encoding too large") // where it passed the limit says nothing
+		}
 		return fail(L, "json: "+err.Error())
 	}
 	return 1

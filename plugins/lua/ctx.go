@@ -47,6 +47,7 @@ func newVMCtx(v *vm) *vmCtx {
 
 func (c *vmCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *vmCtx) Done() <-chan struct{}       { return c.done }
+
 // Value offers the VM's account to module plugins (see budget.Charge).
 func (c *vmCtx) Value(key any) any {
 	if _, ok := key.(budget.Key); ok && c.v != nil {
