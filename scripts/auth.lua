@@ -4,7 +4,9 @@
 -- header, or the ?token= query parameter. It is valid when it is one of
 -- settings.tokens (a list, or a table mapping token -> user name), or an
 -- HS256 JWT signed with settings.jwt_secret (its "sub" claim names the
--- user). Anything else is refused with HTTP 401 before the upgrade.
+-- user). A JWT must carry an "exp" claim unless settings.jwt_require_exp is
+-- false: a token without one would be valid forever, however it leaked.
+-- Anything else is refused with HTTP 401 before the upgrade.
 --
 -- Accepted clients get a welcome, then every message is echoed back.
 local M = {}
@@ -31,7 +33,7 @@ local function user_for(token)
   end
   local secret = ws.settings.jwt_secret
   if secret and token:find("^[%w_-]+%.[%w_-]+%.[%w_-]+$") then
-    local claims, err = crypto.jwt_verify(token, secret)
+    local claims, err = crypto.jwt_verify(token, secret, { require_exp = ws.settings.jwt_require_exp ~= false })
     if not claims then return nil, err end
     return tostring(claims.sub or "user")
   end

@@ -118,6 +118,7 @@ func TestAuth(t *testing.T) {
 	}
 	expired, _ := crypto.SignHS256([]byte(`{"sub":"ann","exp":1}`), []byte("dev-secret"))
 	forged, _ := crypto.SignHS256([]byte(`{"sub":"ann"}`), []byte("not-the-secret"))
+	forever, _ := crypto.SignHS256([]byte(`{"sub":"ann"}`), []byte("dev-secret"))
 
 	accept := []struct {
 		name   string
@@ -146,6 +147,9 @@ func TestAuth(t *testing.T) {
 		{"wrong token", http.Header{"X-Auth-Token": {"nope"}}},
 		{"expired jwt", http.Header{"X-Auth-Token": {expired}}},
 		{"forged jwt", http.Header{"Authorization": {"Bearer " + forged}}},
+		// Valid forever, however it leaked: refused unless
+		// settings.jwt_require_exp = false.
+		{"jwt without exp", http.Header{"X-Auth-Token": {forever}}},
 	}
 	for _, tc := range refuse {
 		_, err := moontest.TryDial(t, s.URL("/auth"), moontest.DialOptions{Header: tc.header})

@@ -142,7 +142,7 @@ func DecodeBase64(s string) ([]byte, error) {
 	return b, nil
 }
 
-// jwt_verify(token, secret [, {leeway=, iss=, aud=}]) -> claims | nil, err
+// jwt_verify(token, secret [, {leeway=, iss=, aud=, require_exp=}]) -> claims | nil, err
 func (m *Module) jwtVerify(L *lua.LState) int {
 	token := L.CheckString(1)
 	secret := L.CheckString(2)
@@ -188,8 +188,14 @@ func verifyOptions(L *lua.LState, n int) VerifyOptions {
 				L.ArgError(n, "aud must be a string")
 			}
 			opts.Audience = string(s)
+		case "require_exp":
+			b, ok := v.(lua.LBool)
+			if !ok {
+				L.ArgError(n, "require_exp must be a boolean")
+			}
+			opts.RequireExp = bool(b)
 		default:
-			L.ArgError(n, fmt.Sprintf("unknown option %q (want leeway, iss or aud)", k.String()))
+			L.ArgError(n, fmt.Sprintf("unknown option %q (want leeway, iss, aud or require_exp)", k.String()))
 		}
 	}
 	return opts

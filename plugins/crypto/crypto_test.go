@@ -131,6 +131,13 @@ func TestLua(t *testing.T) {
 			assert(crypto.jwt_verify(early, "k", {leeway = 5}))
 			fails("jwt: not yet valid", crypto.jwt_verify(early, "k", {leeway = 4}))
 			fails("jwt: not yet valid", crypto.jwt_verify(early, "k", {}))`},
+		{"jwt require_exp", `
+			local forever = crypto.jwt_sign({sub = "u1"}, "k")
+			assert(crypto.jwt_verify(forever, "k"))
+			assert(crypto.jwt_verify(forever, "k", {require_exp = false}))
+			fails("jwt: no exp claim", crypto.jwt_verify(forever, "k", {require_exp = true}))
+			assert(crypto.jwt_verify(crypto.jwt_sign({exp = NOW + 60}, "k"), "k", {require_exp = true}))
+			raises("require_exp must be a boolean", crypto.jwt_verify, forever, "k", {require_exp = 1})`},
 		{"jwt bad signature", `
 			local tok = crypto.jwt_sign({sub = "u1"}, "k")
 			fails("jwt: bad signature", crypto.jwt_verify(tok, "k2"))

@@ -28,6 +28,7 @@ var (
 	ErrCrit           = errors.New("jwt: unsupported crit header")
 	ErrBadSignature   = errors.New("jwt: bad signature")
 	ErrExpired        = errors.New("jwt: expired")
+	ErrNoExpiry       = errors.New("jwt: no exp claim")
 	ErrNotYetValid    = errors.New("jwt: not yet valid")
 	ErrIssuer         = errors.New("jwt: bad issuer")
 	ErrAudience       = errors.New("jwt: bad audience")
@@ -43,6 +44,9 @@ type VerifyOptions struct {
 	Issuer string
 	// Audience, when set, must equal the aud claim or be one of its elements.
 	Audience string
+	// RequireExp refuses a token without an exp claim (ErrNoExpiry): one
+	// that would otherwise be valid forever, however it leaked.
+	RequireExp bool
 }
 
 // hs256Header is the only header SignHS256 writes, pre-encoded.
@@ -126,6 +130,8 @@ func checkClaims(claims map[string]any, now time.Time, opts VerifyOptions) error
 		if t >= exp+leeway {
 			return ErrExpired
 		}
+	} else if opts.RequireExp {
+		return ErrNoExpiry
 	}
 	if v, ok := claims["nbf"]; ok {
 		nbf, ok := numericDate(v)

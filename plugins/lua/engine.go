@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"crypto/rand"
 	"log/slog"
 	"runtime"
 	"runtime/metrics"
@@ -73,6 +74,8 @@ type Engine struct {
 	// lastWarn is when the watchdog last said the heap is over the limit
 	// with no one to blame.
 	lastWarn time.Time
+	// versionKey salts route versions (see Route.computeVersion).
+	versionKey [32]byte
 	// heap is the watchdog's last sample of the heap (heapBytes), which a
 	// callback notes when it starts.
 	heap    atomic.Uint64
@@ -114,6 +117,7 @@ func New(opts Options) *Engine {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	_, _ = rand.Read(e.versionKey[:])
 	if e.maxStr <= 0 {
 		e.maxStr = 64 << 20
 	}

@@ -1,11 +1,14 @@
 package lua_test
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/fstest"
 
 	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/plugins/lua"
 )
 
 // TestRequireStaysInTheScriptsFolder: require does not follow a symlink
@@ -99,5 +102,39 @@ settings = { secret = "s", tokens = ["b", "a"] }
 		d := moontest.Dial(t, s.URL("/t"))
 		d.Send("read")
 		d.Expect("secret,tokens b,a 2 s ABC function")
+	}
+}
+
+// TestVersionIsSalted: a route's version (public on /routes) covers its
+// settings, which may hold secrets; it must not be a plain hash that a
+// dictionary guess of the settings could reproduce. Within one engine it
+// is stable, so an unchanged route still keeps running across reloads.
+func TestVersionIsSalted(t *testing.T) {
+	t.Parallel()
+	version := func(eng *lua.Engine, secret string) string {
+		r, err := eng.NewRoute(lua.RouteConfig{
+			Pattern:  "/t",
+			FS:       fstest.MapFS{"t.lua": {Data: []byte("return {}")}},
+			Script:   "t.lua",
+			Settings: map[string]any{"jwt_secret": secret},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Release()
+		return r.Version()
+	}
+	a := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler)})
+	defer a.Close()
+	b := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler)})
+	defer b.Close()
+	if version(a, "dev-secret") != version(a, "dev-secret") {
+		t.Fatal("the version of an unchanged route changed")
+	}
+	if version(a, "dev-secret") == version(a, "other") {
+		t.Fatal("the version does not change with the settings")
+	}
+	if version(a, "dev-secret") == version(b, "dev-secret") {
+		t.Fatal("two engines give the same version: it is not salted")
 	}
 }

@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -106,7 +107,10 @@ func (r *Route) Files() []string {
 }
 
 func (r *Route) computeVersion() string {
-	h := sha256.New()
+	// Keyed with the engine's random salt: the version is public (/routes)
+	// and the settings it covers may hold secrets (a jwt_secret), which an
+	// unsalted hash would let anyone recover by trying a dictionary.
+	h := hmac.New(sha256.New, r.eng.versionKey[:])
 	for _, f := range r.Files() {
 		r.modMu.Lock()
 		sum := r.sums[f]
