@@ -6,6 +6,13 @@
 -- replayed to whoever joins. Binary messages are relayed to the others as
 -- they are.
 --
+-- History is bounded, since any client can write to it: a message is kept
+-- for settings.history_ttl seconds (default 3600), only if it is at most
+-- settings.history_max_bytes long (default 4096; longer ones are relayed
+-- but not kept), and in at most settings.history_rooms rooms at a time
+-- (default 1000; messages to other rooms are relayed but not kept). The
+-- shared store's own budget ([store] max_bytes) bounds the rest.
+--
 --   -> {"type":"join","id":"<conn>","room":"lobby","members":2}
 --   -> {"type":"message","from":"<conn>","room":"lobby","text":"hi","at":1764160000.1}
 --   -> {"type":"leave","id":"<conn>","room":"lobby","members":1}
@@ -15,22 +22,28 @@ local function room_of(conn)
   return conn.params.room or "lobby"
 end
 
-local function history_size()
-  return tonumber(ws.settings.history) or 0
+local function setting(name, default)
+  return tonumber(ws.settings[name]) or default
 end
 
 -- History lives in the shared store so every VM (and a reload) sees it:
--- one key per message, numbered by an atomic counter.
+-- one key per message, numbered by an atomic counter, each with a TTL.
 local function remember(room, msg)
-  local n = history_size()
-  if n <= 0 then return end
-  local seq = store.incr("chat:seq:" .. room)
-  store.set("chat:msg:" .. room .. ":" .. seq, msg)
+  local n = setting("history", 0)
+  if n <= 0 or #msg > setting("history_max_bytes", 4096) then return end
+  local ttl = setting("history_ttl", 3600)
+  local seqkey = "chat:seq:" .. room
+  if not store.get(seqkey) and #store.keys("chat:seq:") >= setting("history_rooms", 1000) then
+    return -- too many rooms keep history already
+  end
+  local seq = store.incr(seqkey, 1, ttl)
+  if not seq then return end -- the store is full: relayed, not kept
+  store.set("chat:msg:" .. room .. ":" .. seq, msg, ttl)
   store.delete("chat:msg:" .. room .. ":" .. (seq - n))
 end
 
 local function replay(conn, room)
-  local n = history_size()
+  local n = setting("history", 0)
   if n <= 0 then return end
   local last = store.get("chat:seq:" .. room) or 0
   for seq = math.max(1, last - n + 1), last do

@@ -216,3 +216,50 @@ func TestMonitor(t *testing.T) {
 		}
 	}
 }
+
+// TestChatHistoryIsBounded: any client writes into a room's history, so
+// it is bounded: messages past history_max_bytes are relayed but not kept,
+// rooms past history_rooms keep none, and kept messages expire after
+// history_ttl. (120 rooms x 20 messages of 1 MB used to stay in the store
+// for good.) And a message is replayed by the next joiner while it lives.
+func TestChatHistoryIsBounded(t *testing.T) {
+	t.Parallel()
+	s := startDefault(t, func(cfg *config.Config) {
+		st := settingsOf(cfg, "/chat/{room}")
+		st["history_rooms"], st["history_max_bytes"], st["history_ttl"] = int64(2), int64(200), 0.5
+	})
+	send := func(room, text string) {
+		c := moontest.Dial(t, s.URL("/chat/"+room))
+		c.Next() // its join
+		c.Send(text)
+		c.Close(1000)
+	}
+	// history returns the texts a newcomer to room is replayed.
+	history := func(room string) []string {
+		c := moontest.Dial(t, s.URL("/chat/"+room))
+		defer c.Close(1000)
+		var texts []string
+		for {
+			m := decode(t, c.Next())
+			if m["type"] == "join" {
+				return texts
+			}
+			texts = append(texts, m["text"].(string))
+		}
+	}
+	send("r1", "one")
+	send("r1", strings.Repeat("long ", 50))
+	send("r2", "two")
+	send("r3", "three") // a third room: relayed, not kept
+	if got := strings.Join(history("r1"), ","); got != "one" {
+		t.Fatalf("r1's history: %q, want the short message only", got)
+	}
+	if got := strings.Join(history("r3"), ","); got != "" {
+		t.Fatalf("r3's history: %q, want none (room limit)", got)
+	}
+	moontest.WaitFor(t, "the history to expire", func() bool { return len(history("r2")) == 0 })
+	send("r3", "later") // the expired rooms made room
+	if got := strings.Join(history("r3"), ","); got != "later" {
+		t.Fatalf("r3's history after the others expired: %q", got)
+	}
+}
