@@ -77,6 +77,15 @@ type CloseSkipper interface {
 	SkipClose() bool
 }
 
+// Resumer is implemented by handlers that want to hear of the open
+// connections they take over from a handler a reconfiguration replaced
+// (a script's new version re-arming its per-connection timers). Resume
+// runs on each such connection's lane, after the switch to the new
+// handler and before its next event.
+type Resumer interface {
+	Resume(lane int, c *Conn)
+}
+
 // Request is an upgrade request as a handler sees it.
 type Request struct {
 	Path         string

@@ -134,6 +134,25 @@ func (s *Server) updateRoute(rt *Route, spec RouteSpec) {
 	// Posted after the switch on every lane, so the old handler stops once
 	// its last event has run.
 	oldH.Stop()
+	if rs, ok := newH.(Resumer); ok {
+		// Behind each lane's switch and the old handler's stop (so
+		// nothing of the old one, a timer, runs after it): the
+		// connections open now are the new handler's from their next
+		// event on.
+		s.table.each(func(c *Conn) {
+			if c.route == rt {
+				c.mu.Lock()
+				if c.state != stateClosed {
+					c.lane.push(task{kind: taskFunc, fn: func() {
+						if !c.Closed() {
+							rs.Resume(c.lane.index, c)
+						}
+					}})
+				}
+				c.mu.Unlock()
+			}
+		})
+	}
 }
 
 // retire closes a removed route's connections and stops it when they are

@@ -316,3 +316,48 @@ func TestReloadSaysWhatChanged(t *testing.T) {
 	}
 	s.WaitLog(t, "reloaded", "changed=\"[/v /x]\"", "removed=[/w]", "settings=[server.max_connections]")
 }
+
+// TestReloadRearmsConnectionTimers: a reload cancels the old version's
+// timers, per-connection ones included; on_reload(conn) runs for every
+// open connection under the new version, before its next event, so a
+// script can re-arm them.
+func TestReloadRearmsConnectionTimers(t *testing.T) {
+	t.Parallel()
+	script := func(v string) string {
+		return fmt.Sprintf(`
+local M = {}
+local function arm(conn)
+  timer.every(0.02, function() if not conn.closed then conn:send(%q .. " tick") end end)
+end
+M.on_open = arm
+M.on_reload = function(conn) conn:send(%q .. " resumed") arm(conn) end
+return M
+`, v, v)
+	}
+	s := moontest.Start(t, moontest.Files("[[routes]]\npath = \"/p\"\nscript = \"p.lua\"\nvms = 2\n", "scripts/p.lua", script("v1")))
+	conns := []*moontest.Client{moontest.Dial(t, s.URL("/p")), moontest.Dial(t, s.URL("/p"))}
+	for _, c := range conns {
+		c.Expect("v1 tick")
+	}
+	s.WriteFile(t, "scripts/p.lua", script("v2"))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		for {
+			got := c.Next().Text()
+			if got == "v2 resumed" {
+				break
+			}
+			if got != "v1 tick" {
+				t.Fatalf("before the resume: %q", got)
+			}
+		}
+		c.Expect("v2 tick")
+		for range 5 {
+			if got := c.Next().Text(); got != "v2 tick" {
+				t.Fatalf("after the resume: %q (the old version's timer still runs?)", got)
+			}
+		}
+	}
+}

@@ -302,6 +302,25 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 	v.cur = nil
 }
 
+// Resume implements router.Resumer: on_reload(conn) runs for every
+// connection this version took over from the one a reload replaced, so a
+// script can re-arm what the old version's timers did for it.
+func (r *Route) Resume(lane int, c *router.Conn) {
+	v := r.vms[lane]
+	if v.onReload == nil || v.closed {
+		return
+	}
+	ud := v.connUD(c)
+	v.cur = c
+	v.L.Push(v.onReload)
+	v.L.Push(ud)
+	if err := v.call("on_reload", 1, 0); err != nil {
+		v.fail("on_reload", err)
+		_ = c.Close(router.CloseInternalError, "internal error")
+	}
+	v.cur = nil
+}
+
 // Close implements router.Handler.
 func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
 	v := r.vms[lane]
@@ -360,3 +379,4 @@ func (v *vm) requestTable(req *router.Request) *glua.LTable {
 
 var _ router.Handler = (*Route)(nil)
 var _ router.HandshakeSkipper = (*Route)(nil)
+var _ router.Resumer = (*Route)(nil)

@@ -25,7 +25,7 @@ type vm struct {
 	mod    *glua.LTable // the table the script returned
 	ws     *glua.LTable // the ws module
 
-	onHandshake, onOpen, onMessage, onClose, onStart *glua.LFunction
+	onHandshake, onOpen, onMessage, onClose, onStart, onReload *glua.LFunction
 
 	origFormat, origCreate *glua.LFunction
 
@@ -106,6 +106,7 @@ func newVM(r *Route, lane int) (*vm, error) {
 		{"on_message", &v.onMessage},
 		{"on_close", &v.onClose},
 		{"on_start", &v.onStart},
+		{"on_reload", &v.onReload},
 	} {
 		switch f := mod.RawGetString(cb.name).(type) {
 		case *glua.LFunction:
