@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -24,11 +25,11 @@ import (
 //
 //	go test ./internal/node/ -run TestReloadUnderLoad -v -reload.clients=1000 -reload.rewrites=100 -reload.via=watch
 var (
-	proofClients  = flag.Int("reload.clients", 200, "chat clients in the reload proof")
-	proofRewrites = flag.Int("reload.rewrites", 40, "script rewrites in the reload proof (half of them broken)")
+	proofClients  = flag.Int("reload.clients", 100, "chat clients in the reload proof")
+	proofRewrites = flag.Int("reload.rewrites", 30, "script rewrites in the reload proof (half of them broken)")
 	proofInterval = flag.Duration("reload.interval", 20*time.Millisecond, "time between rewrites (clients keep chatting meanwhile)")
 	proofVia      = flag.String("reload.via", "call", `how rewrites are applied: "call" (Node.Reload, as SIGHUP does) or "watch" (the file watcher picks up the saved file)`)
-	proofRoomSize = flag.Int("reload.room", 50, "clients per chat room")
+	proofRoomSize = flag.Int("reload.room", 25, "clients per chat room")
 )
 
 func proofScript(version string) string {
@@ -82,7 +83,9 @@ script = "chat.lua"
 		received map[int]int
 		versions map[string]int
 		target   atomic.Int64 // messages to receive; known when writers stop
-		err      error
+		// One error per goroutine: the reader and the writer each own
+		// theirs (they used to share one field, a data race).
+		readErr, writeErr error
 	}
 	clients := make([]*client, nClients)
 	for i := range clients {
@@ -107,14 +110,14 @@ script = "chat.lua"
 			for got < cl.target.Load() {
 				f, err := cl.c.ReadFrame(60 * time.Second)
 				if err != nil {
-					cl.err = fmt.Errorf("client %d after %d messages: %w", cl.id, got, err)
+					cl.readErr = fmt.Errorf("client %d after %d messages: %w", cl.id, got, err)
 					return
 				}
 				if f.Op == ws.OpPing {
 					continue
 				}
 				if f.Op != ws.OpText {
-					cl.err = fmt.Errorf("client %d: unexpected %v %q", cl.id, f.Op, f.Payload)
+					cl.readErr = fmt.Errorf("client %d: unexpected %v %q", cl.id, f.Op, f.Payload)
 					return
 				}
 				if strings.HasPrefix(f.Text(), "probe ") {
@@ -123,11 +126,11 @@ script = "chat.lua"
 				var v string
 				var from, seq int
 				if _, err := fmt.Sscanf(strings.ReplaceAll(f.Text(), "|", " "), "%s %d %d", &v, &from, &seq); err != nil {
-					cl.err = fmt.Errorf("client %d: bad message %q", cl.id, f.Text())
+					cl.readErr = fmt.Errorf("client %d: bad message %q", cl.id, f.Text())
 					return
 				}
 				if seq != cl.received[from]+1 {
-					cl.err = fmt.Errorf("client %d: from %d got seq %d after %d (lost or duplicated)", cl.id, from, seq, cl.received[from])
+					cl.readErr = fmt.Errorf("client %d: from %d got seq %d after %d (lost or duplicated)", cl.id, from, seq, cl.received[from])
 					return
 				}
 				cl.received[from] = seq
@@ -152,7 +155,7 @@ script = "chat.lua"
 				case <-time.After(time.Duration(50+rng.IntN(100)) * time.Millisecond):
 				}
 				if err := cl.c.WriteFrame(ws.OpText, true, []byte(fmt.Sprintf("%d|%d", cl.id, cl.sent+1))); err != nil {
-					cl.err = fmt.Errorf("client %d: write: %w", cl.id, err)
+					cl.writeErr = fmt.Errorf("client %d: write: %w", cl.id, err)
 					return
 				}
 				cl.sent++
@@ -235,8 +238,8 @@ script = "chat.lua"
 
 	delivered, versions := 0, map[string]int{}
 	for _, cl := range clients {
-		if cl.err != nil {
-			t.Fatal(cl.err)
+		if err := cmp.Or(cl.writeErr, cl.readErr); err != nil {
+			t.Fatal(err)
 		}
 		for v, n := range cl.versions {
 			versions[v] += n
