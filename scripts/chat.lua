@@ -13,9 +13,10 @@
 -- (default 1000; messages to other rooms are relayed but not kept). The
 -- shared store's own budget ([store] max_bytes) bounds the rest.
 --
---   -> {"type":"join","id":"<conn>","room":"lobby","members":2}
---   -> {"type":"message","from":"<conn>","room":"lobby","text":"hi","at":1764160000.1}
---   -> {"type":"leave","id":"<conn>","room":"lobby","members":1}
+--   -> {"id":"<conn>","members":2,"room":"lobby","type":"join"}
+--   -> {"at":1764160000.1,"from":"<conn>","room":"lobby","text":"hi","type":"message"}
+--   -> {"id":"<conn>","members":1,"room":"lobby","type":"leave"}
+-- (json.encode sorts keys.)
 local M = {}
 
 local function room_of(conn)

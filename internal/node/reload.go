@@ -204,6 +204,8 @@ func liveCompatible(old, cfg *config.Config) error {
 		{"server.compression", old.Server.Compression, cfg.Server.Compression},
 		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
 		{"admin.pprof", old.Admin.Pprof, cfg.Admin.Pprof},
+		{"admin.pprof_public", old.Admin.PprofPublic, cfg.Admin.PprofPublic},
+		{"admin.token", old.Admin.Token != cfg.Admin.Token, false}, // never print a token
 		{"scripts.memory_limit", old.Scripts.MemoryLimit, cfg.Scripts.MemoryLimit},
 		{"broker.kind", old.Broker.Kind, cfg.Broker.Kind},
 		{"broker.url", old.Broker.URL, cfg.Broker.URL},
