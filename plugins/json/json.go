@@ -175,6 +175,7 @@ func (m *Module) decodeString(L *lua.LState, s string) (lua.LValue, error) {
 		rest := strings.TrimLeft(s[end:], " \t\r\n")
 		return nil, fmt.Errorf("json: trailing data after value near byte %d", len(s)-len(rest)+1)
 	}
+	budget.Charge(L, "json.decode", int64(len(s)))
 	c := converter{
 		L:        L,
 		maxDepth: m.limits.MaxDepth,
@@ -183,6 +184,11 @@ func (m *Module) decodeString(L *lua.LState, s string) (lua.LValue, error) {
 	}
 	return c.convert(v, 0)
 }
+
+// checkEvery is how many values the converter builds between looks at the
+// Lua state's context: a large input takes long enough to build that a
+// handler timeout must be able to end it midway.
+const checkEvery = 1 << 14
 
 func (m *Module) syntax(err error) error {
 	var se *stdjson.SyntaxError
@@ -208,9 +214,15 @@ type converter struct {
 	maxDepth int
 	null     lua.LValue
 	arrayMT  *lua.LTable
+	built    int
 }
 
 func (c *converter) convert(v any, depth int) (lua.LValue, error) {
+	if c.built++; c.built%checkEvery == 0 {
+		if ctx := c.L.Context(); ctx != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("json: %w", ctx.Err())
+		}
+	}
 	switch x := v.(type) {
 	case nil:
 		return c.null, nil

@@ -1,6 +1,7 @@
 package json
 
 import (
+	"context"
 	stdjson "encoding/json"
 	"fmt"
 	"strings"
@@ -317,4 +318,24 @@ func Example() {
 	// Output:
 	// {"rooms":["a",null],"seen":true,"type":"join"}
 	// nil	json: invalid character 'b' looking for beginning of object key string near byte 2
+}
+
+// TestDecodeStopsWhenCancelled: building the Lua values of a large input
+// takes long enough that a handler timeout must be able to end it midway;
+// the converter looks at the state's context as it goes.
+func TestDecodeStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	L := lua.NewState()
+	defer L.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	L.SetContext(ctx)
+	src := "[" + strings.Repeat("1,", 100000) + "1]"
+	if _, err := New(Limits{}).decodeString(L, src); err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("decode under a cancelled context: %v", err)
+	}
+	L.SetContext(context.Background())
+	if v, err := New(Limits{}).decodeString(L, src); err != nil || v.(*lua.LTable).Len() != 100001 {
+		t.Fatalf("decode: %v", err)
+	}
 }
