@@ -263,15 +263,22 @@ func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 // Open implements router.Handler.
 func (r *Route) Open(lane int, c *router.Conn) {
 	v := r.vms[lane]
-	if v.onOpen == nil || v.closed {
-		return // the handle is made on first use: an idle connection costs none
+	// The handle is made on first use: an idle connection costs none.
+	v.connCallback(c, v.onOpen, "on_open")
+}
+
+// connCallback runs fn(conn), a callback of one connection (on_open,
+// on_reload); an error closes the connection with 1011.
+func (v *vm) connCallback(c *router.Conn, fn *glua.LFunction, name string) {
+	if fn == nil || v.closed {
+		return
 	}
 	ud := v.connUD(c)
 	v.cur = c
-	v.L.Push(v.onOpen)
+	v.L.Push(fn)
 	v.L.Push(ud)
-	if err := v.call("on_open", 1, 0); err != nil {
-		v.fail("on_open", err)
+	if err := v.call(name, 1, 0); err != nil {
+		v.fail(name, err)
 		_ = c.Close(router.CloseInternalError, "internal error")
 	}
 	v.cur = nil
@@ -307,18 +314,7 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 // script can re-arm what the old version's timers did for it.
 func (r *Route) Resume(lane int, c *router.Conn) {
 	v := r.vms[lane]
-	if v.onReload == nil || v.closed {
-		return
-	}
-	ud := v.connUD(c)
-	v.cur = c
-	v.L.Push(v.onReload)
-	v.L.Push(ud)
-	if err := v.call("on_reload", 1, 0); err != nil {
-		v.fail("on_reload", err)
-		_ = c.Close(router.CloseInternalError, "internal error")
-	}
-	v.cur = nil
+	v.connCallback(c, v.onReload, "on_reload")
 }
 
 // Close implements router.Handler.
