@@ -23,13 +23,17 @@ type Queue struct {
 	// limit.
 	Limit int
 
-	mu           sync.Mutex
-	frames       []*Frame      // queued, not yet taken by the flusher
-	bytes        int           // sum of len(frame) over frames
-	flushing     bool          // a flusher owns the write side
-	sealed       bool          // a close frame was queued: no more data frames
-	dead         bool          // the connection is gone: everything is refused
-	pings, pongs controlQueued // see PushControl
+	mu       sync.Mutex
+	frames   []*Frame // queued, not yet taken by the flusher
+	bytes    int      // sum of len(frame) over frames
+	flushing bool     // a flusher owns the write side
+	sealed   bool     // a close frame was queued: no more data frames
+	dead     bool     // the connection is gone: everything is refused
+	// The pings and the pongs waiting (see PushControl): how many, and
+	// the latest one's index in frames. Small types, laid out to fill the
+	// padding after the flags: a Conn must stay in its 512-byte size class.
+	pingN, pongN   uint8
+	pingAt, pongAt int32
 }
 
 // Push queues f, taking a reference to it. start reports that the queue was
@@ -73,25 +77,26 @@ func (q *Queue) PushControl(f *Frame) (start bool, err error) {
 	if q.sealed || q.dead {
 		return false, ErrClosed
 	}
-	var cq *controlQueued
+	var n *uint8
+	var at *int32
 	switch ws.OpCode(f.b[0] & 0x0f) {
 	case ws.OpPing:
-		cq = &q.pings
+		n, at = &q.pingN, &q.pingAt
 	case ws.OpPong:
-		cq = &q.pongs
+		n, at = &q.pongN, &q.pongAt
 	}
 	f.Retain()
-	if cq != nil && cq.n >= maxQueuedControl {
-		g := q.frames[cq.last]
+	if n != nil && *n >= maxQueuedControl {
+		g := q.frames[*at]
 		q.bytes += len(f.b) - len(g.b)
-		q.frames[cq.last] = f
+		q.frames[*at] = f
 		g.Release()
 		return false, nil // a flusher already owns the queued frames
 	}
 	q.frames = append(q.frames, f)
-	if cq != nil {
-		cq.n++
-		cq.last = len(q.frames) - 1
+	if n != nil {
+		*n++
+		*at = int32(len(q.frames) - 1)
 	}
 	q.bytes += len(f.b)
 	start = !q.flushing
@@ -102,12 +107,6 @@ func (q *Queue) PushControl(f *Frame) (start bool, err error) {
 // maxQueuedControl is how many pings, and how many pongs, may wait in a
 // queue before new ones replace the latest.
 const maxQueuedControl = 16
-
-// controlQueued tracks the pings or the pongs waiting in a queue.
-type controlQueued struct {
-	n    int // how many wait
-	last int // the latest one's index in frames
-}
 
 // Seal queues the close frame f as the last frame and refuses every later
 // Push. With discard set, frames not yet taken by the flusher are dropped
@@ -163,7 +162,7 @@ func (q *Queue) releaseLocked() {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
-	q.pings, q.pongs = controlQueued{}, controlQueued{}
+	q.pingN, q.pongN = 0, 0
 }
 
 // take moves the queued frames into batch, or, when there are none, ends
@@ -182,7 +181,7 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 	}
 	q.frames = q.frames[:0]
 	q.bytes = 0
-	q.pings, q.pongs = controlQueued{}, controlQueued{}
+	q.pingN, q.pongN = 0, 0
 	if cap(q.frames) > 64 {
 		// A burst grew the slice; do not keep it for the connection's life.
 		q.frames = nil
