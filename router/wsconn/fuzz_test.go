@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"unicode/utf8"
 
@@ -97,7 +98,7 @@ func runFuzzParser(t *testing.T, data []byte, chunk int) fuzzRun {
 						if ev.Code != ws.StatusNoStatusRcvd || ev.Reason != "" {
 							t.Fatalf("empty close: (%d, %q)", ev.Code, ev.Reason)
 						}
-					} else if err := ws.CheckCloseFrameData(ev.Code, ev.Reason); err != nil {
+					} else if err := checkCloseData(ev.Code, ev.Reason); err != nil {
 						t.Fatalf("accepted close (%d, %q): %v", ev.Code, ev.Reason, err)
 					}
 				}
@@ -153,9 +154,24 @@ func fuzzSeeds() [][]byte {
 		cat(mfrag(false, ws.OpText, "He\xe4"), mframe(ws.OpPing, "p"), mfrag(true, ws.OpContinuation, "\xb8\x96")),
 		cat(mfrag(false, ws.OpBinary, "a"), mfrag(false, ws.OpContinuation, "b"), mfrag(true, ws.OpContinuation, "c")),
 		mframe(ws.OpClose, closePayload(1000, "bye")),
+		mframe(ws.OpClose, closePayload(1012, "restarting")),
 		mframe(ws.OpBinary, textOf(300)),
 		encodeClient(true, 0, ws.OpText, []byte("unmasked"), false),
 		mframe(ws.OpText, "\xed\xa0\x80"),
 		encodeHeader(true, 0, ws.OpBinary, fuzzMaxMessage+1, true),
 	}
+}
+
+// checkCloseData is the fuzz oracle for a close frame's body: gobwas/ws's
+// check, except that it predates the codes IANA registered after RFC 6455
+// (1012 service restart, 1013 try again later, 1014 bad gateway), which a
+// peer may send.
+func checkCloseData(code ws.StatusCode, reason string) error {
+	if code >= 1012 && code <= 1014 {
+		if !utf8.ValidString(reason) {
+			return errors.New("reason is not UTF-8")
+		}
+		return nil
+	}
+	return ws.CheckCloseFrameData(code, reason)
 }
