@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +81,26 @@ func BenchmarkNewFrameRelease(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				NewFrame(ws.OpBinary, payload).Release()
+			}
+		})
+	}
+}
+
+// BenchmarkNewDeflatedFrame compresses a chat-sized JSON message and a
+// large, highly compressible one, as a broadcast does once per message.
+func BenchmarkNewDeflatedFrame(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"json1KiB", []byte(strings.Repeat(`{"user":"ada","text":"hi"}`, 40))},
+		{"zeros256KiB", make([]byte, 256<<10)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				NewDeflatedFrame(ws.OpText, bc.payload, "").Release()
 			}
 		})
 	}

@@ -114,8 +114,19 @@ func NewDeflatedFrame(op ws.OpCode, pb []byte, ps string) *Frame {
 	}
 	hl := headerLen(len(body))
 	f := framePool.Get().(*Frame)
-	f.b = sw.b[10-hl : 10+len(body)]
-	f.base = sw.b
+	if need := hl + len(body); cap(sw.b) > 2*max(need, 512) {
+		// The guess was far too large (the payload compressed well): a
+		// queued frame is charged for its length, so it must not pin a
+		// buffer many times that size. A peer echoing 1 KiB frames that
+		// inflate to 1 MiB would otherwise hold 512 KiB per queued frame.
+		b := bufpool.Get(need)
+		copy(b[hl:], body)
+		bufpool.Put(sw.b)
+		f.b, f.base = b, nil
+	} else {
+		f.b = sw.b[10-hl : 10+len(body)]
+		f.base = sw.b
+	}
 	putHeader(f.b, op, len(body))
 	f.b[0] |= 0x40 // RSV1: this message is compressed
 	sw.b = nil

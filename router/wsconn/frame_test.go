@@ -2,7 +2,10 @@ package wsconn
 
 import (
 	"bytes"
+	"compress/flate"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -240,4 +243,64 @@ func TestFrameConcurrentRelease(t *testing.T) {
 	if got := f.refs.Load(); got != 1 || f.b == nil {
 		t.Fatalf("refs = %d after %d releases", got, holders)
 	}
+}
+
+// TestDeflatedFrameHoldsWhatItUses: a compressed frame is charged to a
+// write queue by its length, so the buffer it keeps must not be many times
+// that. The compressor's first buffer is a guess from the payload size; a
+// payload that compresses a thousandfold (a peer echoing a deflate bomb)
+// made every ~1 KiB queued frame pin 512 KiB, and a write queue of 1 MiB
+// hold hundreds of MiB.
+func TestDeflatedFrameHoldsWhatItUses(t *testing.T) {
+	t.Parallel()
+	mixed := make([]byte, 64<<10)
+	for i := range mixed {
+		mixed[i] = byte(i*2654435761>>13) ^ byte(i>>5)
+	}
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"a thousandfold", make([]byte, 1<<20)},
+		{"text", []byte(strings.Repeat(`{"user":"ada","text":"hello, moonwire"}`, 300))},
+		{"less compressible", mixed},
+		{"small", []byte(strings.Repeat("m", 200))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, asString := range []bool{false, true} {
+				var f *Frame
+				if asString {
+					f = NewDeflatedFrame(ws.OpBinary, nil, string(tc.payload))
+				} else {
+					f = NewDeflatedFrame(ws.OpBinary, tc.payload, "")
+				}
+				kept := f.b
+				if f.base != nil {
+					kept = f.base
+				}
+				if limit := 2 * max(len(f.b), 512); cap(kept) > limit {
+					t.Errorf("%d-byte frame keeps a %d-byte buffer (limit %d)", len(f.b), cap(kept), limit)
+				}
+				r := bytes.NewReader(f.Bytes())
+				fr, err := readServerFrame(r)
+				if err != nil || r.Len() != 0 || !fr.Header.Fin || fr.Header.Rsv != rsv1 || fr.Header.Masked {
+					t.Fatalf("frame %+v (%d bytes left, %v): want FIN, RSV1, unmasked", fr.Header, r.Len(), err)
+				}
+				if got := inflateAll(t, fr.Payload); !bytes.Equal(got, tc.payload) {
+					t.Errorf("inflates to %d bytes, want the %d-byte payload", len(got), len(tc.payload))
+				}
+				f.Release()
+			}
+		})
+	}
+}
+
+func inflateAll(t *testing.T, p []byte) []byte {
+	t.Helper()
+	r := flate.NewReader(io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail)))
+	b, err := io.ReadAll(r)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("inflate: %v", err)
+	}
+	return b
 }
