@@ -70,10 +70,15 @@ type Engine struct {
 	maxTmr  int
 	maxCo   int
 	memMax  int64
-	lastGC  time.Time // the watchdog's last forced collection
+	lastGC  time.Time // when the watchdog last asked for a collection
+	// gcRunning is set while a collection the watchdog asked for runs;
+	// gcDone brings the heap it left. Only the watchdog goroutine touches
+	// gcRunning.
+	gcRunning bool
+	gcDone    chan uint64
 	// lastWarn is when the watchdog last said the heap is over the limit
-	// with no one to blame.
-	lastWarn time.Time
+	// with no one to blame; lastConvict when it last stopped a callback.
+	lastWarn, lastConvict time.Time
 	// versionKey salts route versions (see Route.computeVersion).
 	versionKey [32]byte
 	// heap is the watchdog's last sample of the heap (heapBytes), which a
@@ -111,6 +116,7 @@ func New(opts Options) *Engine {
 		watched: make(map[*vm]struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		gcDone:  make(chan uint64, 1),
 
 		timerClock: wallClock,
 	}
@@ -162,20 +168,34 @@ func (e *Engine) watch() {
 		case <-e.stop:
 			return
 		case now := <-t.C:
-			// Never 0: a VM's seenAt uses 0 for "not seen".
-			n := int64(now.Sub(e.started)) + 1
-			overMemory, live := e.overMemory(now)
+			n := e.tickOf(now)
+			over := e.sampleHeap(now)
 			heap := e.heap.Load()
 			e.wmu.Lock()
 			for v := range e.watched {
 				v.checkDeadline(n, heap)
 			}
-			if overMemory {
-				e.blame(n, now, live)
+			if over {
+				e.blame(n, now, false)
 			}
 			e.wmu.Unlock()
+		case heap := <-e.gcDone:
+			e.gcRunning = false
+			e.heap.Store(heap)
+			if heap > uint64(e.memMax) {
+				now := time.Now()
+				e.wmu.Lock()
+				e.blame(e.tickOf(now), now, true)
+				e.wmu.Unlock()
+			}
 		}
 	}
+}
+
+// tickOf returns the watchdog's clock for a time: never 0, which a VM's
+// seenAt uses for "not seen".
+func (e *Engine) tickOf(now time.Time) int64 {
+	return int64(now.Sub(e.started)) + 1
 }
 
 // blame stops the callbacks that made the heap pass the memory limit. The
@@ -183,18 +203,27 @@ func (e *Engine) watch() {
 // culprits: a script that filled the store an hour ago, or another
 // route's runaway, must not cost an innocent callback that merely runs
 // now. Among the callbacks running for a tick or more it stops, first,
-// those whose builtins made at least blameBytes (string.rep, gsub,
-// json.encode ... account what they make, see vm.charge); failing that,
-// those during which the heap grew by at least blameBytes (what Lua code
-// allocates itself is not accounted). Growth is judged only on a heap
-// figure fresh from a collection (live): a callback's garbage (every
-// number a Lua loop computes is boxed) is not memory it holds, and its
-// baseline, taken before that collection, counts garbage too, so the
-// comparison leans towards innocence. When neither finds anyone, the
-// memory is held by something that is not running: nothing is stopped,
-// and a warning says so. e.wmu must be held.
+// those whose builtins made at least the threshold, an eighth of the
+// limit and 16 MiB at least (string.rep, gsub, json.encode ... account
+// what they make, see vm.charge); failing that, those during which the
+// heap grew by at least the threshold (what Lua code
+// allocates itself, `..` above all, is not accounted).
+//
+// Growth is judged on a heap figure fresh from a collection (live): a
+// callback's garbage (every number a Lua loop computes is boxed) is not
+// memory it holds, and its baseline, taken before that collection, counts
+// garbage too, so the comparison leans towards innocence. A collection
+// can take seconds to finish while a runaway doubles a string with every
+// instruction (it cannot start until the copy in progress ends), so
+// growth past runawayBytes is enough without one: the collector lets the
+// heap grow past the live heap by GOGC percent before it collects, so
+// garbage alone reaches that only when the heap's live part is already
+// twice the limit. When no one is found on a live figure, the memory is
+// held by something that is not running: nothing is stopped, and a
+// warning says so. e.wmu must be held.
 func (e *Engine) blame(now int64, wall time.Time, live bool) {
 	threshold := max(uint64(e.memMax)/8, 16<<20)
+	runaway := e.runawayBytes()
 	heap := e.heap.Load()
 	var spenders, growers []*vm
 	for v := range e.watched {
@@ -205,7 +234,7 @@ func (e *Engine) blame(now int64, wall time.Time, live bool) {
 		if spent >= threshold {
 			spenders = append(spenders, v)
 		}
-		if live && growth >= threshold {
+		if (live && growth >= threshold) || (runaway > 0 && growth >= runaway) {
 			growers = append(growers, v)
 		}
 	}
@@ -216,48 +245,74 @@ func (e *Engine) blame(now int64, wall time.Time, live bool) {
 	for _, v := range culprits {
 		v.stopForMemory()
 	}
-	if len(culprits) == 0 && live && wall.Sub(e.lastWarn) > 10*time.Second {
+	if len(culprits) > 0 {
+		e.lastConvict = wall
+	}
+	// A callback stopped while the collection ran still holds what it
+	// made until it unwinds: that is not memory held by nothing.
+	if len(culprits) == 0 && live && e.lastConvict.Before(e.lastGC) && wall.Sub(e.lastWarn) > 10*time.Second {
 		e.lastWarn = wall
 		e.log.Warn("the heap is over scripts.memory_limit, but no running callback is making it grow; nothing stopped",
 			"heap_bytes", heap, "limit_bytes", e.memMax)
 	}
 }
 
-// overMemory reports whether the heap is past the memory limit, and
-// whether that figure is live: fresh from a collection. The heap counts
-// garbage not yet collected, so before blaming a script the watchdog
-// collects, at most once a second (a heap legitimately over the limit must
-// not turn into a collection every tick), or ten times a second once the
-// heap is at twice the limit, which a runaway reaches within moments.
-func (e *Engine) overMemory(now time.Time) (over, live bool) {
+// runawayBytes is the growth during one callback that convicts it without
+// a collection: twice the limit, scaled up when GOGC lets garbage pile up
+// further than the default 100 percent; 0 (never) with GOGC=off.
+func (e *Engine) runawayBytes() uint64 {
+	gogc := readMetric(gogcMetric)
+	if gogc == 0 || gogc > 1<<20 { // off reads as a huge or zero figure
+		return 0
+	}
+	return 2 * uint64(e.memMax) * max(1, gogc/100)
+}
+
+// sampleHeap records the heap and reports whether it is past the memory
+// limit. The heap counts garbage not yet collected, so before blaming on
+// growth alone the watchdog asks for a collection, at most once a second
+// (a heap legitimately over the limit must not turn into a collection
+// every tick), or ten times a second once the heap is at twice the limit,
+// which a runaway reaches within moments. The collection runs on its own
+// goroutine: it waits for every goroutine to reach a safe point, which a
+// callback copying a huge string does not for a long while, and the
+// handler deadlines must not wait with it; its result arrives on gcDone.
+func (e *Engine) sampleHeap(now time.Time) (over bool) {
 	if e.memMax <= 0 {
-		return false, false
+		return false
 	}
 	heap := heapBytes()
 	e.heap.Store(heap)
 	if heap <= uint64(e.memMax) {
-		return false, false
+		return false
 	}
 	gap := time.Second
 	if heap > 2*uint64(e.memMax) {
 		gap = 100 * time.Millisecond
 	}
-	if now.Sub(e.lastGC) < gap {
-		return heap > 2*uint64(e.memMax), false
+	if !e.gcRunning && now.Sub(e.lastGC) >= gap {
+		e.lastGC, e.gcRunning = now, true
+		go func() {
+			runtime.GC()
+			e.gcDone <- heapBytes()
+		}()
 	}
-	e.lastGC = now
-	runtime.GC()
-	heap = heapBytes()
-	e.heap.Store(heap)
-	return heap > uint64(e.memMax), true
+	return true
 }
 
-var heapSample = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+const (
+	heapMetric = "/memory/classes/heap/objects:bytes"
+	gogcMetric = "/gc/gogc:percent"
+)
 
 // heapBytes returns the bytes of live and not yet swept heap objects; it
 // does not stop the world, so sampling it every tick is cheap.
-func heapBytes() uint64 {
-	s := heapSample[:1:1] // only the watchdog goroutine calls this
+func heapBytes() uint64 { return readMetric(heapMetric) }
+
+// readMetric reads one runtime/metrics figure; 0 when the runtime does
+// not offer it.
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		return 0

@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -29,5 +30,49 @@ func TestWatchdogLateTickIsNotATimeout(t *testing.T) {
 	}
 	if v.end() != true {
 		t.Fatal("end does not report the timeout")
+	}
+}
+
+// TestWatchdogConvictsARunawayWithoutACollection: a collection can take
+// seconds while a callback doubles a string each instruction, so growth
+// past twice the limit (at the default GOGC) convicts without waiting for
+// one, while growth that garbage could explain waits for a live figure.
+// And neither rule touches a callback that has not run for a tick.
+func TestWatchdogConvictsARunawayWithoutACollection(t *testing.T) {
+	if readMetric(gogcMetric) != 100 {
+		t.Skip("the bound scales with GOGC; this test assumes the default")
+	}
+	const limit = 100 << 20
+	e := &Engine{memMax: limit, watched: map[*vm]struct{}{}, log: slog.New(slog.DiscardHandler)}
+	start := func(tick int64, heapAtStart uint64) *vm {
+		v := &vm{route: &Route{cfg: RouteConfig{HandlerTimeout: time.Hour}}, ctx: newVMCtx(nil)}
+		v.begin()
+		v.checkDeadline(tick, heapAtStart)
+		e.watched[v] = struct{}{}
+		return v
+	}
+	now := int64(1 + watchTick)
+
+	grower := start(1, 10<<20)
+	e.heap.Store(10<<20 + 2*limit - 1) // garbage could explain it
+	e.blame(now, time.Now(), false)
+	if grower.ctx.Err() != nil {
+		t.Fatal("stopped on growth below twice the limit without a collection")
+	}
+	e.blame(now, time.Now(), true) // the same figure, fresh from a collection
+	if grower.ctx.Err() == nil || !grower.overMem {
+		t.Fatal("a callback during which the live heap grew past the limit was not stopped")
+	}
+	delete(e.watched, grower)
+
+	runaway := start(1, 10<<20)
+	fresh := start(now-1, 10<<20) // began less than a tick ago
+	e.heap.Store(10<<20 + 2*limit)
+	e.blame(now, time.Now(), false)
+	if runaway.ctx.Err() == nil || !runaway.overMem {
+		t.Fatal("growth of twice the limit did not convict without a collection")
+	}
+	if fresh.ctx.Err() != nil {
+		t.Fatal("a callback running for less than a tick was stopped")
 	}
 }
