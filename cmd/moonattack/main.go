@@ -22,6 +22,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/moonwire/moonwire/cmd/internal/toolflag"
 )
 
 const usageText = `moonattack: hostile-client attacks on a WebSocket server, and what they cost it
@@ -145,14 +147,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown -attack %q (want pingflood, inflate, slowbody or chatstore)", cfg.attack)
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, v := range defs {
-		if !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return nil, err
-			}
-		}
+	if err := toolflag.SetDefaults(fs, defs); err != nil {
+		return nil, err
 	}
 	return cfg, cfg.validate()
 }
@@ -239,7 +235,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runAttack samples the server, runs the configured attack within
 // -duration, closes its connections, waits -settle and samples again.
 func runAttack(ctx context.Context, cfg *config) (*result, error) {
-	if _, err := raiseFDLimit(); err != nil {
+	if _, err := toolflag.RaiseFDLimit(); err != nil {
 		return nil, fmt.Errorf("RLIMIT_NOFILE: %w", err)
 	}
 	res := &result{

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -169,22 +168,6 @@ func (s *sampler) finish() *ServerFigures {
 		f.RSSAfter, f.FDsAfter = s.last.rss, s.last.fds
 	}
 	return &f
-}
-
-// raiseFDLimit raises the soft RLIMIT_NOFILE to the hard limit and
-// returns it: slowbody holds thousands of sockets.
-func raiseFDLimit() (uint64, error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
 }
 
 // byteSize is a flag holding a size: an integer of bytes, or one with a

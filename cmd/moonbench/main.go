@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/moonwire/moonwire/cmd/internal/toolflag"
 )
 
 const usageText = `moonbench: load generator for moonwire (and any WebSocket server)
@@ -143,14 +145,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown -scenario %q (want echo, broadcast, idle or handshake)", cfg.scenario)
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, v := range defs {
-		if !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return nil, err
-			}
-		}
+	if err := toolflag.SetDefaults(fs, defs); err != nil {
+		return nil, err
 	}
 	return cfg, cfg.validate()
 }

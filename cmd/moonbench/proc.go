@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moonwire/moonwire/cmd/internal/toolflag"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,21 +88,6 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// fdLimit raises the soft RLIMIT_NOFILE to the hard limit and returns it.
-func fdLimit() (uint64, error) {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
-}
-
 // fdReserve is what the process keeps besides the connections: stdio,
 // epoll and eventfds, the baseline child's pipes, dials in progress.
 const fdReserve = 64
@@ -109,7 +95,7 @@ const fdReserve = 64
 // checkFDs fails clearly when n connections cannot fit under the
 // descriptor limit.
 func checkFDs(n, dialConcurrency int) (uint64, error) {
-	lim, err := fdLimit()
+	lim, err := toolflag.RaiseFDLimit()
 	if err != nil {
 		return 0, fmt.Errorf("RLIMIT_NOFILE: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moonwire/moonwire/cmd/internal/toolflag"
 	"github.com/moonwire/moonwire/cmd/moonbench/baseline"
 )
 
@@ -42,7 +43,7 @@ func serveBaseline(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "moonbench serve-baseline:", err)
 		return 2
 	}
-	if _, err := fdLimit(); err != nil {
+	if _, err := toolflag.RaiseFDLimit(); err != nil {
 		fmt.Fprintln(stderr, "moonbench serve-baseline: RLIMIT_NOFILE:", err)
 	}
 	srv, err := baseline.Listen(*addr, kind, baseline.Options{Buffered: *buffered})
