@@ -219,6 +219,18 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 			log.Warn("not watching files; send SIGHUP to reload", "err", err)
 		}
 	}
+	// SIGHUP reloads run here, not in the signal loop: a reload builds
+	// every changed script (each top level may run up to its handler
+	// timeout), and a SIGTERM meanwhile must start the drain at once, which
+	// then cuts the build short (Engine.StopLoading). One pending reload is
+	// enough: it reads the files as they are when it runs.
+	reloads := make(chan struct{}, 1)
+	defer close(reloads)
+	go func() {
+		for range reloads {
+			_ = n.Reload() // logged either way; the running version keeps serving on error
+		}
+	}()
 
 	for {
 		select {
@@ -231,7 +243,10 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				_ = n.Reload() // logged either way; the running version keeps serving on error
+				select {
+				case reloads <- struct{}{}:
+				default:
+				}
 				continue
 			}
 			stopWatch()

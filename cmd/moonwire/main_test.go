@@ -294,6 +294,34 @@ func TestDrainEndsWhateverTheScriptsDo(t *testing.T) {
 	}
 }
 
+// TestSIGTERMDuringASlowReload: a SIGHUP reload whose new script's top
+// level runs on (up to its handler timeout of an hour) must not hold up a
+// SIGTERM: the reload runs beside the signal loop, and the drain cuts its
+// build short. It used to be read only once the reload had finished.
+func TestSIGTERMDuringASlowReload(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": "[server]\nlisten = \"127.0.0.1:0\"\n\n[scripts]\nreload = false\nhandler_timeout = \"1h\"\n\n" +
+			"[[routes]]\npath = \"/echo\"\nscript = \"echo.lua\"\n",
+		"scripts/echo.lua": `return { on_message = function(conn, data) conn:send(data) end }`,
+	})
+	s := startServing(t, "-config", filepath.Join(dir, "moonwire.toml"))
+	if err := os.WriteFile(filepath.Join(dir, "scripts", "echo.lua"), []byte(`log.info("loading slowly") while true do end`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.sigs <- syscall.SIGHUP
+	moontest.WaitFor(t, "the slow top level", func() bool { return strings.Contains(s.errOut.String(), "loading slowly") })
+	s.sigs <- syscall.SIGTERM
+	defer func() {
+		if t.Failed() {
+			t.Log(s.errOut.String())
+		}
+	}()
+	if code := s.wait(t, "SIGTERM during a reload"); code != 0 {
+		t.Fatalf("exit %d\n%s", code, s.errOut.String())
+	}
+}
+
 // TestSIGHUPReloadsAndLogsAreJSON: with -log-format json every line is a
 // JSON object; SIGHUP applies an edited script to the open connection; the
 // access log line names the route, the connection and how it ended.

@@ -49,9 +49,16 @@ type Node struct {
 	draining atomic.Bool
 	certs    *certStore // nil without TLS
 
-	mu       sync.Mutex // serialises reloads; guards cfg, handlers, status, closing, unwatch
+	mu       sync.Mutex // serialises reloads; guards cfg, handlers, closing, unwatch
 	cfg      *config.Config
 	handlers map[string]*lua.Route // by route path
+	// live is what the node serves, for readers (Config, Routes, the drain)
+	// that must not wait for a reload building slow scripts under mu; a
+	// reload replaces it when it is applied.
+	live atomic.Pointer[served]
+	// status has its own lock: /healthz reads it, and must not wait for a
+	// reload that is building slow scripts under mu.
+	statusMu sync.Mutex
 	status   ReloadStatus
 	closing  bool                 // Shutdown or Close began: no more reloads
 	unwatch  []context.CancelFunc // stops the file watchers
@@ -179,6 +186,7 @@ func New(cfg *config.Config, log *slog.Logger, tune ...func(*router.Config)) (*N
 		return nil, err
 	}
 	n.Router, n.handlers = srv, handlers
+	n.live.Store(&served{cfg, handlers})
 	return n, nil
 }
 
@@ -253,17 +261,18 @@ func (n *Node) routerConfig(cfg *config.Config, handlers map[string]*lua.Route) 
 }
 
 // Config returns the configuration the node currently runs.
-func (n *Node) Config() *config.Config {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cfg
+func (n *Node) Config() *config.Config { return n.live.Load().cfg }
+
+// served is a config and the handlers built from it.
+type served struct {
+	cfg      *config.Config
+	handlers map[string]*lua.Route
 }
 
 // Routes describes the routes the node serves, in config order.
 func (n *Node) Routes() []admin.Route {
-	n.mu.Lock()
-	cfg, handlers := n.cfg, n.handlers
-	n.mu.Unlock()
+	live := n.live.Load()
+	cfg, handlers := live.cfg, live.handlers
 	conns := map[string]int64{}
 	for _, rt := range n.Router.Routes() {
 		conns[rt.Pattern()] = rt.Connections()
@@ -374,6 +383,7 @@ func (n *Node) Done() <-chan error { return n.served }
 // listener stays up until the end so the drain can be watched.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.draining.Store(true)
+	n.Engine.StopLoading() // a reload in progress fails within a tick
 	n.stopReloads()
 	err := n.Router.Shutdown(ctx)
 	n.closeAdmin()
@@ -384,6 +394,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close drops every connection and releases the node.
 func (n *Node) Close() error {
 	n.draining.Store(true)
+	n.Engine.StopLoading()
 	n.stopReloads()
 	err := n.Router.Close()
 	n.closeAdmin()
@@ -392,7 +403,7 @@ func (n *Node) Close() error {
 }
 
 // stopReloads ends reloading for good: a reload in progress finishes
-// first (it holds mu), later ones are refused, and the file watchers are
+// first (it holds mu; Engine.StopLoading has cut its script builds short), later ones are refused, and the file watchers are
 // stopped and waited for, so none reloads into a node being torn down.
 func (n *Node) stopReloads() {
 	n.mu.Lock()

@@ -31,8 +31,8 @@ type ReloadStatus struct {
 
 // Status returns the outcome of the last reload.
 func (n *Node) Status() ReloadStatus {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
 	st := n.status
 	st.Changed = slices.Clone(st.Changed)
 	st.Removed = slices.Clone(st.Removed)
@@ -55,6 +55,11 @@ func (n *Node) Reload() error {
 		return ErrClosing // not a failure: nothing is reloaded any more
 	}
 	diff, err := n.reload()
+	if errors.Is(err, lua.ErrStopping) {
+		return ErrClosing // the shutdown cut the build short: not a failure
+	}
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
 	n.status.At = time.Now()
 	n.status.OK = err == nil
 	if err != nil {
@@ -184,6 +189,7 @@ func (n *Node) reload() (reloadDiff, error) {
 	// Handlers no longer used were stopped by the router (retired routes
 	// stop once drained); nothing else holds them.
 	n.cfg, n.handlers = cfg, handlers
+	n.live.Store(&served{cfg, handlers})
 	n.Store.SetLimits(storeOptions(cfg))
 	if cert != nil {
 		n.certs.cert.Store(cert)

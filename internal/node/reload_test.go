@@ -361,3 +361,47 @@ return M
 		}
 	}
 }
+
+// TestShutdownCutsASlowReloadShort: a reload builds every changed script,
+// and each top level may run up to its handler timeout on every VM; a
+// shutdown meanwhile must not wait for that (it stops the build within a
+// watchdog tick), and neither must the reload status /healthz reports.
+func TestShutdownCutsASlowReloadShort(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files(`
+[scripts]
+handler_timeout = "10m"
+
+[[routes]]
+path = "/v"
+script = "v.lua"
+`, "scripts/v.lua", versioned("v0")))
+	s.WriteFile(t, "scripts/v.lua", `log.info("slow top level") while true do end`)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- s.Reload() }()
+	s.WaitLog(t, "slow top level")
+
+	status := make(chan node.ReloadStatus, 1)
+	go func() { status <- s.Status() }()
+	select {
+	case <-status:
+	case <-time.After(moontest.Timeout):
+		t.Fatal("Status waited for the reload in progress")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), moontest.Timeout)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(2 * moontest.Timeout):
+		t.Fatal("Shutdown waited for the reload's top level (handler_timeout 10m)")
+	}
+	if err := <-reloaded; !errors.Is(err, node.ErrClosing) {
+		t.Fatalf("the reload cut short: %v, want ErrClosing", err)
+	}
+}

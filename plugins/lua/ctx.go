@@ -22,6 +22,10 @@ var ErrTimeout = errors.New("handler timeout exceeded")
 // process's heap passed Options.MemoryLimit while it ran.
 var ErrMemory = errors.New("memory limit exceeded")
 
+// ErrStopping is the cause of a route build stopped by
+// Engine.StopLoading: the server is shutting down.
+var ErrStopping = errors.New("the server is shutting down")
+
 // vmCtx is a VM's long-lived context: gopher-lua checks it between
 // instructions, and the engine's watchdog cancels it when a callback runs
 // past its deadline. One context serves many calls, so a callback costs no

@@ -90,6 +90,10 @@ type Engine struct {
 	// test's.
 	timerClock timerClock
 
+	// loadStop is set by StopLoading: no route script's top level runs
+	// any more.
+	loadStop atomic.Bool
+
 	// The VMs the watchdog watches.
 	wmu      sync.Mutex
 	watched  map[*vm]struct{}
@@ -152,6 +156,14 @@ func New(opts Options) *Engine {
 const maxArrayIndex = 1 << 20
 
 var limitArrays sync.Once
+
+// StopLoading stops route builds for good: a script's top level that is
+// running now is stopped within a watchdog tick (its NewRoute returns an
+// error whose cause is ErrStopping), and NewRoute fails from now on.
+// Callbacks of routes already built are not touched. A shutdown calls it
+// first, so that a reload building slow scripts (each top level may run
+// up to its handler timeout, on every VM) does not hold the shutdown up.
+func (e *Engine) StopLoading() { e.loadStop.Store(true) }
 
 // Close stops the watchdog. Routes must be stopped first.
 func (e *Engine) Close() {

@@ -69,6 +69,9 @@ func (e *Engine) NewRoute(cfg RouteConfig) (*Route, error) {
 	if cfg.FS == nil {
 		return nil, errors.New("route " + cfg.Pattern + ": no scripts folder")
 	}
+	if e.loadStop.Load() {
+		return nil, fmt.Errorf("route %s: %w", cfg.Pattern, ErrStopping)
+	}
 	r := &Route{eng: e, cfg: cfg, modProtos: make(map[string]*glua.FunctionProto), sums: make(map[string][32]byte)}
 	proto, sum, err := loadScript(cfg.FS, cfg.Script, r.display(cfg.Script))
 	if err != nil {

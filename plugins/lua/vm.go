@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -52,6 +53,9 @@ type vm struct {
 	heapAtStart uint64
 	timedOut    bool
 	overMem     bool // stopped because the heap passed the memory limit
+	// loading is set while the route script's top level runs (a route
+	// being built), and aborted when Engine.StopLoading stopped it.
+	loading, aborted bool
 
 	coroutines int // created during the current callback
 
@@ -84,8 +88,20 @@ func newVM(r *Route, lane int) (*vm, error) {
 	// The watchdog must see the top level too: a script that loops at load
 	// time is a script error, not a hung start.
 	v.eng.addVM(v)
+	v.wmu.Lock()
+	v.loading = true
+	stopping := v.eng.loadStop.Load()
+	v.wmu.Unlock()
+	if stopping {
+		v.close()
+		return nil, fmt.Errorf("route %s: %w", r.cfg.Pattern, ErrStopping)
+	}
 	v.L.Push(v.L.NewFunctionFromProto(r.proto))
-	if err := v.pcall(0, 1); err != nil {
+	err := v.pcall(0, 1)
+	v.wmu.Lock()
+	v.loading = false
+	v.wmu.Unlock()
+	if err != nil {
 		v.close()
 		return nil, err
 	}
@@ -169,6 +185,9 @@ func (v *vm) pcall(nargs, nret int) error {
 	}
 	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
 	switch {
+	case timedOut && v.aborted:
+		se.Msg = "stopped: the server is shutting down"
+		se.cause = ErrStopping
 	case timedOut && v.overMem:
 		se.Msg = "memory limit exceeded: the server's heap passed its limit while this callback made it grow"
 		se.cause = ErrMemory
@@ -189,7 +208,7 @@ func (v *vm) begin() {
 		v.ctx = newVMCtx(v)
 		v.L.SetContext(v.ctx)
 	}
-	v.timedOut, v.overMem = false, false
+	v.timedOut, v.overMem, v.aborted = false, false, false
 	v.running, v.seenAt = true, 0
 	v.wmu.Unlock()
 	v.coroutines = 0
@@ -222,7 +241,12 @@ func (v *vm) checkDeadline(now int64, heap uint64) {
 	if v.running && v.seenAt == 0 {
 		v.seenAt, v.heapAtStart = now, heap
 	}
-	if v.running && now-v.seenAt >= int64(v.route.cfg.HandlerTimeout) {
+	if v.running && v.loading && v.eng.loadStop.Load() {
+		v.aborted = true
+		v.timedOut = true
+		v.running = false
+		v.ctx.cancel()
+	} else if v.running && now-v.seenAt >= int64(v.route.cfg.HandlerTimeout) {
 		v.timedOut = true
 		v.running = false
 		v.ctx.cancel()
