@@ -10,8 +10,12 @@
 -- for settings.history_ttl seconds (default 3600), only if it is at most
 -- settings.history_max_bytes long (default 4096; longer ones are relayed
 -- but not kept), and in at most settings.history_rooms rooms at a time
--- (default 1000; messages to other rooms are relayed but not kept). The
--- shared store's own budget ([store] max_bytes) bounds the rest.
+-- (default 100; messages to other rooms are relayed but not kept). It
+-- lives in the store that every route of the process shares: with the
+-- default config's history = 20 the bounds come to at most 20 x 4 KiB x
+-- 100 rooms, about 8 MiB of the 64 MiB [store] max_bytes. When the store
+-- is full a message is relayed but not kept, and the room keeps the
+-- history it had.
 --
 --   -> {"id":"<conn>","members":2,"room":"lobby","type":"join"}
 --   -> {"at":1764160000.1,"from":"<conn>","room":"lobby","text":"hi","type":"message"}
@@ -28,28 +32,70 @@ local function setting(name, default)
 end
 
 -- History lives in the shared store so every VM (and a reload) sees it:
--- one key per message, numbered by an atomic counter, each with a TTL.
+-- one key per message, numbered by an atomic counter, each with a TTL. A
+-- room has history while its counter (refreshed by every kept message)
+-- lives. ROOMS counts those rooms, so that admitting a room costs a few
+-- O(1) store calls; a timer recounts them (recount, below) to forget the
+-- rooms whose history expired.
+local SEQ = "chat:seq:"
+local ROOMS = "chat:rooms"
+
 local function remember(room, msg)
   local n = setting("history", 0)
   if n <= 0 or #msg > setting("history_max_bytes", 4096) then return end
   local ttl = setting("history_ttl", 3600)
-  local seqkey = "chat:seq:" .. room
-  if not store.get(seqkey) and #store.keys("chat:seq:") >= setting("history_rooms", 1000) then
-    return -- too many rooms keep history already
+  local seqkey = SEQ .. room
+  local counted = false
+  if not store.get(seqkey) then
+    -- A room without history: take a place among history_rooms, if any.
+    local rooms = store.incr(ROOMS, 1)
+    if not rooms then return end -- the store is full: relayed, not kept
+    if rooms > setting("history_rooms", 100) then
+      store.incr(ROOMS, -1)
+      return -- too many rooms keep history already
+    end
+    counted = true
   end
   local seq = store.incr(seqkey, 1, ttl)
-  if not seq then return end -- the store is full: relayed, not kept
-  store.set("chat:msg:" .. room .. ":" .. seq, msg, ttl)
+  if not seq then
+    if counted then store.incr(ROOMS, -1) end
+    return -- the store is full: relayed, not kept
+  end
+  if not store.set("chat:msg:" .. room .. ":" .. seq, msg, ttl) then
+    -- The store is full: give the number back, so that the replay window
+    -- still covers the messages the room kept, and delete none of them.
+    -- (Should another VM have numbered a message meanwhile, the next one
+    -- may take its number: a message lost, at worst, never the history.)
+    store.incr(seqkey, -1)
+    return
+  end
   store.delete("chat:msg:" .. room .. ":" .. (seq - n))
+end
+
+-- recount sets ROOMS to the number of rooms that have history. A room's
+-- history expires silently, so without it ROOMS would only grow; store.keys
+-- walks the whole store, so it runs on a timer, never per message.
+local function recount()
+  local live = #store.keys(SEQ)
+  local counted = store.get(ROOMS) or 0
+  if live ~= counted then store.incr(ROOMS, live - counted) end
 end
 
 local function replay(conn, room)
   local n = setting("history", 0)
   if n <= 0 then return end
-  local last = store.get("chat:seq:" .. room) or 0
+  local last = store.get(SEQ .. room) or 0
   for seq = math.max(1, last - n + 1), last do
     local msg = store.get("chat:msg:" .. room .. ":" .. seq)
     if msg then conn:send(msg) end
+  end
+end
+
+function M.on_start()
+  if setting("history", 0) > 0 then
+    -- A room whose history expired frees its place within a minute (or
+    -- within history_ttl, if shorter).
+    timer.every(math.max(0.01, math.min(setting("history_ttl", 3600), 60)), recount)
   end
 end
 

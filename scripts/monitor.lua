@@ -43,7 +43,12 @@ function M.on_message(conn, data, kind)
   else
     entry.report = json.decode(data) or data
   end
-  store.set(PREFIX .. conn.id, entry)
+  local ok, err = store.set(PREFIX .. conn.id, entry)
+  if not ok then
+    -- The store is shared by every route and bounded: the report is
+    -- dropped, and the snapshot shows this client's previous one.
+    log.warn("monitor: report not stored", { err = err, bytes = #data })
+  end
 end
 
 function M.on_close(conn)

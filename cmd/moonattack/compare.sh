@@ -17,7 +17,9 @@
 # answers an HTTP request, moonattack runs with -pid; then the
 # server gets SIGTERM, and SIGKILL 10 s later if it is still there. Runs
 # are strictly one at a time, and a trap kills the server on any exit.
-# OUT/results.jsonl keeps every run's JSON line.
+# OUT/results.jsonl keeps every run's JSON line. Rows, logs and run
+# folders are labelled with each binary's basename, or old-NAME and
+# new-NAME when the two share one.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -142,10 +144,18 @@ path_of() {
 	esac
 }
 
+# Rows, logs and run folders are named by the binaries' basenames, or,
+# when both have the same one (a/moonwire, b/moonwire), old-NAME and
+# new-NAME.
+labels=("$(basename "${bins[0]}")" "$(basename "${bins[1]}")")
+if [[ ${labels[0]} == "${labels[1]}" ]]; then
+	labels=("old-${labels[0]}" "new-${labels[1]}")
+fi
+
 "$OUT/moonattack" -table /dev/null
 for a in "${attacks[@]}"; do
-	for bin in "${bins[@]}"; do
-		label=$(basename "$bin")
+	for i in 0 1; do
+		bin=${bins[i]} label=${labels[i]}
 		start_server "$bin" "$a-$label"
 		echo "-- $a/$label: moonattack -attack $a -url ws://127.0.0.1:$port$(path_of "$a") -pid $server_pid ${extra[*]}" >&2
 		if ! line=$("$OUT/moonattack" -attack "$a" -url "ws://127.0.0.1:$port$(path_of "$a")" -pid "$server_pid" \

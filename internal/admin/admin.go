@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +63,10 @@ type Options struct {
 	// of the running server, for go tool pprof.
 	Pprof bool
 	// Token, when set, must come with every request as
-	// "Authorization: Bearer TOKEN"; others get 401.
+	// "Authorization: Bearer TOKEN" (the scheme in any case); others get
+	// 401. The admin listener serves plain HTTP, so the token crosses the
+	// network in the clear: an admin address other hosts can reach belongs
+	// on a private network or behind a TLS-terminating proxy.
 	Token string
 }
 
@@ -130,17 +135,34 @@ func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, erro
 }
 
 // requireToken answers 401 to requests without "Authorization: Bearer
-// token", comparing in constant time.
+// token". The scheme is matched case-insensitively (RFC 9110 section 11.1);
+// the credentials are compared as SHA-256 digests in constant time, so
+// neither the token's bytes nor its length show in the response time
+// (subtle.ConstantTimeCompare returns at once on a length mismatch).
 func requireToken(token string, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !bearerMatches(r.Header.Get("Authorization"), want) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="moonwire admin"`)
 			http.Error(w, "admin: a bearer token is required", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// constantTimeCompare is subtle.ConstantTimeCompare; tests replace it to
+// see what is compared.
+var constantTimeCompare = subtle.ConstantTimeCompare
+
+// bearerMatches reports whether an Authorization header value is
+// "Bearer <credentials>" (any case, one or more spaces) whose credentials
+// hash to want.
+func bearerMatches(header string, want [sha256.Size]byte) bool {
+	scheme, cred, _ := strings.Cut(header, " ")
+	got := sha256.Sum256([]byte(strings.TrimLeft(cred, " ")))
+	match := constantTimeCompare(got[:], want[:]) == 1
+	return match && strings.EqualFold(scheme, "Bearer")
 }
 
 type handler struct {

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -689,7 +691,14 @@ func TestToken(t *testing.T) {
 			{"Bearer wrong", http.StatusUnauthorized},
 			{"Bearer s3cret2", http.StatusUnauthorized},
 			{"s3cret", http.StatusUnauthorized},
+			{"Basic s3cret", http.StatusUnauthorized},
+			{"Bearers3cret", http.StatusUnauthorized},
+			{"Bearer ", http.StatusUnauthorized},
 			{"Bearer s3cret", http.StatusOK},
+			// Auth schemes are case-insensitive (RFC 9110 11.1, RFC 6750).
+			{"bearer s3cret", http.StatusOK},
+			{"BEARER s3cret", http.StatusOK},
+			{"Bearer  s3cret", http.StatusOK},
 		} {
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 			if tc.auth != "" {
@@ -703,6 +712,30 @@ func TestToken(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Errorf("%s with %q: %d, want %d", path, tc.auth, resp.StatusCode, tc.status)
 			}
+		}
+	}
+}
+
+// TestTokenCompareHidesLength: the credentials are compared as digests of
+// one size, whatever their length: subtle.ConstantTimeCompare on the raw
+// values returns at once when the lengths differ, which tells a client
+// how long the token is.
+func TestTokenCompareHidesLength(t *testing.T) { // not parallel: swaps constantTimeCompare
+	var lens [][2]int
+	defer func(f func(x, y []byte) int) { constantTimeCompare = f }(constantTimeCompare)
+	constantTimeCompare = func(x, y []byte) int {
+		lens = append(lens, [2]int{len(x), len(y)})
+		return subtle.ConstantTimeCompare(x, y)
+	}
+	want := sha256.Sum256([]byte("s3cret"))
+	for _, auth := range []string{"", "Bearer s", "Bearer s3cret", "Bearer " + strings.Repeat("x", 100), "Basic s3cret", "bearer s3cret"} {
+		lens = lens[:0]
+		got := bearerMatches(auth, want)
+		if wantOK := strings.EqualFold(auth, "Bearer s3cret"); got != wantOK {
+			t.Errorf("bearerMatches(%q) = %v, want %v", auth, got, wantOK)
+		}
+		if len(lens) != 1 || lens[0] != [2]int{sha256.Size, sha256.Size} {
+			t.Errorf("%q: compared lengths %v, want one compare of two %d-byte digests", auth, lens, sha256.Size)
 		}
 	}
 }

@@ -80,10 +80,11 @@ type Scripts struct {
 	// Dir is the absolute OS path of the scripts folder (relative values are
 	// relative to the config file's folder); "" for LoadFS.
 	Dir string
-	// FS is the scripts folder as a filesystem: os.DirFS(Dir) for a config
-	// on disk, a sub-filesystem of the LoadFS filesystem otherwise. Route
-	// scripts and `require` resolve inside it, which is what keeps scripts
-	// from reaching outside their folder.
+	// FS is the scripts folder as a filesystem. For a config on disk it
+	// opens every name with os.OpenInRoot(Dir, name), so no path, symlinks
+	// included, resolves outside Dir; for LoadFS it is a sub-filesystem of
+	// the LoadFS filesystem. Route scripts and `require` resolve inside it,
+	// which is what keeps scripts from reaching outside their folder.
 	FS             fs.FS
 	Reload         bool
 	VMs            int           // as written: 0 means one per CPU; Route.VMs is already resolved

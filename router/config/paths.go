@@ -14,7 +14,8 @@ import (
 )
 
 // folder resolves a directory key. For a config on disk it returns the
-// absolute OS path and os.DirFS of it; for LoadFS a sub-filesystem and ""
+// absolute OS path and a rootFS of it (opened through os.OpenInRoot, so
+// nothing resolves outside the folder); for LoadFS a sub-filesystem and ""
 // for the OS path. display is how messages name the folder. fsys is nil
 // when the folder is unusable (the problem is recorded).
 func (l *loader) folder(key, p string) (osPath string, fsys fs.FS, display string) {
