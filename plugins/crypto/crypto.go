@@ -22,6 +22,12 @@ import (
 // that a script cannot use it to allocate without limit.
 const MaxRandomBytes = 1024
 
+// MaxClaimsBytes bounds the JSON of jwt_sign's claims, which fails past it
+// with "jwt: claims: encoding too large". It is json.encode's default output
+// limit, so whatever encodes by default can be signed; without a bound a
+// table reaching one big table by many paths would make gigabytes.
+const MaxClaimsBytes = 16 << 20
+
 // Options configure the module. The zero value is ready for production.
 type Options struct {
 	// Now is the clock jwt_verify checks exp and nbf against; nil means
@@ -208,7 +214,12 @@ func jwtSign(L *lua.LState) int {
 	if secret == "" {
 		L.ArgError(2, "secret must not be empty")
 	}
-	payload, err := luavalue.AppendJSON(nil, claims, luavalue.DefaultMaxDepth, 0)
+	// The context so that a handler timeout ends a long encoding, which
+	// the VM cannot interrupt (a table reached by many paths).
+	payload, err := luavalue.AppendJSONWith(nil, claims, luavalue.Options{
+		MaxSize: MaxClaimsBytes,
+		Context: L.Context(),
+	})
 	if err != nil {
 		return fail(L, "jwt: claims: "+err.Error())
 	}

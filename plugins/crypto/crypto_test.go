@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -337,5 +338,47 @@ func BenchmarkJWTVerify(b *testing.B) {
 		if _, err := VerifyHS256(tok, []byte("k"), fixedNow, VerifyOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestJWTSignClaimsBounded: jwt_sign encoded its claims without a bound, so
+// a table reaching one big table by many paths made a payload (and a token)
+// of any size; it now stops at MaxClaimsBytes.
+func TestJWTSignClaimsBounded(t *testing.T) {
+	t.Parallel()
+	luatest.Run(t, luatest.NewState(t, New(Options{})), prelude, `
+		local a = {} for i = 1, 100000 do a[i] = i end -- 588896 bytes of JSON
+		local claims = {}
+		for i = 1, 20 do claims["k" .. i] = a end
+		local tok, err = crypto.jwt_sign(claims, "k")
+		eq(err, nil, "20 references")
+		eq(#tok > 20 * 588896, true, "20 references")
+		for i = 21, 30 do claims["k" .. i] = a end
+		fails("jwt: claims: encoding too large", crypto.jwt_sign(claims, "k"))`)
+}
+
+// TestJWTSignStopsWhenCancelled: encoding claims that reach one table by
+// many paths takes long within MaxClaimsBytes too, so jwt_sign polls the
+// state's context and a handler timeout ends it midway. The call is made
+// from Go because the VM would stop at its first instruction under a
+// cancelled context; inside a builtin, only the builtin can notice.
+func TestJWTSignStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	L := luatest.NewState(t, New(Options{}))
+	if err := L.DoString(`crypto = require "crypto"
+		local d = {} for i = 1, 20 do d = {d, d} end
+		claims = {d = d}`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	L.SetContext(ctx)
+	defer L.RemoveContext()
+	fn := L.GetField(L.GetGlobal("crypto"), "jwt_sign")
+	if err := L.CallByParam(lua.P{Fn: fn, NRet: 2, Protect: true}, L.GetGlobal("claims"), lua.LString("k")); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := L.Get(-2), L.Get(-1); tok != lua.LNil || err.String() != "jwt: claims: context canceled" {
+		t.Fatalf("jwt_sign under a cancelled context: %v, %v", tok, err)
 	}
 }

@@ -39,7 +39,9 @@ type Limits struct {
 	// MaxInput is the longest string, in bytes, that decode will parse.
 	MaxInput int
 	// MaxOutput is the longest string encode will make; past it encode
-	// returns nil and "json: encoding too large".
+	// returns nil and "json: encoding too large". It is checked as the
+	// output grows, so a failing encode costs about MaxOutput, however many
+	// times the value reaches the same table.
 	MaxOutput int
 }
 
@@ -91,7 +93,14 @@ const maxPooledBuf = 64 << 10
 func (m *Module) encode(L *lua.LState) int {
 	v := L.CheckAny(1)
 	bp := bufs.Get().(*[]byte)
-	b, err := luavalue.AppendJSON((*bp)[:0], v, m.limits.MaxDepth, m.limits.MaxOutput)
+	// The context, like decode's: a table shared by many paths can take
+	// long to encode even within MaxOutput, and the VM cannot stop a Go
+	// builtin, so a handler timeout must be noticed here.
+	b, err := luavalue.AppendJSONWith((*bp)[:0], v, luavalue.Options{
+		MaxDepth: m.limits.MaxDepth,
+		MaxSize:  m.limits.MaxOutput,
+		Context:  L.Context(),
+	})
 	if err == nil {
 		budget.Charge(L, "json.encode", int64(len(b)))
 		L.Push(lua.LString(b))

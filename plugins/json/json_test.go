@@ -339,3 +339,53 @@ func TestDecodeStopsWhenCancelled(t *testing.T) {
 		t.Fatalf("decode: %v", err)
 	}
 }
+
+// TestEncodeLimitAsItGrows: MaxOutput holds for output without strings too
+// (it was checked only at strings, so 200 references to an array of 100k
+// numbers encoded 240 MB, with any limit).
+func TestEncodeLimitAsItGrows(t *testing.T) {
+	t.Parallel()
+	runLua(t, New(Limits{MaxOutput: 1 << 20}), `
+		local a = {} for i = 1, 100000 do a[i] = i end
+		local t = {} for i = 1, 200 do t[i] = a end
+		fails("json: encoding too large", json.encode(t))
+		local o = {} for i = 1, 100 do o["k" .. i] = a end
+		fails("json: encoding too large", json.encode(o))
+		local d = {} for i = 1, 22 do d = {d, d} end
+		fails("json: encoding too large", json.encode(d))
+		eq(#json.encode(a), 588896, "one reference fits")`)
+}
+
+// callCancelled calls the builtin fn with args under an already cancelled
+// context and returns its two results. The call is made from Go because the
+// VM itself would stop at its first instruction under that context; inside a
+// builtin, only the builtin can notice.
+func callCancelled(t *testing.T, L *lua.LState, fn lua.LValue, args ...lua.LValue) (lua.LValue, lua.LValue) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	L.SetContext(ctx)
+	defer L.RemoveContext()
+	if err := L.CallByParam(lua.P{Fn: fn, NRet: 2, Protect: true}, args...); err != nil {
+		t.Fatal(err)
+	}
+	defer L.Pop(2)
+	return L.Get(-2), L.Get(-1)
+}
+
+// TestEncodeStopsWhenCancelled: a table reached by many paths takes long to
+// encode even within MaxOutput, so encode polls the state's context, like
+// decode, and a handler timeout ends it midway.
+func TestEncodeStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	L := luatest.NewState(t, New(Limits{}))
+	if err := L.DoString(`json = require "json"
+		doubling = {} for i = 1, 20 do doubling = {doubling, doubling} end`); err != nil {
+		t.Fatal(err)
+	}
+	// 20 levels of t = {t, t}: 21 tables, 2^20 paths.
+	v, err := callCancelled(t, L, L.GetField(L.GetGlobal("json"), "encode"), L.GetGlobal("doubling"))
+	if v != lua.LNil || err.String() != "json: context canceled" {
+		t.Fatalf("encode under a cancelled context: %v, %v", v, err)
+	}
+}

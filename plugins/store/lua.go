@@ -1,7 +1,9 @@
 package store
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 
@@ -52,9 +54,24 @@ func (s *Store) luaSet(L *lua.LState) int {
 	if ttl < 0 || math.IsNaN(ttl) {
 		L.ArgError(3, "ttl must be a non-negative number of seconds")
 	}
-	// Convert before taking any lock: conversion walks the Lua table.
-	v, err := luavalue.FromLua(lv)
-	if err != nil {
+	// Convert before taking any lock: conversion walks the Lua table. The
+	// walk is bounded by what Set would accept, so that a table reaching
+	// one sub-table by many paths (22 levels of t = {t, t} are 2^22 paths)
+	// fails once past MaxValueBytes instead of being converted in full
+	// first; the bound is only an early exit, Set still judges exactly. The
+	// context lets a handler timeout end the walk, which the VM cannot.
+	v, err := luavalue.FromLuaWith(lv, luavalue.Options{
+		MaxSize: max(s.maxValueBytes()-len(key), 1),
+		Context: L.Context(),
+	})
+	switch {
+	case errors.Is(err, luavalue.ErrTooLarge), errors.Is(err, luavalue.ErrTooMany):
+		return fail(L, ErrValueTooLarge)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// Returned, as json.decode does; the VM stops the callback anyway
+		// on its next instruction.
+		return fail(L, fmt.Errorf("store: %w", err))
+	case err != nil:
 		L.ArgError(2, err.Error())
 	}
 	if err := s.Set(key, v, ttlDuration(ttl)); err != nil {

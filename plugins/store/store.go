@@ -124,6 +124,13 @@ func (s *Store) SetLimits(opts Options) {
 	s.mu.Unlock()
 }
 
+// maxValueBytes is MaxValueBytes as last set.
+func (s *Store) maxValueBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxBytes
+}
+
 // Bytes returns what the store holds, in the approximate heap bytes
 // MaxBytes bounds.
 func (s *Store) Bytes() int64 {
@@ -411,7 +418,9 @@ func heapSize(v any) int64 {
 	return 8 // numbers, booleans, null: a word behind the interface
 }
 
-// sizeOf is the MaxValueBytes measure; see Options.MaxValueBytes.
+// sizeOf is the MaxValueBytes measure; see Options.MaxValueBytes. It must
+// stay the measure of luavalue.Options.MaxSize, which store.set uses to stop
+// converting a value early that Set would refuse.
 func sizeOf(v any) int {
 	switch x := v.(type) {
 	case nil, bool:

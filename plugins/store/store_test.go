@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -504,5 +505,59 @@ func TestIncrTTL(t *testing.T) {
 	c.Advance(11 * time.Second)
 	if _, ok := s.Get("seq"); ok {
 		t.Fatal("incr without a TTL removed the key's TTL")
+	}
+}
+
+// TestSetSharedTablesBounded: store.set converted its whole value before
+// judging its size, and converts a table once per path that reaches it, so
+// 22 levels of t = {t, t} (23 tables) cost 2^22 conversions and seconds
+// before "value too large". The conversion now stops once past
+// MaxValueBytes. Not parallel: it counts the process's allocations.
+func TestSetSharedTablesBounded(t *testing.T) {
+	s, c := newStore(t, Options{MaxValueBytes: 1000})
+	L := newState(t, s, c)
+	luatest.Run(t, L, prelude, `
+		set, d = store.set, {} for i = 1, 18 do d = {d, d} end
+		local small = {} for i = 1, 6 do small = {small, small} end
+		eq(store.set("small", small), true, "6 levels fit in 1000 bytes")`)
+	set := L.GetGlobal("set")
+	allocs := testing.AllocsPerRun(1, func() {
+		if err := L.CallByParam(lua.P{Fn: set, NRet: 2, Protect: true}, lua.LString("k"), L.GetGlobal("d")); err != nil {
+			t.Fatal(err)
+		}
+		if err := L.Get(-1); err.String() != "store: value too large" {
+			t.Fatalf("store.set: %v", err)
+		}
+		L.Pop(2)
+	})
+	// Converting all 2^19 values would take a million allocations; the
+	// bound stops after a few hundred.
+	if allocs > 20000 {
+		t.Fatalf("store.set of a 1000-byte-bounded value made %.0f allocations", allocs)
+	}
+}
+
+// TestSetStopsWhenCancelled: the conversion polls the state's context, so a
+// handler timeout ends it midway. The call is made from Go because the VM
+// would stop at its first instruction under a cancelled context; inside a
+// builtin, only the builtin can notice.
+func TestSetStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	s, c := newStore(t, Options{})
+	L := newState(t, s, c)
+	luatest.Run(t, L, prelude, `set, d = store.set, {} for i = 1, 18 do d = {d, d} end`)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	L.SetContext(ctx)
+	defer L.RemoveContext()
+	set := L.GetGlobal("set")
+	if err := L.CallByParam(lua.P{Fn: set, NRet: 2, Protect: true}, lua.LString("k"), L.GetGlobal("d")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := L.Get(-2), L.Get(-1); ok != lua.LNil || err.String() != "store: context canceled" {
+		t.Fatalf("store.set under a cancelled context: %v, %v", ok, err)
+	}
+	if _, ok := s.Get("k"); ok {
+		t.Fatal("value stored")
 	}
 }

@@ -1,6 +1,7 @@
 package luavalue
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -30,35 +31,91 @@ var (
 	ErrKey = errors.New("unsupported table key")
 	// ErrNumber: NaN or an infinity where JSON has no way to write it.
 	ErrNumber = errors.New("unsupported number")
+	// ErrTooLarge: a result past Options.MaxSize.
+	ErrTooLarge = errors.New("encoding too large")
+	// ErrTooMany: more values visited than Options.MaxNodes.
+	ErrTooMany = errors.New("too many values")
 )
 
-// FromLua converts a Lua value into plain Go data with DefaultMaxDepth; see
-// FromLuaDepth.
-func FromLua(v lua.LValue) (any, error) {
-	return FromLuaDepth(v, DefaultMaxDepth)
+// DefaultMaxNodes bounds the values one walk visits when the caller sets no
+// other bound. A table reached by two paths is walked twice, so 22 levels of
+// t = {t, t} are 23 tables but 2^22 paths: without a bound on the walk, a
+// few lines of script cost seconds and hundreds of megabytes.
+const DefaultMaxNodes = 1 << 20
+
+// pollEvery is how many values a walk visits between looks at
+// Options.Context: often enough that a handler timeout ends a long walk
+// within about a millisecond, rarely enough to cost nothing.
+const pollEvery = 1 << 12
+
+// Options bound one walk (FromLuaWith, AppendJSONWith). Zero fields take the
+// defaults.
+type Options struct {
+	// MaxDepth bounds table nesting; <= 0 means DefaultMaxDepth.
+	MaxDepth int
+	// MaxSize, when > 0, bounds the result, checked as it grows so that
+	// the walk stops (ErrTooLarge) soon after passing it rather than after
+	// building all of it. For AppendJSONWith it is the bytes appended; for
+	// FromLuaWith it is the size a store bounds: a string counts its bytes,
+	// a number 8, a boolean or null 1, and a table 2 plus, per element, 1
+	// plus its key's bytes plus its value's size (roughly the JSON length).
+	MaxSize int
+	// MaxNodes bounds the values visited, shared sub-tables counted once
+	// per path (ErrTooMany). 0 means DefaultMaxNodes when MaxSize is 0, and
+	// no separate bound otherwise: every value but the root costs at least
+	// 1 of MaxSize, which bounds the count already.
+	MaxNodes int
+	// Context, when non-nil, is polled every few thousand values; once it
+	// is done the walk stops with its error (context.Canceled or
+	// context.DeadlineExceeded), so that a handler timeout ends a walk the
+	// Lua VM, which polls only between instructions, cannot interrupt.
+	// Modules pass L.Context().
+	Context context.Context
 }
 
-// FromLuaDepth converts a Lua value into plain Go data: nil, bool, float64,
+// FromLua converts a Lua value into plain Go data with the default Options;
+// see FromLuaWith.
+func FromLua(v lua.LValue) (any, error) {
+	return FromLuaWith(v, Options{})
+}
+
+// FromLuaDepth is FromLuaWith with only MaxDepth set.
+func FromLuaDepth(v lua.LValue, maxDepth int) (any, error) {
+	return FromLuaWith(v, Options{MaxDepth: maxDepth})
+}
+
+// FromLuaWith converts a Lua value into plain Go data: nil, bool, float64,
 // string, []any and map[string]any, and nothing else, so the result can be
 // stored, compared and shared between goroutines without touching the LState
 // again. nil and Null both become nil; a nil inside an array comes from Null.
 // Lua numbers stay float64 (NaN and ±Inf included); only JSON rejects them.
 //
-// Tables nested deeper than maxDepth fail with ErrTooDeep, a table reached
+// Tables nested deeper than o.MaxDepth fail with ErrTooDeep, a table reached
 // again while it is still being converted fails with ErrCycle (a table shared
-// by two branches is fine and is converted twice), and errors name the path
-// from the root, like `unsupported value type: function at $.handlers[2]`.
-func FromLuaDepth(v lua.LValue, maxDepth int) (any, error) {
-	w := getWalker(maxDepth)
+// by two branches is fine and is converted twice, hence the bounds on size
+// and values visited in o), and errors name the path from the root, like
+// `unsupported value type: function at $.handlers[2]`. Failures of a bound
+// (ErrTooDeep, ErrTooLarge, ErrTooMany, the context's error) name no path:
+// where the walk happened to pass the bound says nothing.
+func FromLuaWith(v lua.LValue, o Options) (any, error) {
+	w := getWalker(o)
 	defer putWalker(w)
+	if o.MaxSize > 0 {
+		w.limit = o.MaxSize
+	}
 	return w.fromLua(v)
 }
 
-// walker carries the state of one traversal: the tables on the path from
-// the root (for depth and cycle checks) and a reusable key buffer.
+// walker carries the state of one traversal: its bounds and what it has
+// spent of them, the tables on the path from the root (for depth and cycle
+// checks) and a reusable key buffer.
 type walker struct {
 	maxDepth int
-	limit    int // AppendJSON's bound on len(dst)
+	limit    int // AppendJSON's bound on len(dst); FromLua's on size
+	size     int // FromLua's running Options.MaxSize measure
+	maxNodes int
+	nodes    int
+	ctx      context.Context
 	path     []*lua.LTable
 	keys     []string
 }
@@ -67,15 +124,28 @@ type walker struct {
 // when encoding a small table.
 var walkers = sync.Pool{New: func() any { return new(walker) }}
 
-func getWalker(maxDepth int) *walker {
+func getWalker(o Options) *walker {
 	w := walkers.Get().(*walker)
-	w.maxDepth = maxDepth
+	w.maxDepth = o.MaxDepth
+	if w.maxDepth <= 0 {
+		w.maxDepth = DefaultMaxDepth
+	}
+	w.maxNodes = o.MaxNodes
+	if w.maxNodes <= 0 {
+		w.maxNodes = math.MaxInt
+		if o.MaxSize <= 0 {
+			w.maxNodes = DefaultMaxNodes
+		}
+	}
+	w.limit, w.size, w.nodes, w.ctx = math.MaxInt, 0, 0, o.Context
 	return w
 }
 
 func putWalker(w *walker) {
 	// Drop references so a pooled walker does not keep a dead LState's
-	// tables alive, and drop oversized buffers rather than pin them.
+	// tables (or a finished request's context) alive, and drop oversized
+	// buffers rather than pin them.
+	w.ctx = nil
 	clear(w.path[:cap(w.path)])
 	clear(w.keys[:cap(w.keys)])
 	if cap(w.path) > 256 || cap(w.keys) > 4096 {
@@ -100,21 +170,45 @@ func (w *walker) enter(t *lua.LTable) error {
 
 func (w *walker) leave() { w.path = w.path[:len(w.path)-1] }
 
+// visit counts one value against MaxNodes and polls the context every
+// pollEvery values.
+func (w *walker) visit() error {
+	w.nodes++
+	if w.nodes > w.maxNodes {
+		return ErrTooMany
+	}
+	if w.nodes%pollEvery == 0 && w.ctx != nil {
+		return w.ctx.Err()
+	}
+	return nil
+}
+
+// grow adds n to FromLua's size and checks it against the limit.
+func (w *walker) grow(n int) error {
+	if w.size += n; w.size > w.limit {
+		return ErrTooLarge
+	}
+	return nil
+}
+
 func (w *walker) fromLua(v lua.LValue) (any, error) {
+	if err := w.visit(); err != nil {
+		return nil, err
+	}
 	switch x := v.(type) {
 	case *lua.LNilType:
-		return nil, nil
+		return nil, w.grow(1)
 	case lua.LBool:
-		return bool(x), nil
+		return bool(x), w.grow(1)
 	case lua.LNumber:
-		return float64(x), nil
+		return float64(x), w.grow(8)
 	case lua.LString:
-		return string(x), nil
+		return string(x), w.grow(len(x))
 	case *lua.LTable:
 		return w.table(x)
 	}
 	if IsNull(v) {
-		return nil, nil
+		return nil, w.grow(1)
 	}
 	return nil, fmt.Errorf("%w: %s", ErrType, v.Type())
 }
@@ -128,6 +222,11 @@ func (w *walker) table(t *lua.LTable) (any, error) {
 	defer func() { w.keys = w.keys[:start] }()
 	n, isArray, err := w.shape(t)
 	if err != nil {
+		return nil, err
+	}
+	// Charged before the make below, so that a table too large for the
+	// limit fails without allocating its result.
+	if err := w.grow(2 + n); err != nil {
 		return nil, err
 	}
 	if isArray {
@@ -144,6 +243,9 @@ func (w *walker) table(t *lua.LTable) (any, error) {
 	out := make(map[string]any, n)
 	for i := range n {
 		k := w.keys[start+i]
+		if err := w.grow(len(k)); err != nil {
+			return nil, err
+		}
 		e, err := w.fromLua(t.RawGetString(k))
 		if err != nil {
 			return nil, atKey(err, k)
@@ -276,8 +378,8 @@ func (e *pathError) Error() string {
 func (e *pathError) Unwrap() error { return e.err }
 
 func addSeg(err error, seg string) error {
-	if errors.Is(err, ErrTooDeep) {
-		return err // the path would be maxDepth segments of noise
+	if isBound(err) {
+		return err // the path would be noise, up to maxDepth segments of it
 	}
 	var pe *pathError
 	if errors.As(err, &pe) {
@@ -285,6 +387,13 @@ func addSeg(err error, seg string) error {
 		return pe
 	}
 	return &pathError{err: err, segs: []string{seg}}
+}
+
+// isBound reports whether err is a walk's bound giving out rather than
+// something wrong at one place in the value.
+func isBound(err error) bool {
+	return errors.Is(err, ErrTooDeep) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrTooMany) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func atIndex(err error, i int) error { return addSeg(err, "["+strconv.Itoa(i)+"]") }

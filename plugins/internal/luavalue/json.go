@@ -1,7 +1,6 @@
 package luavalue
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -23,23 +22,42 @@ import (
 // strings becomes U+FFFD, so the output is always valid UTF-8 and can go out
 // as a WebSocket text frame; <, > and & are not escaped, U+2028 and U+2029 are.
 //
-// maxLen, when > 0, bounds the bytes appended: past it the encoding stops
-// with ErrTooLarge, so forty references to one 64 MiB string cost at most
-// maxLen, not 2.5 GB.
+// maxLen, when > 0, bounds the bytes appended; see AppendJSONWith, of which
+// AppendJSON is the short form.
 func AppendJSON(dst []byte, v lua.LValue, maxDepth, maxLen int) ([]byte, error) {
-	w := getWalker(maxDepth)
-	defer putWalker(w)
-	w.limit = math.MaxInt
-	if maxLen > 0 {
-		w.limit = len(dst) + maxLen
-	}
-	return w.appendJSON(dst, v)
+	return AppendJSONWith(dst, v, Options{MaxDepth: maxDepth, MaxSize: maxLen})
 }
 
-// ErrTooLarge: an encoding longer than the caller's limit.
-var ErrTooLarge = errors.New("encoding too large")
+// AppendJSONWith is AppendJSON with all of Options. o.MaxSize, when > 0,
+// bounds the bytes appended: the length is checked as the output grows
+// (before every value and every object key, which catches whatever came
+// before, and before and after each string), so a failing encoding stops
+// with ErrTooLarge having appended at most MaxSize plus one element and its
+// punctuation. Forty references to one
+// 64 MiB string, or 200 to one array of 100k numbers, cost about MaxSize,
+// not gigabytes. Without MaxSize, DefaultMaxNodes bounds the walk instead.
+func AppendJSONWith(dst []byte, v lua.LValue, o Options) ([]byte, error) {
+	w := getWalker(o)
+	defer putWalker(w)
+	if o.MaxSize > 0 && o.MaxSize <= math.MaxInt-len(dst) {
+		w.limit = len(dst) + o.MaxSize
+	}
+	dst, err := w.appendJSON(dst, v)
+	if err == nil && len(dst) > w.limit {
+		err = ErrTooLarge // the closing brackets after the last check
+	}
+	return dst, err
+}
 
 func (w *walker) appendJSON(dst []byte, v lua.LValue) ([]byte, error) {
+	// Checked on the way into every value: this catches whatever the
+	// previous value and the punctuation since added.
+	if len(dst) > w.limit {
+		return dst, ErrTooLarge
+	}
+	if err := w.visit(); err != nil {
+		return dst, err
+	}
 	switch x := v.(type) {
 	case *lua.LNilType:
 		return append(dst, "null"...), nil
@@ -94,7 +112,14 @@ func (w *walker) appendTable(dst []byte, t *lua.LTable) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 		k := w.keys[start+i]
-		dst = appendString(dst, k)
+		// Keys, like string values, before and after: a table can hold
+		// one huge key, and be reached by many paths.
+		if len(dst)+len(k) > w.limit {
+			return dst, ErrTooLarge
+		}
+		if dst = appendString(dst, k); len(dst) > w.limit {
+			return dst, ErrTooLarge
+		}
 		dst = append(dst, ':')
 		if dst, err = w.appendJSON(dst, t.RawGetString(k)); err != nil {
 			return dst, atKey(err, k)

@@ -1,10 +1,12 @@
 package luavalue
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -358,5 +360,156 @@ func BenchmarkFromLua(b *testing.B) {
 		if _, err := FromLua(v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// doubling returns a table of n levels of t = {t, t}: n+1 tables, but 2^n
+// paths from the root, which a walk that converts shared sub-tables once
+// per path must be stopped from taking.
+func doubling(t testing.TB, L *lua.LState, n int) lua.LValue {
+	t.Helper()
+	if err := L.DoString(`local t = {} for i = 1, ` + strconv.Itoa(n) + ` do t = {t, t} end return t`); err != nil {
+		t.Fatal(err)
+	}
+	v := L.Get(-1)
+	L.Pop(1)
+	return v
+}
+
+// TestAppendJSONLimitAsItGrows: MaxSize is checked as the output grows, not
+// only at string values, so numbers, booleans, keys and punctuation cannot
+// build past it (200 references to an array of 100k numbers built 240 MB
+// before failing).
+func TestAppendJSONLimitAsItGrows(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	const limit = 1000
+	// One element past the limit at most: a number or key, and its
+	// punctuation.
+	const slack = 40
+	longKey := strings.Repeat("k", 2*limit)
+	tests := []struct{ name, code string }{
+		{"numbers", `local a = {} for i = 1, 100000 do a[i] = i end
+			local t = {} for i = 1, 200 do t[i] = a end return t`},
+		{"booleans", `local a = {} for i = 1, 10000 do a[i] = true end return a`},
+		{"nulls", `local a = {} for i = 1, 10000 do a[i] = null end return a`},
+		{"empty tables", `local a = {} for i = 1, 10000 do a[i] = {} end return a`},
+		{"nested punctuation", `local a = {} for i = 1, 10000 do a[i] = {{array()}} end return a`},
+		{"keys", `local o = {} for i = 1, 10000 do o["key" .. i] = 0 end return o`},
+		{"one long key", `return {{["` + longKey + `"] = 1}}`},
+		{"doubling", `local t = {} for i = 1, 16 do t = {t, t} end return t`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := L.DoString(tt.code); err != nil {
+				t.Fatal(err)
+			}
+			v := L.Get(-1)
+			L.Pop(1)
+			got, err := AppendJSONWith([]byte("prefix:"), v, Options{MaxSize: limit})
+			if !errors.Is(err, ErrTooLarge) || err.Error() != "encoding too large" {
+				t.Fatalf("err = %v, want %v without a path", err, ErrTooLarge)
+			}
+			if n := len(got) - len("prefix:"); n > limit+slack {
+				t.Fatalf("appended %d bytes with limit %d", n, limit)
+			}
+		})
+	}
+	// The bound is inclusive, closing brackets included.
+	v := eval(t, L, `{1, {2, {3}}}`) // [1,[2,[3]]]: 11 bytes
+	if got, err := AppendJSONWith(nil, v, Options{MaxSize: 11}); err != nil || string(got) != "[1,[2,[3]]]" {
+		t.Fatalf("11 bytes with limit 11: %q, %v", got, err)
+	}
+	if _, err := AppendJSONWith(nil, v, Options{MaxSize: 10}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("11 bytes with limit 10: %v", err)
+	}
+}
+
+// TestFromLuaSize: FromLuaWith's MaxSize is the store's measure, exactly, so
+// that store.set can stop converting what Set would refuse without refusing
+// anything Set would take.
+func TestFromLuaSize(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	tests := []struct {
+		expr string
+		size int
+	}{
+		{`"abc"`, 3},
+		{`""`, 0},
+		{`1`, 8},
+		{`true`, 1},
+		{`null`, 1},
+		{`{}`, 2},
+		{`{"ab", "cd"}`, 2 + 3 + 3},
+		{`{1, null, false}`, 2 + 9 + 2 + 2},
+		{`{ab = "x", c = {1}}`, 2 + (1 + 2 + 1) + (1 + 1 + 2 + 9)},
+	}
+	for _, tt := range tests {
+		v := eval(t, L, tt.expr)
+		if _, err := FromLuaWith(v, Options{MaxSize: max(tt.size, 1)}); err != nil {
+			t.Errorf("%s with MaxSize %d: %v", tt.expr, tt.size, err)
+		}
+		if tt.size <= 1 {
+			continue
+		}
+		_, err := FromLuaWith(v, Options{MaxSize: tt.size - 1})
+		if !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%s with MaxSize %d: %v, want %v", tt.expr, tt.size-1, err, ErrTooLarge)
+		}
+	}
+}
+
+// TestSharedTablesBounded: a table reached by many paths is walked once per
+// path, so the walk is bounded by size and by values visited, and the
+// error names no path.
+func TestSharedTablesBounded(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	small := doubling(t, L, 16) // 2^17-1 values on the walk
+	if _, err := FromLuaWith(small, Options{MaxSize: 1000}); err != ErrTooLarge {
+		t.Errorf("FromLuaWith MaxSize 1000: %v, want %v", err, ErrTooLarge)
+	}
+	if _, err := FromLuaWith(small, Options{MaxNodes: 1000}); err != ErrTooMany {
+		t.Errorf("FromLuaWith MaxNodes 1000: %v, want %v", err, ErrTooMany)
+	}
+	if _, err := AppendJSONWith(nil, small, Options{MaxNodes: 1000}); err != ErrTooMany {
+		t.Errorf("AppendJSONWith MaxNodes 1000: %v, want %v", err, ErrTooMany)
+	}
+	if _, err := FromLua(small); err != nil {
+		t.Errorf("FromLua within DefaultMaxNodes: %v", err)
+	}
+	// Without a size bound, DefaultMaxNodes applies.
+	big := doubling(t, L, 20) // 2^21-1 values
+	if _, err := FromLua(big); err != ErrTooMany {
+		t.Errorf("FromLua: %v, want %v", err, ErrTooMany)
+	}
+	if _, err := AppendJSON(nil, big, DefaultMaxDepth, 0); err != ErrTooMany {
+		t.Errorf("AppendJSON without maxLen: %v, want %v", err, ErrTooMany)
+	}
+	// Cycles are still cycles.
+	cyc := eval(t, L, `(function() local t = {1} t[2] = {t} return t end)()`)
+	if _, err := FromLuaWith(cyc, Options{MaxSize: 1000}); !errors.Is(err, ErrCycle) {
+		t.Errorf("cycle: %v", err)
+	}
+}
+
+// TestWalkStopsWhenCancelled: a long walk polls its context, so a handler
+// timeout ends it midway with the context's error, named without a path.
+func TestWalkStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	L := newState(t)
+	v := doubling(t, L, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := FromLuaWith(v, Options{Context: ctx}); err != context.Canceled {
+		t.Errorf("FromLuaWith: %v, want %v", err, context.Canceled)
+	}
+	if _, err := AppendJSONWith(nil, v, Options{Context: ctx}); err != context.Canceled {
+		t.Errorf("AppendJSONWith: %v, want %v", err, context.Canceled)
+	}
+	// A live context changes nothing.
+	if _, err := AppendJSONWith(nil, v, Options{Context: context.Background()}); err != nil {
+		t.Errorf("AppendJSONWith under a live context: %v", err)
 	}
 }
