@@ -122,3 +122,29 @@ script = "t.lua"
 		})
 	}
 }
+
+// TestLogFieldIsBounded: a table logged as a field is expanded only up to
+// 64 KiB; past that (here a table shared 2^40 times over) the line shows
+// its address, and the callback goes on at once.
+func TestLogFieldIsBounded(t *testing.T) {
+	t.Parallel()
+	s := moontest.Start(t, moontest.Files(`
+[scripts]
+handler_timeout = "1m"
+
+[[routes]]
+path = "/t"
+script = "t.lua"
+`, "scripts/t.lua", `
+return { on_message = function(conn)
+  local t = {}
+  for i = 1, 40 do t = {t, t} end
+  log.info("shared table", { v = t, small = { 1, 2 } })
+  conn:send("logged")
+end }
+`))
+	c := moontest.Dial(t, s.URL("/t"))
+	c.Send("go")
+	c.Expect("logged")
+	s.WaitLog(t, "shared table", `v="table: 0x`, `small="[1 2]"`)
+}

@@ -63,8 +63,13 @@ func (c *vmCtx) Value(key any) any {
 // vmCharger is a VM's account as module plugins see it.
 type vmCharger struct{ v *vm }
 
-// Charge implements budget.Charger.
+// Charge implements budget.Charger. A negative size is refused rather
+// than credited: it is a size computation that overflowed (a large count
+// times a length), and the allocation it stands for is huge, not free.
 func (c vmCharger) Charge(what string, n int64) error {
+	if n < 0 {
+		return fmt.Errorf("%s: result size out of range (%d bytes)", what, n)
+	}
 	if max := int64(c.v.eng.maxStr); n > max {
 		return fmt.Errorf("%s: result of %d bytes exceeds the limit of %d", what, n, max)
 	}

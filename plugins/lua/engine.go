@@ -76,6 +76,11 @@ type Engine struct {
 	// gcRunning.
 	gcRunning bool
 	gcDone    chan uint64
+	// gcSoon is set by a VM whose callback was stopped for memory, once
+	// that callback has unwound: what it built is garbage, and the next
+	// tick over the limit collects it without waiting out the gap
+	// between collections (see sampleHeap).
+	gcSoon atomic.Bool
 	// lastWarn is when the watchdog last said the heap is over the limit
 	// with no one to blame; lastConvict when it last stopped a callback.
 	lastWarn, lastConvict time.Time
@@ -289,6 +294,8 @@ func (e *Engine) runawayBytes() uint64 {
 // goroutine: it waits for every goroutine to reach a safe point, which a
 // callback copying a huge string does not for a long while, and the
 // handler deadlines must not wait with it; its result arrives on gcDone.
+// A callback stopped for memory asks for the next collection at once
+// (gcSoon), since what it built has just become garbage.
 func (e *Engine) sampleHeap(now time.Time) (over bool) {
 	if e.memMax <= 0 {
 		return false
@@ -296,13 +303,15 @@ func (e *Engine) sampleHeap(now time.Time) (over bool) {
 	heap := heapBytes()
 	e.heap.Store(heap)
 	if heap <= uint64(e.memMax) {
+		e.gcSoon.Store(false) // nothing to hurry: the heap is under the limit
 		return false
 	}
 	gap := time.Second
 	if heap > 2*uint64(e.memMax) {
 		gap = 100 * time.Millisecond
 	}
-	if !e.gcRunning && now.Sub(e.lastGC) >= gap {
+	if !e.gcRunning && (now.Sub(e.lastGC) >= gap || e.gcSoon.Load()) {
+		e.gcSoon.Store(false)
 		e.lastGC, e.gcRunning = now, true
 		go func() {
 			runtime.GC()

@@ -61,6 +61,14 @@ local attempts = {
   ws = function() ws.broadcast = function() end end,
   strmt = function() getmetatable("").__index = { upper = function() return "pwned" end } end,
   strmt2 = function() setmetatable("", {}) end,
+  pairs = function() local _, inner = pairs(ws.settings) inner.secret = "x" end,
+  pairsnext = function() local it, st = pairs(ws.settings) local _, tokens = it(st, "secret") tokens[1] = "x" end,
+  pairsws = function() local _, inner = pairs(ws) inner.broadcast = nil end,
+  pairsnested = function() for k, v in pairs(ws) do if k == "settings" then v.secret = "x" end end end,
+  strlib = function() string.upper = function() return "pwned" end end,
+  strlocal = function() local s = string s.upper = function() return "pwned" end end,
+  strrawset = function() rawset(string, "upper", function() return "pwned" end) end,
+  strindex = function() string.__index.upper = function() return "pwned" end end,
 }
 function M.on_message(conn, name)
   if name == "read" then
@@ -69,8 +77,17 @@ function M.on_message(conn, name)
     table.sort(keys)
     local toks = {}
     for _, v in ipairs(ws.settings.tokens) do toks[#toks + 1] = v end
+    local wskeys = {}
+    for k in pairs(ws) do wskeys[#wskeys + 1] = k end
+    table.sort(wskeys)
+    local nested = {}
+    for k, v in pairs(ws.settings) do
+      if k == "tokens" then nested[#nested + 1] = tostring(getmetatable(v)) end
+    end
     conn:send(table.concat(keys, ",") .. " " .. table.concat(toks, ",") .. " " .. #ws.settings.tokens ..
-      " " .. tostring(ws.settings.secret) .. " " .. ("abc"):upper() .. " " .. type(ws.broadcast))
+      " " .. tostring(ws.settings.secret) .. " " .. ("abc"):upper() .. " " .. type(ws.broadcast) ..
+      " " .. string.upper("x") .. ("%s"):format("y") .. ("aXb"):gsub("X", "-") .. " " .. table.concat(wskeys, ",") ..
+      " " .. table.concat(nested, ","))
     return
   end
   local ok, err = pcall(attempts[name])
@@ -93,6 +110,17 @@ settings = { secret = "s", tokens = ["b", "a"] }
 		"ws":     "ws false ws is read-only",
 		"strmt":  "",
 		"strmt2": "strmt2 false cannot change a protected metatable",
+		// pairs hands out an iterator, not the private copy, and nested
+		// tables as their read-only views.
+		"pairs":       "pairs false ws.settings is read-only",
+		"pairsnext":   "pairsnext false ws.settings is read-only",
+		"pairsws":     "pairsws false ws is read-only",
+		"pairsnested": "pairsnested false ws.settings is read-only",
+		// The string library, where strings look up their methods.
+		"strlib":    "strlib false string is read-only",
+		"strlocal":  "strlocal false string is read-only",
+		"strrawset": "strrawset false rawset: string is read-only",
+		"strindex":  "", // gopher-lua's string library was its own __index
 	} {
 		c.Send(name)
 		if got := c.Next().Text(); want != "" && got != want {
@@ -101,7 +129,7 @@ settings = { secret = "s", tokens = ["b", "a"] }
 		// The next connection sees the values unchanged.
 		d := moontest.Dial(t, s.URL("/t"))
 		d.Send("read")
-		d.Expect("secret,tokens b,a 2 s ABC function")
+		d.Expect("secret,tokens b,a 2 s ABC function Xya-b broadcast,close,conn,node_id,room_members,room_size,route,send,settings,stats ws.settings is read-only")
 	}
 }
 

@@ -9,15 +9,18 @@ import (
 // that VM sees: a script that wrote ws.settings.admin = conn:get("user"),
 // or set getmetatable("").__index to its own table, changed the route for
 // everyone after it. The values every callback relies on (ws, ws.settings,
-// the string metatable) are therefore read-only:
+// the string metatable and library) are therefore read-only:
 //
 //   - ws and ws.settings (deeply) are empty proxy tables whose metatable
 //     reads from a private copy and refuses writes. The metatable is
 //     protected (__metatable), so getmetatable cannot reach the copy and
 //     setmetatable cannot remove the guard; rawset, table.insert,
-//     table.remove and table.sort, the raw writers, refuse a proxy.
+//     table.remove and table.sort, the raw writers, refuse a proxy, and
+//     pairs iterates it without handing out the copy.
 //   - the string metatable is protected the same way: getmetatable("")
-//     returns a message instead of the table strings index.
+//     returns a message instead of the table strings index, and the
+//     string library (the global string) is a read-only view of that
+//     table.
 
 // frozenKey marks a read-only proxy's metatable. Scripts cannot read a
 // protected metatable, so only Go sees it.
@@ -49,9 +52,24 @@ func freeze(L *glua.LState, t *glua.LTable, name string) *glua.LTable {
 		L.Push(glua.LNumber(inner.Len()))
 		return 1
 	}))
+	// pairs walks the copy with an iterator of its own: handing the
+	// script next and the copy, as a plain table's pairs would, gives it
+	// the copy itself (local _, inner = pairs(ws.settings)) to write
+	// through. The iterator closes over the copy, whose nested tables are
+	// their views, so the script sees only what indexing shows.
+	iter := L.NewFunction(func(L *glua.LState) int {
+		k, val := inner.Next(L.Get(2))
+		if k == glua.LNil {
+			L.Push(glua.LNil)
+			return 1
+		}
+		L.Push(k)
+		L.Push(val)
+		return 2
+	})
 	mt.RawSetString("__pairs", L.NewFunction(func(L *glua.LState) int {
-		L.Push(L.GetGlobal("next"))
-		L.Push(inner)
+		L.Push(iter)
+		L.Push(proxy)
 		L.Push(glua.LNil)
 		return 3
 	}))
@@ -80,7 +98,7 @@ func frozenName(v glua.LValue) string {
 
 // guardRawWriters wraps the functions that write a table without its
 // metatable's consent so that they refuse read-only proxies, and protects
-// the string metatable. It runs once the libraries are open.
+// the string metatable and library. It runs once the libraries are open.
 func guardRawWriters(L *glua.LState) {
 	guard := func(tbl *glua.LTable, fname, shown string) {
 		orig, ok := tbl.RawGetString(fname).(*glua.LFunction)
@@ -129,7 +147,20 @@ func guardRawWriters(L *glua.LState) {
 		L.Push(glua.LNil)
 		return 3
 	}))
-	if mt, ok := L.GetMetatable(glua.LString("")).(*glua.LTable); ok {
+	// The string library is what every string's methods are looked up in:
+	// with string.upper = f, ("abc"):upper() would call f in every later
+	// callback, the hole the protected metatable closes. gopher-lua makes
+	// the library its own metatable (string.__index is string), which
+	// would hand the table out through the view, so strings get a
+	// metatable of their own, protected, whose __index is the library; the
+	// global becomes a read-only view of it. Method calls still find the
+	// library in one lookup.
+	if str, ok := L.GetGlobal("string").(*glua.LTable); ok {
+		str.RawSetString("__index", glua.LNil)
+		mt := L.NewTable()
+		mt.RawSetString("__index", str)
 		mt.RawSetString("__metatable", glua.LString("the string metatable is read-only"))
+		L.SetMetatable(glua.LString(""), mt)
+		L.SetGlobal("string", freeze(L, str, "string"))
 	}
 }

@@ -49,6 +49,9 @@ func (v *vm) openLog(L *glua.LState) int {
 	return 1
 }
 
+// maxLogTable bounds what a table field of a log line may expand to.
+const maxLogTable = 64 << 10
+
 func logValue(v glua.LValue) any {
 	switch v := v.(type) {
 	case glua.LString:
@@ -58,7 +61,9 @@ func logValue(v glua.LValue) any {
 	case glua.LBool:
 		return bool(v)
 	case *glua.LTable:
-		if g, err := luavalue.FromLua(v); err == nil {
+		// A field is for reading in a log line: past 64 KiB (a table
+		// shared many times counts each time) it is logged as its address.
+		if g, err := luavalue.FromLuaWith(v, luavalue.Options{MaxSize: maxLogTable}); err == nil {
 			return g
 		}
 	}

@@ -2,6 +2,8 @@ package lua
 
 import (
 	"io/fs"
+	"math"
+	"math/bits"
 	"strings"
 
 	glua "github.com/yuin/gopher-lua"
@@ -103,22 +105,34 @@ func (v *vm) openSandbox() error {
 	return nil
 }
 
-// strRep is string.rep with a bound on the result.
+// strRep is string.rep with a bound on the result. The size is checked
+// before it is computed: len(s)*n overflows for the counts a script can
+// pass (string.rep("abc", 2^62+1024, ",") comes to 2^64+4095 bytes, which
+// wraps around to 4095), and a size that wrapped would be charged as a few
+// bytes while the copy loop below ran until the process ran out of memory.
 func (v *vm) strRep(L *glua.LState) int {
 	s := L.CheckString(1)
 	n := L.CheckInt(2)
 	sep := L.OptString(3, "")
-	if n <= 0 {
+	if n <= 0 || s == "" && sep == "" {
 		L.Push(glua.LString(""))
 		return 1
 	}
-	v.charge(L, "string.rep", int64(len(s))*int64(n)+int64(len(sep))*int64(n-1))
+	// n pieces of s and sep each, less the last sep: the product is exact
+	// in 128 bits, and a result that needs more than 63 is refused as it
+	// is, whatever the limit.
+	hi, lo := bits.Mul64(uint64(len(s))+uint64(len(sep)), uint64(n))
+	if hi != 0 || lo > math.MaxInt64 {
+		L.RaiseError("string.rep: result of more than %d bytes exceeds the limit of %d", int64(math.MaxInt64), v.eng.maxStr)
+	}
+	size := int64(lo) - int64(len(sep))
+	v.charge(L, "string.rep", size)
 	if sep == "" {
 		L.Push(glua.LString(strings.Repeat(s, n)))
 		return 1
 	}
 	var b strings.Builder
-	b.Grow(len(s)*n + len(sep)*(n-1))
+	b.Grow(int(size))
 	for i := range n {
 		if i > 0 {
 			b.WriteString(sep)

@@ -340,7 +340,10 @@ func (o *outBuf) String() string {
 }
 
 // strFormat is string.format with its result bounded: widths and
-// precisions past 1000 are refused ("%999999999d"), and the result's
+// precisions past 1000 are refused ("%999999999d", and "%.[1]999999f",
+// where Go's explicit argument index comes before the precision), and an
+// explicit index charges every later verb the longest argument (any
+// argument, any number of times); the result's
 // size, estimated from the format and the arguments' lengths, is charged
 // before gopher-lua's string.format (Go's fmt underneath) builds it.
 func (v *vm) strFormat(L *glua.LState) int {
@@ -365,15 +368,32 @@ func (v *vm) strFormat(L *glua.LState) int {
 		}
 		j := i + 1
 		num, pad := 0, 0
-		for ; j < len(f) && strings.IndexByte("-+ #0123456789.", f[j]) >= 0; j++ {
-			if c := f[j]; c >= '0' && c <= '9' {
+	spec:
+		for ; j < len(f); j++ {
+			switch c := f[j]; {
+			case c >= '0' && c <= '9':
 				num = num*10 + int(c-'0')
 				if num > 1000 {
 					L.ArgError(1, "format width or precision larger than 1000")
 				}
-			} else {
+			case c == '[':
+				// Go's explicit argument index. It may come before the
+				// precision ("%.[1]1000000f" is a megabyte of zeros), so
+				// the scan goes on past it: its own digits are no width,
+				// but those after it are.
+				k := strings.IndexByte(f[j:], ']')
+				if k < 0 {
+					break spec // no index: the verb case below
+				}
+				indexed = true
 				pad += num
 				num = 0
+				j += k
+			case strings.IndexByte("-+ #.", c) >= 0:
+				pad += num
+				num = 0
+			default:
+				break spec
 			}
 		}
 		pad += num
@@ -391,7 +411,7 @@ func (v *vm) strFormat(L *glua.LState) int {
 			factor = 4
 		case 'x', 'X':
 			factor = 3
-		case '[': // Go's explicit argument index: any argument, any number of times
+		case '[': // an unclosed index, which Go reports as a bad index
 			indexed = true
 		}
 		a := longest

@@ -236,6 +236,37 @@ eq(loadstring("return " .. string.rep("(", 150) .. "1" .. string.rep(")", 150))(
 	}
 }
 
+// TestOutputBoundsDoNotOverflow: a size the bound is checked against is
+// computed without overflow. string.rep("abc", 2^62+1024, ",") once came
+// to 2^64+4095 bytes, wrapped around to 4095, passed the check, and ran the
+// process out of memory; a precision after Go's explicit argument index
+// ("%.[1]1000000f") escaped the width check and the estimate.
+func TestOutputBoundsDoNotOverflow(t *testing.T) {
+	t.Parallel()
+	v := newTestVM(t, Options{MaxStringSize: 1 << 20}, time.Minute)
+	_, err := runLua(v, luaAsserts+`
+raises("string.rep: result of more than", string.rep, "abc", 2^62 + 1024, ",")
+raises("string.rep: result of more than", string.rep, "abcd", 2^62)
+raises("string.rep: result of more than", string.rep, "ab", 2^62 + 1)
+raises("string.rep: result of 4611686018427387903 bytes exceeds", string.rep, "", 2^62, ",")
+eq(string.rep("", 2^62), "", "nothing repeated")
+eq(string.rep("ab", 3, ","), "ab,ab,ab")
+raises("format width or precision larger than 1000", string.format, "%.[1]1000000f", 1)
+raises("format width or precision larger than 1000", string.format, "%-[1].[1]5000d", 1)
+eq(#string.format("%.[1]999d", 1), 999, "precision after an index")
+eq(string.format("%[2]s %[1]s", "a", "b"), "b a")
+raises("string.format: result of", string.format, string.rep("%.[1]900f", 1200), 1)
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Module plugins charge through the same account: a size that
+	// overflowed to a negative number is refused, not credited.
+	if err := (vmCharger{v}).Charge("plugin.op", -1); err == nil {
+		t.Error("a negative charge was accepted")
+	}
+}
+
 // TestPatternsStopAtTheDeadline: a backtracking pattern in any of the
 // pattern functions, wherever it is called from, ends with the handler
 // timeout, and the VM serves the next call.
@@ -252,6 +283,8 @@ func TestPatternsStopAtTheDeadline(t *testing.T) {
 		`local s = ... return coroutine.wrap(function() return s:find("%s*%s*y") end)()`,
 		`local s = ... while true do pcall(string.find, s, "%s*%s*y") end`,
 		`local s = ... local it = s:gmatch("%s*%s*y") return coroutine.wrap(function() return it() end)()`,
+		// Quadratic in a set's length: each test scans the whole set.
+		`local s = ... local n = 2 * #s return (("a"):rep(n)):find("[" .. ("b"):rep(n) .. "a]*$")`,
 	} {
 		_, err := runLua(v, src, subject)
 		if !errors.Is(err, ErrTimeout) {

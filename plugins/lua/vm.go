@@ -3,7 +3,6 @@ package lua
 import (
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,9 +190,13 @@ func (v *vm) pcall(nargs, nret int) error {
 	case timedOut && v.overMem:
 		se.Msg = "memory limit exceeded: the server's heap passed its limit while this callback made it grow"
 		se.cause = ErrMemory
-		// What the callback built is garbage now; collect it before the
-		// next callback is measured against the limit.
-		runtime.GC()
+		// What the callback built is garbage now. The watchdog collects
+		// it, at its next tick, on its own goroutine: a collection here
+		// would hold up every connection of this lane for as long as
+		// marking a big heap takes (seconds), and the next callback's
+		// measure does not need it (a baseline that counts garbage leans
+		// towards innocence).
+		v.eng.gcSoon.Store(true)
 	case timedOut:
 		se.Msg = "handler timeout (" + v.route.cfg.HandlerTimeout.String() + ") exceeded"
 		se.cause = ErrTimeout

@@ -1,9 +1,12 @@
 package lua
 
 import (
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
+
+	glua "github.com/yuin/gopher-lua"
 )
 
 // TestWatchdogLateTickIsNotATimeout: on a busy machine the watchdog can
@@ -74,5 +77,38 @@ func TestWatchdogConvictsARunawayWithoutACollection(t *testing.T) {
 	}
 	if fresh.ctx.Err() != nil {
 		t.Fatal("a callback running for less than a tick was stopped")
+	}
+}
+
+// TestMemoryConvictionDoesNotCollectOnTheLane: a callback stopped for
+// memory leaves the collection of what it built to the watchdog's
+// goroutine. vm.pcall used to run runtime.GC itself, on the lane, which
+// held up every connection of the lane for as long as marking the heap
+// took. Not parallel: it counts the process's forced collections, and
+// retries in case some other goroutine forced one meanwhile.
+func TestMemoryConvictionDoesNotCollectOnTheLane(t *testing.T) {
+	// No memory limit: the watchdog itself never collects.
+	v := newTestVM(t, Options{MemoryLimit: -1}, time.Minute)
+	v.L.SetGlobal("convict", v.L.NewFunction(func(L *glua.LState) int {
+		v.stopForMemory() // as the watchdog's blame does
+		return 0
+	}))
+	const forcedMetric = "/gc/cycles/forced:gc-cycles"
+	for attempt := 1; ; attempt++ {
+		before := readMetric(forcedMetric)
+		_, err := runLua(v, `convict() while true do end`)
+		forced := readMetric(forcedMetric) - before
+		if !errors.Is(err, ErrMemory) {
+			t.Fatalf("the callback ended with %v, want ErrMemory", err)
+		}
+		if forced == 0 {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("%d collections forced while the stopped callback returned", forced)
+		}
+	}
+	if !v.eng.gcSoon.Load() {
+		t.Fatal("the watchdog was not asked to collect")
 	}
 }

@@ -19,8 +19,9 @@ const (
 	// CheckInterval is how many steps a Matcher takes between calls to its
 	// Check function. A step is one visit of a pattern item at one subject
 	// position (or one subject byte scanned by a repetition, a %b or a
-	// back-reference), so that the time between two checks stays in the
-	// tens of microseconds whatever the pattern does.
+	// back-reference, or one pattern byte of a set scanned), so that the
+	// time between two checks stays in the tens of microseconds whatever
+	// the pattern does.
 	CheckInterval = 4096
 )
 
@@ -421,6 +422,7 @@ func (m *Matcher) classEnd(p int) int {
 		}
 		return p + 1
 	case '[':
+		start := p
 		if p < len(pat) && pat[p] == '^' {
 			p++
 		}
@@ -434,6 +436,9 @@ func (m *Matcher) classEnd(p int) int {
 				p++ // an escaped byte, such as %]
 			}
 			if p < len(pat) && pat[p] == ']' {
+				// A set is scanned at every visit: a long one costs
+				// in proportion (see matchBracketClass).
+				m.step(p - start)
 				return p + 1
 			}
 		}
@@ -462,9 +467,19 @@ func (m *Matcher) singleMatch(s, p, ep int) bool {
 }
 
 // matchBracketClass reports whether c is in the set pattern[p:ec+1], from
-// its '[' to its ']'.
+// its '[' to its ']'. It costs a step per set byte it scans: a set is as
+// long as the script makes it, and one step per test would let
+// ("a"):rep(n):find("[" .. ("b"):rep(n) .. "a]*$") do n² work while the
+// budget counted n.
 func (m *Matcher) matchBracketClass(c byte, p, ec int) bool {
-	pat := m.pat
+	in, end := inBracketClass(m.pat, c, p, ec)
+	m.step(end - p)
+	return in
+}
+
+// inBracketClass reports whether c is in the set pat[p:ec+1], and where
+// the scan of the set stopped.
+func inBracketClass(pat string, c byte, p, ec int) (bool, int) {
 	in := true
 	if pat[p+1] == '^' {
 		in = false
@@ -475,18 +490,18 @@ func (m *Matcher) matchBracketClass(c byte, p, ec int) bool {
 		case pat[p] == esc:
 			p++
 			if matchClass(c, pat[p]) {
-				return in
+				return in, p
 			}
 		case pat[p+1] == '-' && p+2 < ec:
 			p += 2
 			if pat[p-2] <= c && c <= pat[p] {
-				return in
+				return in, p
 			}
 		case pat[p] == c:
-			return in
+			return in, p
 		}
 	}
-	return !in
+	return !in, p
 }
 
 // matchBalance matches %bxy, whose x is at pattern[p].
@@ -516,17 +531,20 @@ func (m *Matcher) matchBalance(s, p int) int {
 }
 
 // maxExpand matches the longest run of the class at pattern[p:ep] from s
-// that lets the rest of the pattern match.
+// that lets the rest of the pattern match. The run is counted a step per
+// byte as it goes, so that a long run, of a costly set in particular, is
+// polled while it is counted, not charged once it is done.
 func (m *Matcher) maxExpand(s, p, ep int) int {
 	i := 0
 	if m.pat[p] == '.' {
 		i = max(len(m.src)-s, 0)
+		m.step(i)
 	} else {
 		for m.singleMatch(s+i, p, ep) {
 			i++
+			m.step(1)
 		}
 	}
-	m.step(i)
 	for ; i >= 0; i-- { // try with the most repetitions, then fewer
 		if r := m.match(s+i, ep+1); r >= 0 {
 			return r

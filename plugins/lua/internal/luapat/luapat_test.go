@@ -419,6 +419,8 @@ func TestCheckStopsMatching(t *testing.T) {
 		{"frontier", spaces, "%f[%s]%s*%s*y"},
 		{"captures", spaces, "(%s*)(%s*)(%s*)y"},
 		{"set", spaces, "[%s%d%a]*[%s]*y"},
+		// One test against a long set is as much work as the set is long.
+		{"long set", strings.Repeat("a", 20000), "[" + strings.Repeat("b", 20000) + "a]*$"},
 	} {
 		calls := 0
 		m := Matcher{Check: func() error {
@@ -467,6 +469,29 @@ func TestCheckInterval(t *testing.T) {
 	// Between n²/2 and n² steps.
 	if want := 2000 * 2000 / CheckInterval; calls < want/4 || calls > 2*want {
 		t.Errorf("%d checks, want about %d", calls, want)
+	}
+}
+
+// TestCheckIntervalLongRuns: the steps a repetition counts and the set
+// bytes a test scans reach Check as they are taken, not once the run is
+// counted: a long run of a long set is quadratic work in one maxExpand.
+func TestCheckIntervalLongRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name, s, p string
+		steps      int
+	}{
+		{"run", strings.Repeat("a", 1000000), "a*$", 1000000},
+		{"set run", strings.Repeat("a", 3000), "[" + strings.Repeat("b", 3000) + "a]*$", 3000 * 3000},
+		{"set visits", strings.Repeat("a", 3000), "^" + strings.Repeat("["+strings.Repeat("b", 3000)+"a]", 3000), 2 * 3000 * 3000},
+	} {
+		calls := 0
+		m := Matcher{Check: func() error { calls++; return nil }}
+		if start, _, err := m.Find(tc.s, tc.p, 0); start != 0 || err != nil {
+			t.Fatal(tc.name, start, err)
+		}
+		if want := tc.steps / CheckInterval; calls < want/2 {
+			t.Errorf("%s: %d checks, want about %d", tc.name, calls, want)
+		}
 	}
 }
 
