@@ -65,6 +65,11 @@ type Conn struct {
 	ipCounted  bool       // counted against the route's per-IP limit
 	deflate    wsconn.Deflate
 
+	// openedOn is the lane's handler generation (lane.gen) that ran
+	// Open, 0 before it ran; touched only on the lane. (Here, in the
+	// padding: the Conn stays within its size class.)
+	openedOn uint32
+
 	// Read turn.
 	desc       poll.Desc // the socket, when the poller reads it (see rc)
 	registered bool

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,9 @@ import (
 // MaxRequestBody (else 413), and every plain-HTTP connection counts
 // against MaxConnections. Without this, a request whose body trickled in
 // held its socket forever, uncounted, and twenty thousand of them ran the
-// process out of descriptors.
+// process out of descriptors. HandshakeTimeout is read afresh for every
+// request (see bufferedConn.SetReadDeadline), so a reconfiguration applies
+// from the next request, keep-alive connections included.
 type httpHandoff struct {
 	s    *Server
 	once sync.Once
@@ -39,6 +42,18 @@ const (
 	httpIdleTimeout  = 30 * time.Second
 )
 
+// httpRequestMark is the ReadTimeout net/http is given: not a timeout but
+// a mark. net/http reads its ReadTimeout field on every request, but the
+// field cannot change while it serves (a data race), and HandshakeTimeout
+// can (Reconfigure). So net/http computes its request deadlines as
+// start+httpRequestMark, a time no other deadline comes near, and
+// bufferedConn.SetReadDeadline recognises them and puts start plus the
+// current HandshakeTimeout in their place. net/http keeps deciding when a
+// request starts (its head, then the whole request) and when reading is
+// unbounded (between requests it sets httpIdleTimeout; while a handler
+// runs, no deadline at all).
+const httpRequestMark = 100 * 365 * 24 * time.Hour
+
 type connKey struct{}
 
 func newHTTPHandoff(s *Server) *httpHandoff {
@@ -46,8 +61,9 @@ func newHTTPHandoff(s *Server) *httpHandoff {
 	h.srv = &http.Server{
 		Handler: http.HandlerFunc(h.serveHTTP),
 		// The whole request, body included: net/http sets it afresh for
-		// every request on a connection.
-		ReadTimeout:    s.c().HandshakeTimeout,
+		// every request on a connection, and bufferedConn replaces it with
+		// the current HandshakeTimeout (see httpRequestMark).
+		ReadTimeout:    httpRequestMark,
 		WriteTimeout:   httpWriteTimeout,
 		IdleTimeout:    httpIdleTimeout,
 		MaxHeaderBytes: maxHeaderBytes,
@@ -63,11 +79,19 @@ func newHTTPHandoff(s *Server) *httpHandoff {
 // It refuses the socket with 503 when the server is at MaxConnections.
 func (h *httpHandoff) serve(nc net.Conn, br *bufio.Reader) {
 	s := h.s
-	if max := s.c().MaxConnections; max > 0 && s.active.Load()+s.httpConns.Load() >= int64(max) {
+	// Counted first, checked after, as decide does for upgrades: checking
+	// first let concurrent handshakes all see the last free place and all
+	// take it.
+	n := s.httpConns.Add(1)
+	if max := s.c().MaxConnections; max > 0 && s.active.Load()+n > int64(max) {
+		s.httpConns.Add(-1)
 		writeStatus(nc, http.StatusServiceUnavailable, "too many connections")
 		s.recycleReader(br)
 		_ = nc.Close()
 		return
+	}
+	if hk := s.hooks; hk != nil && hk.httpAdmitted != nil {
+		hk.httpAdmitted()
 	}
 	h.once.Do(func() {
 		s.bg.Add(1)
@@ -76,7 +100,6 @@ func (h *httpHandoff) serve(nc net.Conn, br *bufio.Reader) {
 			_ = h.srv.Serve(h.ln)
 		}()
 	})
-	s.httpConns.Add(1)
 	bc := &bufferedConn{Conn: nc, r: br, s: s}
 	select {
 	case h.ln.ch <- bc:
@@ -97,7 +120,7 @@ func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	bc, _ := r.Context().Value(connKey{}).(*bufferedConn)
 	if bc != nil {
 		bc.inHandler.Store(true)
-		defer bc.handled()
+		defer func() { bc.handled(w.Header()) }()
 	}
 	reqPath, err := normalizePath(r.URL.EscapedPath())
 	if err != nil {
@@ -128,8 +151,12 @@ func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // skipBody makes an answer that needs no request body end the connection
-// when the request announced one: net/http would otherwise read the body
-// to reuse the connection, for as long as the client takes to send it.
+// when the request announced one, rather than keep it for a next request
+// behind a body nobody wants. net/http still reads and discards up to 256
+// KiB of it after the handler (whatever the answer, unless the request
+// itself said Connection: close), until the request's deadline at the
+// latest; bufferedConn then keeps quiet (see
+// bufferedConn.closing).
 func skipBody(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 {
 		w.Header().Set("Connection", "close")
@@ -206,6 +233,11 @@ type bufferedConn struct {
 	// handler to answer it gets the 408 here.
 	partial   atomic.Bool
 	inHandler atomic.Bool
+	// closing: an answer ending the connection (Connection: close) is
+	// out. Whatever is read after it is net/http discarding the rest of
+	// that request's body, not a new request: a timeout then must not put
+	// a second, unrequested 408 behind the answer.
+	closing   atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -215,7 +247,7 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 		c.partial.Store(true)
 	}
 	var ne net.Error
-	if err != nil && errors.As(err, &ne) && ne.Timeout() && c.partial.Load() && !c.inHandler.Load() {
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && c.partial.Load() && !c.inHandler.Load() && !c.closing.Load() {
 		c.partial.Store(false)
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		writeStatus(c.Conn, http.StatusRequestTimeout, "request timeout: the request did not arrive in time")
@@ -223,8 +255,27 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// handled ends a handler's turn: the next bytes read start a new request.
-func (c *bufferedConn) handled() {
+// SetReadDeadline passes net/http's deadlines on, except its request
+// deadlines (start+httpRequestMark), which become start plus the current
+// HandshakeTimeout: the timeout a reconfiguration set applies from the
+// next request on, not only on connections accepted after it.
+func (c *bufferedConn) SetReadDeadline(t time.Time) error {
+	if time.Until(t) > httpRequestMark/2 {
+		t = t.Add(c.s.c().HandshakeTimeout - httpRequestMark)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// handled ends a handler's turn: the next bytes read start a new request,
+// unless the answer (its header h) ends the connection.
+func (c *bufferedConn) handled(h http.Header) {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "close") {
+				c.closing.Store(true)
+			}
+		}
+	}
 	c.partial.Store(false)
 	c.inHandler.Store(false)
 }

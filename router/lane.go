@@ -45,6 +45,10 @@ type lane struct {
 	// reconfiguration swaps it with a task, so every event queued before
 	// the swap runs on the old handler and every later one on the new.
 	h Handler
+	// gen counts the handlers the lane has run, from 1; it changes with
+	// h, on the lane. A connection records the one its Open ran on
+	// (Conn.openedOn), for Resume.
+	gen uint32
 
 	mu      sync.Mutex
 	queue   []task
@@ -58,7 +62,7 @@ type lane struct {
 }
 
 func newLane(rt *Route, index int, h Handler) *lane {
-	return &lane{rt: rt, index: index, h: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &lane{rt: rt, index: index, h: h, gen: 1, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // push queues t. It reports false, dropping t, once the lane is stopped.
@@ -215,7 +219,28 @@ func (l *lane) message(c *Conn, kind Kind, data []byte) {
 
 func (l *lane) open(c *Conn) {
 	defer l.recoverFor(c)
+	c.openedOn = l.gen
 	l.h.Open(l.index, c)
+}
+
+// setHandler switches the lane to h; it runs on the lane.
+func (l *lane) setHandler(h Handler) {
+	l.h = h
+	l.gen++
+}
+
+// resume runs rs.Resume for c, rs being the lane's handler, if c is one
+// rs takes over: open, and opened on an earlier handler. A connection
+// accepted while a reconfiguration runs is in the table before its Open
+// is queued, so the reconfiguration may queue its Resume too; its Open
+// then runs on the new handler, before or after the Resume, and Resume
+// must leave it alone (a script would arm its timers twice, or before
+// on_open).
+func (l *lane) resume(rs Resumer, c *Conn) {
+	if c.openedOn == 0 || c.openedOn == l.gen || c.Closed() {
+		return
+	}
+	rs.Resume(l.index, c)
 }
 
 func (l *lane) close(c *Conn, code int, reason string) {

@@ -129,7 +129,7 @@ func (s *Server) updateRoute(rt *Route, spec RouteSpec) {
 	}
 	rt.handler.Store(&handlerBox{newH})
 	for _, l := range rt.lanes {
-		l.push(task{kind: taskFunc, fn: func() { l.h = newH }})
+		l.push(task{kind: taskFunc, fn: func() { l.setHandler(newH) }})
 	}
 	// Posted after the switch on every lane, so the old handler stops once
 	// its last event has run.
@@ -138,16 +138,13 @@ func (s *Server) updateRoute(rt *Route, spec RouteSpec) {
 		// Behind each lane's switch and the old handler's stop (so
 		// nothing of the old one, a timer, runs after it): the
 		// connections open now are the new handler's from their next
-		// event on.
+		// event on. Those whose Open has not run on the old handler are
+		// the new one's from their Open: lane.resume skips them.
 		s.table.each(func(c *Conn) {
 			if c.route == rt {
 				c.mu.Lock()
 				if c.state != stateClosed {
-					c.lane.push(task{kind: taskFunc, fn: func() {
-						if !c.Closed() {
-							rs.Resume(c.lane.index, c)
-						}
-					}})
+					c.lane.push(task{kind: taskFunc, fn: func() { c.lane.resume(rs, c) }})
 				}
 				c.mu.Unlock()
 			}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/router"
 )
 
 // Plain HTTP under attack, and requests that two parsers could read two
@@ -300,4 +302,179 @@ func fdChild(t *testing.T) {
 	must(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
 	fmt.Println("addr", s.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent is done
+}
+
+// trickle writes req, then one more byte every 100 ms until the server
+// hangs up (20 s at most), and returns everything the server sent.
+func trickle(t *testing.T, addr, req string) string {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer nc.Close()
+	must(t, nc.SetWriteDeadline(time.Now().Add(moontest.Timeout)))
+	_, err = nc.Write([]byte(req))
+	must(t, err)
+	answered := make(chan string, 1)
+	go func() {
+		resp, closed := exchange(t, nc, "", 20*time.Second)
+		if !closed {
+			resp = "(still open after 20 s) " + resp
+		}
+		answered <- resp
+	}()
+	for {
+		select {
+		case resp := <-answered:
+			return resp
+		case <-time.After(100 * time.Millisecond):
+			_, _ = nc.Write([]byte("b"))
+		}
+	}
+}
+
+// TestNoSecond408AfterAnAnswer: an answer that ends the connection (404,
+// 405, 413) while the request's body still trickles in is the only one
+// the client gets. net/http discards the rest of the body after the
+// handler until the request's deadline, and that timeout used to put a
+// raw, unrequested 408 behind the answer.
+func TestNoSecond408AfterAnAnswer(t *testing.T) {
+	t.Parallel()
+	plain := startEcho(t, "[server]\nhandshake_timeout = \"500ms\"\n")
+	static := startStatic(t, "")
+	for _, tc := range []struct {
+		name, addr, req string
+		status          int
+	}{
+		{"404", plain.Addr(), "POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na", 404},
+		{"405 on a route path", plain.Addr(), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na", 405},
+		{"413", static.Addr(), "POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na", 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			resp := trickle(t, tc.addr, tc.req)
+			if want := fmt.Sprintf("HTTP/1.1 %d ", tc.status); !strings.HasPrefix(resp, want) {
+				t.Fatalf("answer %q, want %d", resp, tc.status)
+			}
+			if n := strings.Count(resp, "HTTP/1.1 "); n != 1 {
+				t.Fatalf("%d answers to one request:\n%s", n, resp)
+			}
+		})
+	}
+}
+
+// TestPlainHTTPTimeoutFollowsReconfigure: a plain-HTTP request's deadline
+// is the HandshakeTimeout of the moment, on new connections and on a
+// keep-alive one opened before the change. (net/http kept the one of New:
+// after a reconfiguration from 1 minute to 200 ms, a slow request still
+// had its minute.)
+func TestPlainHTTPTimeoutFollowsReconfigure(t *testing.T) {
+	t.Parallel()
+	srv, addr := serve(t, router.Config{HandshakeTimeout: time.Minute})
+	t.Cleanup(func() { _ = srv.Close() })
+
+	kept, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer kept.Close()
+	must(t, kept.SetDeadline(time.Now().Add(moontest.Timeout)))
+	_, err = kept.Write([]byte("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"))
+	must(t, err)
+	br := bufio.NewReader(kept)
+	line, err := br.ReadString('\n')
+	must(t, err)
+	if !strings.HasPrefix(line, "HTTP/1.1 404 ") {
+		t.Fatalf("first answer %q, want 404", line)
+	}
+	for line != "\r\n" { // the rest of the head
+		line, err = br.ReadString('\n')
+		must(t, err)
+	}
+
+	must(t, srv.Reconfigure(router.Config{HandshakeTimeout: 200 * time.Millisecond}))
+
+	// A slow head, on a new connection and on the kept one: 408 well
+	// within the test's bound, not after a minute.
+	fresh, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer fresh.Close()
+	slow := "GET /nothing HTTP/1.1\r\nHost: x\r\nX-Slow: a"
+	if resp, _ := exchange(t, fresh, slow, 20*time.Second); !strings.HasPrefix(resp, "HTTP/1.1 408 ") {
+		t.Fatalf("new connection: %q, want 408 within 20 s", resp)
+	}
+	must(t, kept.SetDeadline(time.Time{}))
+	_, err = kept.Write([]byte(slow))
+	must(t, err)
+	must(t, kept.SetReadDeadline(time.Now().Add(20*time.Second)))
+	rest, err := io.ReadAll(br)
+	if !strings.Contains(string(rest), "HTTP/1.1 408 ") {
+		t.Fatalf("kept-alive connection: %q (%v), want 408 within 20 s", rest, err)
+	}
+}
+
+// TestPlainHTTPPlacesAreTakenBeforeTheyAreChecked: the last free place
+// under max_connections goes to one plain-HTTP connection, however many
+// arrive together. The place was checked before it was taken, so a
+// connection held between the two (here by a hook; on a busy server by
+// the scheduler) let the next one through as well.
+func TestPlainHTTPPlacesAreTakenBeforeTheyAreChecked(t *testing.T) {
+	t.Parallel()
+	srv, err := router.New(router.Config{MaxConnections: 1})
+	must(t, err)
+	admitted := make(chan struct{}, 2)
+	release := make(chan struct{})
+	router.SetHTTPAdmittedHook(srv, func() {
+		admitted <- struct{}{}
+		select {
+		case <-release:
+		case <-time.After(moontest.Timeout):
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+
+	req := "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+	first, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer first.Close()
+	_, err = first.Write([]byte(req))
+	must(t, err)
+	select {
+	case <-admitted:
+	case <-time.After(moontest.Timeout):
+		t.Fatal("the first connection was never let in")
+	}
+
+	second := make(chan string, 1)
+	go func() {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			second <- err.Error()
+			return
+		}
+		defer nc.Close()
+		if _, err := nc.Write([]byte(req)); err != nil {
+			second <- err.Error()
+			return
+		}
+		resp, _ := exchange(t, nc, "", moontest.Timeout)
+		second <- resp
+	}()
+	select {
+	case <-admitted:
+		t.Fatal("max_connections = 1, and a second connection was let in")
+	case resp := <-second:
+		if !strings.HasPrefix(resp, "HTTP/1.1 503 ") {
+			t.Fatalf("second connection: %q, want 503", resp)
+		}
+	}
+	once.Do(func() { close(release) })
+	must(t, first.SetReadDeadline(time.Now().Add(moontest.Timeout)))
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(first, buf, 12)
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 404 ") {
+		t.Fatalf("first connection: %q (%v), want 404", buf[:n], err)
+	}
 }

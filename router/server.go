@@ -150,11 +150,21 @@ type Server struct {
 	// a handshake and waits for another (see handshaker).
 	idleShakers chan net.Conn
 
+	hooks *testHooks // nil outside tests
+
 	wg      sync.WaitGroup // flushers, reader goroutines, handshakes
 	bg      sync.WaitGroup // poller, workers, lanes, sweeper
 	stats   serverStats
 	stopAll sync.Once
 	bgDone  chan struct{} // closed when stopBackground's work is done
+}
+
+// testHooks hold a server still where races live, so that tests can make
+// them happen every time (export_test.go sets them, before Serve).
+type testHooks struct {
+	httpAdmitted func()        // a plain-HTTP connection has its place
+	lingering    func()        // a socket was registered as lingering
+	lingerFor    time.Duration // replaces lingerTimeout when not zero
 }
 
 // liveConfig is the part of Config a reconfiguration replaces, with what is
@@ -461,40 +471,77 @@ func (s *Server) isClosing() bool {
 // (the peer reads everything we sent, then end of stream), and its input is
 // read and discarded until the peer closes, for at most lingerTimeout or
 // lingerBytes, like nginx's lingering_close.
+//
+// A lingering socket no longer counts against MaxConnections (its Close
+// event has run), yet holds a descriptor, a goroutine and a buffer. So
+// there are at most lingerCap of them: past it, a failed connection's
+// socket is closed at once, and its peer, if still sending, may see a
+// reset instead of our close frame. Without the cap, clients that each
+// broke the protocol and kept their socket open held one apiece, however
+// low MaxConnections was.
 const (
 	lingerTimeout = 2 * time.Second
 	lingerBytes   = 1 << 20
+	// lingerMin and lingerNoLimit bound the lingering sockets: as many
+	// as MaxConnections but at least lingerMin, or lingerNoLimit without
+	// MaxConnections.
+	lingerMin     = 64
+	lingerNoLimit = 1024
 )
+
+// lingerCap is how many sockets may linger at once (see lingerMin).
+func (s *Server) lingerCap() int {
+	if m := s.c().MaxConnections; m > 0 {
+		return max(lingerMin, m)
+	}
+	return lingerNoLimit
+}
 
 // linger drains and then closes nc, a failed connection's socket whose
 // close frame is written. It reports false, doing nothing, when nc cannot
-// shut its write side alone or the server is closing (everything is
-// closed at once then); the caller closes nc.
+// shut its write side alone, lingerCap sockets linger already, or the
+// server is closing (everything is closed at once then); the caller
+// closes nc.
 func (s *Server) linger(nc net.Conn) bool {
 	cw, ok := nc.(interface{ CloseWrite() error })
 	if !ok {
 		return false
 	}
+	timeout := lingerTimeout
+	if hk := s.hooks; hk != nil && hk.lingerFor > 0 {
+		timeout = hk.lingerFor
+	}
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || len(s.lingering) >= s.lingerCap() {
+		s.mu.Unlock()
+		return false
+	}
+	// The write side shut and the deadline set before the socket is
+	// registered, under mu: beginClosing's deadline (now), set under mu
+	// to the registered sockets, then always comes after this one and
+	// wins. Set afterwards, by the draining goroutine, it could replace
+	// beginClosing's, and Shutdown waited out the linger. Neither call
+	// blocks.
+	if cw.CloseWrite() != nil || nc.SetReadDeadline(time.Now().Add(timeout)) != nil {
 		s.mu.Unlock()
 		return false
 	}
 	s.lingering[nc] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if hk := s.hooks; hk != nil && hk.lingering != nil {
+		hk.lingering()
+	}
 	go func() {
 		defer s.wg.Done()
-		if cw.CloseWrite() == nil && nc.SetReadDeadline(time.Now().Add(lingerTimeout)) == nil {
-			buf := bufpool.Get(readBufferSize)
-			for n := 0; n < lingerBytes; {
-				m, err := nc.Read(buf)
-				if n += m; err != nil {
-					break
-				}
+		buf := bufpool.Get(readBufferSize)
+		for n := 0; n < lingerBytes; {
+			m, err := nc.Read(buf)
+			if n += m; err != nil {
+				break
 			}
-			bufpool.Put(buf)
 		}
+		bufpool.Put(buf)
 		s.mu.Lock()
 		delete(s.lingering, nc)
 		s.mu.Unlock()
@@ -596,7 +643,8 @@ func (s *Server) beginClosing() {
 			_ = ln.Close()
 		}
 		// Handshakes in progress end now rather than at their deadline,
-		// and so do lingering closes.
+		// and so do lingering closes: linger sets its own deadline under
+		// mu before it registers a socket, so this one comes last.
 		for nc := range s.handshakes {
 			_ = nc.SetDeadline(time.Now())
 		}

@@ -102,6 +102,11 @@ func TestReconfigureRacingShutdown(t *testing.T) {
 		srv, _ := serve(t, router.Config{Routes: []router.RouteSpec{spec(0)}})
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
+		var stopOnce sync.Once
+		// Also when a t.Fatalf below ends the test: the reconfiguring
+		// goroutines must not outlive it.
+		halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+		defer halt()
 		for w := range 2 {
 			wg.Add(1)
 			go func() {
@@ -131,7 +136,6 @@ func TestReconfigureRacingShutdown(t *testing.T) {
 		case <-time.After(moontest.Timeout):
 			t.Fatalf("round %d: Shutdown hung while reconfigurations ran", i)
 		}
-		close(stop)
-		wg.Wait()
+		halt()
 	}
 }
