@@ -62,7 +62,13 @@ local attempts = {
   strmt = function() getmetatable("").__index = { upper = function() return "pwned" end } end,
   strmt2 = function() setmetatable("", {}) end,
   pairs = function() local _, inner = pairs(ws.settings) inner.secret = "x" end,
-  pairsnext = function() local it, st = pairs(ws.settings) local _, tokens = it(st, "secret") tokens[1] = "x" end,
+  pairsnext = function()
+    -- Called by hand; the keys come in no fixed order.
+    local it, st = pairs(ws.settings)
+    local k, v = it(st, nil)
+    while k ~= "tokens" do k, v = it(st, k) end
+    v[1] = "x"
+  end,
   pairsws = function() local _, inner = pairs(ws) inner.broadcast = nil end,
   pairsnested = function() for k, v in pairs(ws) do if k == "settings" then v.secret = "x" end end end,
   strlib = function() string.upper = function() return "pwned" end end,
