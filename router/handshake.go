@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/internal/origin"
 	"github.com/moonwire/moonwire/router/wsconn"
 )
 
@@ -639,54 +639,19 @@ func isNetErr(err error) bool {
 }
 
 // originPattern is one allowed_origins entry.
-type originPattern struct {
-	any    bool
-	scheme string
-	host   string // may contain * wildcards
-	port   string
-}
+type originPattern = origin.Pattern
 
-func parseOrigin(s string) (originPattern, error) {
-	if s == "*" {
-		return originPattern{any: true}, nil
-	}
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok || scheme == "" || rest == "" || strings.ContainsAny(rest, "/?#") {
-		return originPattern{}, errors.New("allowed origin " + s + ": want scheme://host[:port]")
-	}
-	host, port := rest, ""
-	if h, p, err := net.SplitHostPort(rest); err == nil {
-		host, port = h, p
-	}
-	if _, err := path.Match(host, ""); err != nil {
-		return originPattern{}, errors.New("allowed origin " + s + ": bad wildcard")
-	}
-	return originPattern{scheme: strings.ToLower(scheme), host: strings.ToLower(host), port: port}, nil
-}
+// parseOrigin parses an allowed_origins entry; router/config has already
+// refused and normalised a config's entries with the same parser.
+func parseOrigin(s string) (originPattern, error) { return origin.Parse(s) }
 
 // originAllowed applies AllowedOrigins. A request without Origin comes from
 // a non-browser client, which the Origin check (a browser CSRF defence)
 // does not concern.
-func (s *Server) originAllowed(origin string) bool {
+func (s *Server) originAllowed(o string) bool {
 	origins := s.c().origins
-	if len(origins) == 0 || origin == "" {
+	if len(origins) == 0 || o == "" {
 		return true
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
-	for _, p := range origins {
-		if p.any {
-			return true
-		}
-		if p.scheme != scheme || p.port != port {
-			continue
-		}
-		if ok, _ := path.Match(p.host, host); ok {
-			return true
-		}
-	}
-	return false
+	return origin.Match(origins, o)
 }

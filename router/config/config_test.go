@@ -906,14 +906,15 @@ func TestSize(t *testing.T) {
 func TestOrigins(t *testing.T) {
 	t.Parallel()
 	ok := map[string]string{
-		"*":                       "*",
-		"https://example.com":     "https://example.com",
-		"HTTPS://Example.COM:443": "https://example.com:443",
-		"https://*.example.com":   "https://*.example.com",
-		"http://localhost:3000":   "http://localhost:3000",
-		"http://[::1]":            "http://[::1]",
-		"http://[::1]:8080":       "http://[::1]:8080",
-		"chrome-extension://abc":  "chrome-extension://abc",
+		"*":                        "*",
+		"https://example.com":      "https://example.com",
+		"HTTPS://Example.COM:443":  "https://example.com", // browsers send no default port
+		"https://example.com:8443": "https://example.com:8443",
+		"https://*.example.com":    "https://*.example.com",
+		"http://localhost:3000":    "http://localhost:3000",
+		"http://[::1]":             "http://[::1]",
+		"http://[::1]:8080":        "http://[::1]:8080",
+		"chrome-extension://abc":   "chrome-extension://abc",
 	}
 	for in, want := range ok {
 		if got, err := checkOrigin(in); err != nil || got != want {
@@ -922,7 +923,7 @@ func TestOrigins(t *testing.T) {
 	}
 	for _, in := range []string{"", "**", "example.com", "://a.com", "https://", "https://a.com/", "https://a.com/x",
 		"https://a.com?x", "https://u:p@a.com", "https://a.com:", "https://a.com:x", "https://a.com:70000",
-		"https://[::1", "https://[::1]x", "https://[zz]", "1http://a.com"} {
+		"https://[::1", "https://[::1]x", "https://[zz]", "1http://a.com", "null", "http://127.1", "https://[:::]"} {
 		if _, err := checkOrigin(in); err == nil {
 			t.Errorf("checkOrigin(%q) accepted", in)
 		}

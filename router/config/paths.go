@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/moonwire/moonwire/router/internal/origin"
 )
 
 // folder resolves a directory key. For a config on disk it returns the
@@ -148,72 +150,18 @@ func checkAddr(addr string) error {
 	return nil
 }
 
-// checkOrigin validates one allowed_origins entry and returns it
-// lower-cased. An origin (RFC 6454) is scheme://host[:port] and nothing
-// else; browsers never send a path, so an entry with one could never match
-// and is a mistake worth reporting.
+// checkOrigin validates one allowed_origins entry and returns it in the
+// normal form the router matches (lower-case, no default port). An origin
+// (RFC 6454) is scheme://host[:port] and nothing else; browsers never send
+// a path, so an entry with one could never match and is a mistake worth
+// reporting. The rules are router/internal/origin's, which the router
+// parses the entry with again.
 func checkOrigin(o string) (string, error) {
-	if o == "*" {
-		return o, nil
+	p, err := origin.Parse(o)
+	if err != nil {
+		return "", err
 	}
-	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("invalid origin %q: %s", o, why)
-	}
-	scheme, rest, ok := strings.Cut(o, "://")
-	if !ok || scheme == "" {
-		return bad(`want scheme://host[:port], e.g. "https://example.com" or "https://*.example.com"`)
-	}
-	for i, r := range scheme {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
-			return bad("bad scheme " + strconv.Quote(scheme))
-		}
-	}
-	if strings.ContainsAny(rest, "/?#") {
-		return bad("an origin has no path, query or fragment")
-	}
-	if strings.Contains(rest, "@") {
-		return bad("an origin has no user info")
-	}
-	host, port := rest, ""
-	if strings.HasPrefix(rest, "[") {
-		end := strings.Index(rest, "]")
-		if end < 0 {
-			return bad("unclosed [ in IPv6 host")
-		}
-		host = rest[:end+1]
-		if after := rest[end+1:]; after != "" {
-			if !strings.HasPrefix(after, ":") {
-				return bad("unexpected text after IPv6 host")
-			}
-			port = after[1:]
-		}
-		for _, r := range host[1 : len(host)-1] {
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F' || r == ':' || r == '.') {
-				return bad("bad IPv6 host")
-			}
-		}
-	} else if h, p, ok := strings.Cut(rest, ":"); ok {
-		host, port = h, p
-		if port == "" {
-			return bad("empty port")
-		}
-	}
-	if host == "" || host == "[]" {
-		return bad("missing host")
-	}
-	if !strings.HasPrefix(host, "[") {
-		for _, r := range host {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '*' || r == '_') {
-				return bad(fmt.Sprintf("bad character %q in host", r))
-			}
-		}
-	}
-	if port != "" {
-		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-			return bad("port must be a number from 1 to 65535")
-		}
-	}
-	return strings.ToLower(o), nil
+	return p.String(), nil
 }
 
 var brokerSchemes = map[string][]string{
