@@ -39,6 +39,11 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxReq
 
 var errLineTooLong = errors.New("request line too long")
 
+// serveConn runs one accepted socket's handshake, step by step: read the
+// request line, then either hand the socket to plain HTTP or upgrade it
+// and start the connection. The deferred calls release what every path
+// holds (the handshake's registration and its place in wg); each step
+// releases what it took itself.
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.wg.Done()
 	defer s.handshakeDone(nc)
@@ -47,45 +52,73 @@ func (s *Server) serveConn(nc net.Conn) {
 
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(nc)
-	line, err := peekLine(br)
-	if err != nil {
-		if errors.Is(err, errLineTooLong) {
-			writeStatus(nc, http.StatusRequestURITooLong, "request line too long")
-		}
-		s.recycleReader(br)
-		_ = nc.Close()
-		return
-	}
-	rl, ok := parseRequestLine(line)
+	rl, reqPath, rawQuery, ok := readTarget(nc, br)
 	if !ok {
-		writeStatus(nc, http.StatusBadRequest, "malformed request line")
-		s.recycleReader(br)
-		_ = nc.Close()
-		return
-	}
-	method, target := rl.method, rl.target
-	reqPath, rawQuery := target, ""
-	if i := strings.IndexByte(target, '?'); i >= 0 {
-		reqPath, rawQuery = target[:i], target[i+1:]
-	}
-	reqPath, err = normalizePath(reqPath)
-	if err != nil {
-		writeStatus(nc, http.StatusBadRequest, err.Error())
 		s.recycleReader(br)
 		_ = nc.Close()
 		return
 	}
 	rt, params := s.routes.Load().lookup(reqPath)
-	if rt == nil || method != http.MethodGet {
-		// Not ours: plain HTTP (static files, 404, 405) on the same socket.
-		_ = nc.SetDeadline(time.Time{})
-		s.http.serve(nc, br)
+	if rt == nil || rl.method != http.MethodGet {
+		s.handOffHTTP(nc, br)
 		return
 	}
 	// Counted so that a route removed meanwhile waits for this upgrade.
 	rt.pendingHandshakes.Add(1)
 	defer rt.pendingHandshakes.Add(-1)
 
+	hs := s.newHandshake(nc, br, rt, deadline, rl, reqPath, rawQuery, params)
+	if err := hs.upgrade(); err != nil {
+		s.upgradeFailed(hs, br, err)
+		return
+	}
+	s.establish(hs, br)
+}
+
+// readTarget reads and checks the request line and splits its target into
+// a normalised path and a raw query, so that a route can be picked before
+// the rest of the request is read. On a bad line it answers the client
+// (414 or 400; nothing when the socket failed or timed out) and reports
+// false; the caller then recycles br and closes nc.
+func readTarget(nc net.Conn, br *bufio.Reader) (rl requestLine, reqPath, rawQuery string, ok bool) {
+	line, err := peekLine(br)
+	if err != nil {
+		if errors.Is(err, errLineTooLong) {
+			writeStatus(nc, http.StatusRequestURITooLong, "request line too long")
+		}
+		return rl, "", "", false
+	}
+	rl, ok = parseRequestLine(line)
+	if !ok {
+		writeStatus(nc, http.StatusBadRequest, "malformed request line")
+		return rl, "", "", false
+	}
+	reqPath, rawQuery = rl.target, ""
+	if i := strings.IndexByte(rl.target, '?'); i >= 0 {
+		reqPath, rawQuery = rl.target[:i], rl.target[i+1:]
+	}
+	reqPath, err = normalizePath(reqPath)
+	if err != nil {
+		writeStatus(nc, http.StatusBadRequest, err.Error())
+		return rl, "", "", false
+	}
+	return rl, reqPath, rawQuery, true
+}
+
+// handOffHTTP gives a request that is not ours (no route, or not a GET) to
+// net/http on the same socket: static files, 404, 405. The handshake's
+// deadline is lifted because net/http sets deadlines of its own; the
+// socket and br are its to release from here on.
+func (s *Server) handOffHTTP(nc net.Conn, br *bufio.Reader) {
+	_ = nc.SetDeadline(time.Time{})
+	s.http.serve(nc, br)
+}
+
+// newHandshake gathers what the upgrade's callbacks fill in and check: the
+// request as the handler will see it, and a headReader that records the
+// head (into a pooled buffer, which upgrade returns) and stops at its end.
+func (s *Server) newHandshake(nc net.Conn, br *bufio.Reader, rt *Route, deadline time.Time,
+	rl requestLine, reqPath, rawQuery string, params map[string]string) *handshake {
 	hs := &handshake{
 		srv:      s,
 		nc:       nc,
@@ -103,6 +136,16 @@ func (s *Server) serveConn(nc net.Conn) {
 		},
 	}
 	hs.ip = hostOf(hs.req.RemoteAddr)
+	return hs
+}
+
+// upgrade runs gobwas/ws's Upgrader over the rest of the request, with
+// hs's callbacks capturing headers, checking them and asking the handler
+// (decide). It returns the head's record buffer to its pool whatever the
+// outcome. A head too large is a read error, for which the Upgrader wrote
+// nothing, so the 431 is answered (and counted) here.
+func (hs *handshake) upgrade() error {
+	s, nc := hs.srv, hs.nc
 	u := ws.Upgrader{
 		OnHost:          hs.onHost,
 		OnHeader:        hs.onHeader,
@@ -112,7 +155,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	if s.static.Compression {
 		u.Negotiate = hs.negotiate
 	}
-	_, err = u.Upgrade(readWriter{&hs.head, nc})
+	_, err := u.Upgrade(readWriter{&hs.head, nc})
 	bufpool.Put(hs.head.rec)
 	hs.head.rec = nil
 	if errors.Is(err, errHeadTooLarge) {
@@ -121,27 +164,40 @@ func (s *Server) serveConn(nc net.Conn) {
 		writeStatus(nc, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 		hs.refused = http.StatusRequestHeaderFieldsTooLarge
 	}
-	if err != nil {
-		hs.release()
-		status := http.StatusBadRequest
-		var rej *ws.ConnectionRejectedError
-		if errors.As(err, &rej) {
-			status = rej.StatusCode()
-		}
-		switch {
-		case hs.refused != 0:
-			status = 0 // counted by reject
-		case isNetErr(err):
-			// The client went away or timed out: nothing was refused.
-			status = 0
-		}
-		if status != 0 {
-			s.stats.refusedWith(status)
-		}
-		s.recycleReader(br)
-		_ = nc.Close()
-		return
+	return err
+}
+
+// upgradeFailed ends a handshake whose upgrade failed: it gives back what
+// decide took (a connection slot, a per-IP place), counts the refusal
+// unless reject already did or the client merely went away, and recycles
+// br and closes the socket.
+func (s *Server) upgradeFailed(hs *handshake, br *bufio.Reader, err error) {
+	hs.release()
+	status := http.StatusBadRequest
+	var rej *ws.ConnectionRejectedError
+	if errors.As(err, &rej) {
+		status = rej.StatusCode()
 	}
+	switch {
+	case hs.refused != 0:
+		status = 0 // counted by reject
+	case isNetErr(err):
+		// The client went away or timed out: nothing was refused.
+		status = 0
+	}
+	if status != 0 {
+		s.stats.refusedWith(status)
+	}
+	s.recycleReader(br)
+	_ = hs.nc.Close()
+}
+
+// establish turns an upgraded socket into a running connection: the
+// handshake's deadline is lifted (heartbeats and write timeouts take
+// over), the Conn is built and counted, frames the client sent right
+// behind its request are kept, and br goes back to its pool.
+func (s *Server) establish(hs *handshake, br *bufio.Reader) {
+	nc := hs.nc
 	_ = nc.SetDeadline(time.Time{})
 	c := s.newConn(nc, hs)
 	if c == nil {
@@ -153,6 +209,15 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	s.stats.handshakesOK.Add(1)
 	hs.rt.handshakes.Add(1)
+	keepEarlyFrames(c, br)
+	s.recycleReader(br)
+	s.startConn(c)
+}
+
+// keepEarlyFrames moves what br holds past the request head (frames the
+// client sent without waiting for the 101) into c's read buffer, since br
+// goes back to its pool and the connection reads from its own buffer.
+func keepEarlyFrames(c *Conn, br *bufio.Reader) {
 	if n := br.Buffered(); n > 0 {
 		// The client sent frames right behind its request; keep them.
 		c.rbuf = bufpool.Get(max(n, readBufferSize))
@@ -160,8 +225,6 @@ func (s *Server) serveConn(nc net.Conn) {
 		b, _ := br.Peek(n)
 		c.w = copy(c.rbuf, b)
 	}
-	s.recycleReader(br)
-	s.startConn(c)
 }
 
 func (s *Server) handshakeDone(nc net.Conn) {
