@@ -4,10 +4,11 @@ package main
 
 import (
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 
-	"github.com/moonwire/moonwire"
+	"github.com/moonwire/moonwire/internal/node"
 	mwconfig "github.com/moonwire/moonwire/router/config"
 )
 
@@ -19,19 +20,21 @@ func startMoonwire(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if problems := moonwire.Check(cfg); len(problems) > 0 {
+	if problems := node.Check(cfg); len(problems) > 0 {
 		t.Fatalf("%s: %v", name, problems)
 	}
-	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Listen: "127.0.0.1:0"})
+	n, err := node.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(); err != nil {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		n.Close()
 		t.Fatal(err)
 	}
+	n.Serve(ln)
 	t.Cleanup(func() { n.Close() })
-	return n.Addr()
+	return ln.Addr().String()
 }
 
 // The example configs the lead runs moonwire with work with every scenario.

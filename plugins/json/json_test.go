@@ -325,7 +325,8 @@ func Example() {
 // the converter looks at the state's context as it goes.
 func TestDecodeStopsWhenCancelled(t *testing.T) {
 	t.Parallel()
-	L := luatest.NewState(t)
+	L := lua.NewState()
+	defer L.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	L.SetContext(ctx)

@@ -1,4 +1,4 @@
-package moonwire
+package node
 
 import (
 	"crypto/tls"

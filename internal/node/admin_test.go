@@ -1,4 +1,4 @@
-package moonwire_test
+package node_test
 
 import (
 	"context"
