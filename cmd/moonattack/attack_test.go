@@ -115,7 +115,11 @@ func TestAttacks(t *testing.T) {
 		t.Run("inflate", func(t *testing.T) {
 			t.Parallel()
 			s := startServer(t)
-			r := attack(t, "-attack", "inflate", "-url", s.URL("/echo"), "-conns", "2", "-frames", "50", "-duration", "500ms")
+			// Seconds, not a fraction: the 1 MiB plain frame each
+			// connection sends first must reach a server running under
+			// -race on a loaded machine before the attack's end (it once
+			// took more than 0.5 s there, and nothing was sent).
+			r := attack(t, "-attack", "inflate", "-url", s.URL("/echo"), "-conns", "2", "-frames", "50", "-duration", "3s")
 			if r.Negotiated != 2 || r.BigFrames != 2 || r.DeflatedFrames < 1 || r.DeflatedFrames > 100 {
 				t.Errorf("negotiated %d, plain frames %d, compressed frames %d", r.Negotiated, r.BigFrames, r.DeflatedFrames)
 			}
