@@ -12,8 +12,9 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/moonwire/moonwire"
+	_ "github.com/moonwire/moonwire/examples/plugin/greet"
 	"github.com/moonwire/moonwire/internal/moontest"
-	"github.com/moonwire/moonwire/internal/node"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -22,6 +23,19 @@ import (
 var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 	"tutorial": tutorial,
 	"autobahn": autobahn,
+	"plugin":   plugin,
+}
+
+// plugin runs the custom build's config in-process (the import above
+// registers greet, as the custom build's does); plugin/main_test.go
+// builds and runs the binary itself.
+func plugin(t *testing.T, cfg *config.Config) {
+	s := moontest.StartConfig(t, cfg)
+	c := moontest.Dial(t, s.URL("/hello"))
+	c.Send("Grace")
+	c.Expect("Hello, Grace!")
+	e := moontest.Dial(t, s.URL("/echo"))
+	e.Expect("greet is nil")
 }
 
 func TestEveryExampleLoadsAndRuns(t *testing.T) {
@@ -37,7 +51,7 @@ func TestEveryExampleLoadsAndRuns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if problems := node.Check(cfg); len(problems) > 0 {
+			if problems := moonwire.Check(cfg); len(problems) > 0 {
 				t.Fatalf("check: %v", problems)
 			}
 			run, ok := scenarios[name]

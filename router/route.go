@@ -9,13 +9,22 @@ import (
 	"time"
 )
 
+// Laner is a Handler that runs on a fixed number of lanes, such as a
+// scripted route with one Lua VM per lane: the router asks it rather than
+// being told the count twice.
+type Laner interface {
+	Lanes() int
+}
+
 // RouteSpec configures one route.
 type RouteSpec struct {
 	// Pattern is an exact path ("/echo") or one with whole-segment
 	// parameters ("/rooms/{room}").
 	Pattern string
 	Handler Handler
-	// Lanes is the number of serial executors (Lua VMs); at least 1.
+	// Lanes is the number of serial executors (Lua VMs). 0: the
+	// handler's own count when it has one (a Laner: one lane per Lua VM),
+	// else 1. A count that disagrees with the handler's is an error.
 	Lanes int
 	// Heartbeat overrides Config.Heartbeat when non-zero.
 	Heartbeat Heartbeat

@@ -274,6 +274,12 @@ func (s *Server) normalize(spec RouteSpec, cfg *Config) (RouteSpec, error) {
 	if spec.Handler == nil {
 		return spec, fmt.Errorf("route %s: no handler", spec.Pattern)
 	}
+	if l, ok := spec.Handler.(Laner); ok {
+		if spec.Lanes > 0 && spec.Lanes != l.Lanes() {
+			return spec, fmt.Errorf("route %s: %d lanes for a handler that has %d", spec.Pattern, spec.Lanes, l.Lanes())
+		}
+		spec.Lanes = l.Lanes()
+	}
 	if spec.Lanes <= 0 {
 		spec.Lanes = 1
 	}

@@ -4,11 +4,10 @@ package main
 
 import (
 	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
 
-	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire"
 	mwconfig "github.com/moonwire/moonwire/router/config"
 )
 
@@ -20,21 +19,19 @@ func startMoonwire(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if problems := node.Check(cfg); len(problems) > 0 {
+	if problems := moonwire.Check(cfg); len(problems) > 0 {
 		t.Fatalf("%s: %v", name, problems)
 	}
-	n, err := node.New(cfg, slog.New(slog.DiscardHandler))
+	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := n.Start(); err != nil {
 		n.Close()
 		t.Fatal(err)
 	}
-	n.Serve(ln)
 	t.Cleanup(func() { n.Close() })
-	return ln.Addr().String()
+	return n.Addr()
 }
 
 // The example configs the lead runs moonwire with work with every scenario.

@@ -12,7 +12,7 @@
 // plugins/lua.Observer and records into a histogram and a counter.
 //
 // The package imports the router only for its stats types and plugins/lua
-// only for ErrTimeout; the node (internal/node) implements Source and
+// only for ErrTimeout; the server (package moonwire) implements Source and
 // wires the handler to its listener.
 //
 // # Metrics

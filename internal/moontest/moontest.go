@@ -31,7 +31,7 @@ import (
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
 
-	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire"
 	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
 )
@@ -39,9 +39,9 @@ import (
 // Timeout bounds every wait in this package.
 const Timeout = 10 * time.Second
 
-// Server is a node under test.
+// Server is a server under test.
 type Server struct {
-	*node.Node
+	*moonwire.Server
 	Dir  string
 	logs *Logs
 }
@@ -83,19 +83,24 @@ func StartConfig(t testing.TB, cfg *config.Config, tune ...func(*router.Config))
 	t.Helper()
 	logs := &Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tune = append([]func(*router.Config){func(rc *router.Config) {
-		// MOONWIRE_TEST_READER=goroutine runs the suite on the portable
-		// read path (a goroutine per connection) instead of epoll.
-		rc.NoPoller = os.Getenv("MOONWIRE_TEST_READER") == "goroutine"
-	}}, tune...)
-	n, err := node.New(cfg, log, tune...)
+	// OwnProcess: the tests run the server as the moonwire command does
+	// (its array cap and memory limit default are what they test).
+	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: log, Listen: "127.0.0.1:0", OwnProcess: true,
+		Router: func(rc *router.Config) {
+			// MOONWIRE_TEST_READER=goroutine runs the suite on the portable
+			// read path (a goroutine per connection) instead of epoll.
+			rc.NoPoller = os.Getenv("MOONWIRE_TEST_READER") == "goroutine"
+			for _, f := range tune {
+				f(rc)
+			}
+		}})
 	if err != nil {
-		t.Fatalf("node: %v", err)
+		t.Fatalf("server: %v", err)
 	}
-	if err := n.Listen("127.0.0.1:0"); err != nil {
+	if err := n.Start(); err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	s := &Server{Node: n, logs: logs}
+	s := &Server{Server: n, logs: logs}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		defer cancel()

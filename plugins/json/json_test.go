@@ -325,8 +325,7 @@ func Example() {
 // the converter looks at the state's context as it goes.
 func TestDecodeStopsWhenCancelled(t *testing.T) {
 	t.Parallel()
-	L := lua.NewState()
-	defer L.Close()
+	L := luatest.NewState(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	L.SetContext(ctx)

@@ -28,6 +28,29 @@ type RouteModule interface {
 	OpenRoute(L *glua.LState, route string) int
 }
 
+// ReservedName reports whether a module may not take name: a global of
+// the sandbox (string, require, ...) or a module the engine adds itself
+// (ws, timer, log, time).
+func ReservedName(name string) bool { return reserved[name] }
+
+var reserved = map[string]bool{
+	"ws": true, "timer": true, "log": true, "time": true,
+	"_G": true, "_VERSION": true, "assert": true, "collectgarbage": true, "coroutine": true,
+	"debug": true, "dofile": true, "error": true, "getfenv": true, "getmetatable": true,
+	"io": true, "ipairs": true, "load": true, "loadfile": true, "loadstring": true,
+	"math": true, "module": true, "newproxy": true, "next": true, "os": true,
+	"package": true, "pairs": true, "pcall": true, "print": true, "rawequal": true,
+	"rawget": true, "rawlen": true, "rawset": true, "require": true, "select": true,
+	"setfenv": true, "setmetatable": true, "string": true, "table": true,
+	"tonumber": true, "tostring": true, "type": true, "unpack": true, "xpcall": true,
+	"channel": true,
+	// Keywords cannot name a global a script can write.
+	"and": true, "break": true, "do": true, "else": true, "elseif": true, "end": true,
+	"false": true, "for": true, "function": true, "goto": true, "if": true, "in": true,
+	"local": true, "nil": true, "not": true, "or": true, "repeat": true, "return": true,
+	"then": true, "true": true, "until": true, "while": true,
+}
+
 // Observer is told about every callback a script runs: the route, the
 // callback ("on_message", "timer", ...), how long it took, and its error
 // (a Lua error or a timeout; nil on success). The admin listener turns
@@ -52,9 +75,13 @@ type Options struct {
 	Observer Observer
 	// MemoryLimit stops the callbacks that are running when the process's
 	// heap grows past it, as a runaway script would make it (a loop
-	// concatenating strings, a table that keeps growing). 0: 1 GiB;
-	// negative: no limit. It is a safety net that fires after the fact
-	// (the watchdog samples the heap every 10ms), not an allocator quota.
+	// concatenating strings, a table that keeps growing). 0 or negative:
+	// no limit, as scripts.memory_limit = 0. It is a safety net that fires
+	// after the fact (the watchdog samples the heap every 10ms, and
+	// collects garbage when the heap is over the limit), not an allocator
+	// quota; and the heap is the whole process's, so a program that
+	// embeds moonwire should set it only if moonwire is what the process
+	// runs.
 	MemoryLimit int64
 	// MaxCoroutines bounds the coroutines one callback may create; each
 	// is a full Lua state. 0: 1000.
@@ -142,18 +169,31 @@ func New(opts Options) *Engine {
 	if e.maxCo <= 0 {
 		e.maxCo = 1000
 	}
-	if e.memMax == 0 {
-		e.memMax = 1 << 30
+	if e.memMax < 0 {
+		e.memMax = 0
 	}
-	limitArrays.Do(func() {
-		// gopher-lua keeps integer keys below MaxArrayIndex (64M by
-		// default) in a slice and fills the gap up to a new key with nils,
-		// so `t[60000000] = 1` allocates a gigabyte in one instruction,
-		// before any deadline can fire. Larger keys go to the hash part.
-		glua.MaxArrayIndex = min(glua.MaxArrayIndex, maxArrayIndex)
-	})
 	go e.watch()
 	return e
+}
+
+// MemoryLimit returns the heap size past which the engine stops the
+// callbacks making it grow; 0: none.
+func (e *Engine) MemoryLimit() int64 { return e.memMax }
+
+// LimitArrays caps the array part of every gopher-lua table in the
+// process at 2^20 slots (gopher-lua's MaxArrayIndex, a package variable;
+// larger integer keys go to the hash part, where they cost what they
+// hold). gopher-lua keeps integer keys below MaxArrayIndex (64M by
+// default) in a slice and fills the gap up to a new key with nils, so
+// `t[60000000] = 1` allocates a gigabyte in one instruction, before any
+// deadline can fire: a script that indexes a table with a number a peer
+// sent is an attack surface. Creating an Engine does not call it, since
+// it changes every gopher-lua state of the process, moonwire's or not:
+// the moonwire command does, and so should a program that embeds
+// moonwire and runs no other Lua. The one visible difference: `#t` of a
+// table past 2^20 elements counts only its array part.
+func LimitArrays() {
+	limitArrays.Do(func() { glua.MaxArrayIndex = min(glua.MaxArrayIndex, maxArrayIndex) })
 }
 
 // maxArrayIndex caps the array part of Lua tables: at most 16 MiB of nils

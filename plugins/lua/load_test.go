@@ -6,8 +6,10 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/moonwire/moonwire/internal/node"
+	"github.com/moonwire/moonwire/plugins/crypto"
+	"github.com/moonwire/moonwire/plugins/json"
 	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/plugins/metrics"
 	"github.com/moonwire/moonwire/plugins/store"
 )
 
@@ -17,7 +19,7 @@ func startErr(t *testing.T, script string) (*lua.Route, error) {
 	t.Helper()
 	st := store.New(store.Options{})
 	defer st.Close()
-	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: node.Modules(st, nil)})
+	eng := lua.New(lua.Options{Logger: slog.New(slog.DiscardHandler), Modules: []lua.Module{json.New(json.Limits{}), crypto.New(crypto.Options{}), st, metrics.New(nil, metrics.Options{})}})
 	defer eng.Close()
 	r, err := eng.NewRoute(lua.RouteConfig{
 		Pattern:        "/t",

@@ -38,6 +38,11 @@ type RouteConfig struct {
 	HandlerTimeout time.Duration
 	// Settings is the route's free-form table, ws.settings in scripts.
 	Settings map[string]any
+	// Modules are the route's own modules, opened after the engine's
+	// (Options.Modules) and ws, timer, log and time; a name already taken
+	// is an error. A module absent from both lists is absent from the
+	// route's sandbox.
+	Modules []Module
 }
 
 // Route is a scripted route: it implements router.Handler.
@@ -71,6 +76,16 @@ func (e *Engine) NewRoute(cfg RouteConfig) (*Route, error) {
 	}
 	if e.loadStop.Load() {
 		return nil, fmt.Errorf("route %s: %w", cfg.Pattern, ErrStopping)
+	}
+	taken := map[string]bool{}
+	for _, m := range e.modules {
+		taken[m.Name()] = true
+	}
+	for _, m := range cfg.Modules {
+		if taken[m.Name()] || ReservedName(m.Name()) {
+			return nil, fmt.Errorf("route %s: module %q: the name is taken", cfg.Pattern, m.Name())
+		}
+		taken[m.Name()] = true
 	}
 	r := &Route{eng: e, cfg: cfg, modProtos: make(map[string]*glua.FunctionProto), sums: make(map[string][32]byte)}
 	proto, sum, err := loadScript(cfg.FS, cfg.Script, r.display(cfg.Script))
@@ -122,10 +137,16 @@ func (r *Route) computeVersion() string {
 	}
 	settings, _ := json.Marshal(r.cfg.Settings) // map keys sort: deterministic
 	fmt.Fprintf(h, "settings %s\nvms %d\ntimeout %s\n", settings, r.cfg.VMs, r.cfg.HandlerTimeout)
+	// A module is its instance: a reload that rebuilt one (its config
+	// changed) runs the route anew.
+	for _, m := range r.cfg.Modules {
+		fmt.Fprintf(h, "module %s %p\n", m.Name(), m)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// Lanes is the number of router lanes the route needs: one per VM.
+// Lanes is the number of router lanes the route runs on, one per VM: the
+// router asks (router.Laner), and lane i is VM i.
 func (r *Route) Lanes() int { return len(r.vms) }
 
 // Release frees the VMs of a route that never started (moonwire check).
@@ -164,9 +185,6 @@ func (r *Route) moduleProto(file string) (*glua.FunctionProto, error) {
 
 // Start implements router.Handler.
 func (r *Route) Start(rt *router.Route) error {
-	if rt.Lanes() != len(r.vms) {
-		return errors.New("route has " + itoa(rt.Lanes()) + " lanes for " + itoa(len(r.vms)) + " VMs")
-	}
 	r.rt, r.srv = rt, rt.Server()
 	// on_start runs once per route load, on the first VM; the others only
 	// learn the node id.

@@ -13,6 +13,10 @@ import (
 // state: the VM starts with no libraries (SkipOpenLibs), gets the five pure
 // ones, and then loses the few base functions that reach outside
 // (dofile, loadfile, module) or leak internals (_printregs).
+//
+// This is the one recipe: the module plugins' tests get their states from
+// NewSandboxState (state.go), which builds a route's VM, not a state of
+// its own making.
 
 // libs are the standard libraries scripts get.
 var libs = []struct {

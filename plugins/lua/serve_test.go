@@ -48,7 +48,7 @@ func serve(tb testing.TB, script string, opts Options, clock *fakeClock) *served
 		tb.Fatal(err)
 	}
 	srv, err := router.New(router.Config{
-		Routes:   []router.RouteSpec{{Pattern: "/t", Handler: r, Lanes: r.Lanes()}},
+		Routes:   []router.RouteSpec{{Pattern: "/t", Handler: r}},
 		Logger:   opts.Logger,
 		NoPoller: true,
 	})

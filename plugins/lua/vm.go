@@ -146,18 +146,24 @@ func (v *vm) openModules() {
 		L.SetGlobal(name, mod)
 		v.loaded.RawSetString(name, mod)
 	}
-	for _, m := range v.eng.modules {
+	open := func(m Module) {
 		if rm, ok := m.(RouteModule); ok {
 			route := v.route.cfg.Pattern
 			install(m.Name(), func(L *glua.LState) int { return rm.OpenRoute(L, route) })
-			continue
+			return
 		}
 		install(m.Name(), m.Open)
+	}
+	for _, m := range v.eng.modules {
+		open(m)
 	}
 	install("ws", v.openWS)
 	install("timer", v.openTimer)
 	install("log", v.openLog)
 	install("time", v.openTime)
+	for _, m := range v.route.cfg.Modules {
+		open(m)
+	}
 }
 
 // call runs a callback (the function and nargs arguments on the stack)

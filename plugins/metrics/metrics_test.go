@@ -14,17 +14,14 @@ import (
 	"github.com/moonwire/moonwire/plugins/internal/luatest"
 )
 
-// newState returns an LState with base and string opened and the module
-// opened for route as the global `metrics`, as the engine does. Scripts also
-// get value(name, route) -> number|nil and help(name) -> string|nil, read
-// through gather, and type(name) -> "counter"|"gauge"|nil as kind.
+// newState returns a sandbox state of route with the module opened for
+// route by the engine's own code: the global `metrics`, and require's.
+// Scripts also get value(name, route) -> number|nil and help(name) ->
+// string|nil, read through gather, and type(name) -> "counter"|"gauge"|nil
+// as kind.
 func newState(t testing.TB, m *Module, route string, gather prometheus.Gatherer) *lua.LState {
 	t.Helper()
-	L := luatest.NewState(t)
-	L.Push(L.NewFunction(func(L *lua.LState) int { return m.OpenRoute(L, route) }))
-	L.Call(0, 1)
-	L.SetGlobal(m.Name(), L.Get(-1))
-	L.Pop(1)
+	L := luatest.NewRouteState(t, route, m)
 	if gather != nil {
 		L.SetGlobal("value", L.NewFunction(func(L *lua.LState) int {
 			v, ok := lookup(t, gather, L.CheckString(1), L.CheckString(2))

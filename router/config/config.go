@@ -26,6 +26,9 @@ type Config struct {
 	Broker    Broker
 	Store     Store
 	Routes    []Route
+	// Plugins are the [plugins.NAME] tables, by NAME, undecoded: each is
+	// for the plugin registered under that name (see Plugin).
+	Plugins map[string]Plugin
 
 	// Warnings are settings that work but that an operator should look
 	// at (an admin listener reachable from other hosts without a token):
@@ -92,6 +95,10 @@ type Scripts struct {
 	// MemoryLimit stops running callbacks when the process heap passes it
 	// (a runaway script's safety net); 0 = no limit. Default 1 GiB.
 	MemoryLimit int64
+	// MemoryLimitSet says the file sets memory_limit: a program that
+	// embeds moonwire applies only a limit it was given (see
+	// moonwire.Options.OwnProcess).
+	MemoryLimitSet bool
 }
 
 // Admin is the [admin] table.
@@ -117,7 +124,7 @@ type Store struct {
 
 // Broker is the [broker] table: how broadcasts reach other nodes.
 type Broker struct {
-	Kind string // "memory", "redis" or "nats"
+	Kind string // a registered broker: "memory" (default), "redis", "nats" or a plugin's
 	URL  string // "" for memory; redis:// rediss:// for redis; nats:// tls:// (comma-separated list allowed) for nats
 }
 
@@ -150,6 +157,10 @@ type Route struct {
 	// []map[string]any); never nil. Treat it as read-only: it is handed to
 	// every VM of the route as is.
 	Settings map[string]any
+	// Modules are the optional modules the route's scripts get, by name,
+	// in the order listed; nil when the route lists none. Whether each is
+	// registered is checked when the server is built, not here.
+	Modules []string
 }
 
 // Load reads, validates and defaults the config file at path. Relative paths

@@ -219,7 +219,7 @@ vms = 0
 			Compression:      true,
 		},
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
-		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20},
+		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20, MemoryLimitSet: true},
 		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222"},
 		Store:     Store{MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
@@ -322,7 +322,7 @@ func TestValidationErrors(t *testing.T) {
 		{"admin pprof without listen", "[admin]\npprof = true\n" + route, "admin.pprof", "needs admin.listen"},
 
 		// [broker]
-		{"broker kind", "[broker]\nkind = \"kafka\"\n" + route, "broker.kind", `must be "memory", "redis" or "nats", not "kafka"`},
+		{"broker kind", "[broker]\nkind = \"my-broker\"\n" + route, "broker.kind", `must be a broker's name ("memory", "redis", "nats" or a plugin's), not "my-broker"`},
 		{"redis without url", "[broker]\nkind = \"redis\"\n" + route, "broker.url", `required when broker.kind is "redis"`},
 		{"redis wrong scheme", "[broker]\nkind = \"redis\"\nurl = \"http://h:6379\"\n" + route, "broker.url", "scheme must be redis:// or rediss://"},
 		{"redis no host", "[broker]\nkind = \"redis\"\nurl = \"redis://\"\n" + route, "broker.url", "missing host"},
@@ -380,7 +380,14 @@ func TestValidationErrors(t *testing.T) {
 
 		// unknown keys
 		{"unknown top-level key", "foo = 1\n" + route, "foo", "unknown key"},
-		{"unknown table", "[plugins]\na = 1\nb = 2\n" + route, "plugins", "unknown key"},
+		{"unknown table", "[extensions]\na = 1\nb = 2\n" + route, "extensions", "unknown key"},
+		{"plugin not a table", "[plugins]\na = 1\n" + route, "plugins.a", "must be a table, not an integer"},
+		{"plugin name", "[plugins.\"my-plugin\"]\nx = 1\n" + route, "plugins.my-plugin", "a plugin name is a Lua identifier"},
+		{"plugins not a table", "plugins = 1\n" + route, "plugins", "must be a table of [plugins.NAME] tables, not an integer"},
+		{"route modules type", strings.Replace(route, "[[routes]]", "[[routes]]\nmodules = \"greet\"", 1), "routes[0].modules", "must be an array of module names, not a string"},
+		{"route modules name", strings.Replace(route, "[[routes]]", "[[routes]]\nmodules = [\"greet\", 3]", 1), "routes[0].modules[1]", "must be a string, not an integer"},
+		{"route modules bad name", strings.Replace(route, "[[routes]]", "[[routes]]\nmodules = [\"a.b\"]", 1), "routes[0].modules[0]", `"a.b" is not a module name`},
+		{"route modules twice", strings.Replace(route, "[[routes]]", "[[routes]]\nmodules = [\"greet\", \"greet\"]", 1), "routes[0].modules[1]", `"greet" is listed twice`},
 		{"unknown server key", "[server]\nlistne = \"x\"\n" + route, "server.listne", `unknown key (did you mean "listen"?)`},
 		{"wrong case", "[server]\nLISTEN = \":1\"\n" + route, "server.LISTEN", `keys are case-sensitive: did you mean "listen"?`},
 		{"unknown route key", route + "[[routes]]\npath = \"/x\"\nscript = \"echo.lua\"\nscirpt = \"x\"\n", "routes[1].scirpt", `unknown key (did you mean "script"?)`},
@@ -441,9 +448,9 @@ func TestUnknownKeysAreNotRepeated(t *testing.T) {
 	// table, nothing inside a value of the wrong shape, nothing inside
 	// settings.
 	es, _ := loadErrors(t, `
-[plugins]
+[extensions]
 a = 1
-[plugins.sub]
+[extensions.sub]
 b = 2
 
 [[routes]]
@@ -460,7 +467,7 @@ item = 1
 	for _, e := range es {
 		keys = append(keys, e.Key)
 	}
-	if want := []string{"plugins", "routes[0].heartbeat"}; !reflect.DeepEqual(keys, want) {
+	if want := []string{"extensions", "routes[0].heartbeat"}; !reflect.DeepEqual(keys, want) {
 		t.Errorf("keys = %q, want %q\n%v", keys, want, es)
 	}
 }

@@ -25,6 +25,7 @@ type rawFile struct {
 	Broker    toml.Primitive `toml:"broker"`
 	Store     toml.Primitive `toml:"store"`
 	Routes    toml.Primitive `toml:"routes"`
+	Plugins   value          `toml:"plugins"` // each plugin decodes its own table
 }
 
 type rawServer struct {
@@ -83,6 +84,7 @@ type rawRoute struct {
 	MaxConnectionsPerIP value          `toml:"max_connections_per_ip"`
 	VMs                 value          `toml:"vms"`
 	Settings            value          `toml:"settings"` // free-form: a value marks everything below it decoded
+	Modules             value          `toml:"modules"`
 }
 
 type rawRateLimit struct {

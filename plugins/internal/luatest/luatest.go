@@ -1,44 +1,49 @@
-// Package luatest builds the Lua states the module plugins are tested in:
-// the libraries a moonwire sandbox opens (base, package, table, string,
-// math — never io, os or debug), with modules preloaded so that tests
-// reach them through require, as scripts do; and the Lua assertion
-// helpers those tests share. It is imported by tests
-// only, and knows gopher-lua and nothing of moonwire.
+// Package luatest builds the Lua states the module plugins are tested in,
+// and the Lua assertion helpers those tests share. A state is not a
+// look-alike of the sandbox but the sandbox itself: lua.NewSandboxState
+// builds it the way every route's VM is built, so a module is tested with
+// the libraries, replaced builtins (the bounded string library, pcall,
+// require ...), limits and read-only values scripts have, and with ws,
+// timer, log and time beside it. The modules under test are installed as
+// the engine installs Options.Modules: as globals, and in require's cache,
+// so that tests reach them through require, as scripts do.
+//
+// It is imported by tests only. It imports plugins/lua, which the module
+// plugins themselves must not (internal/layout), and which imports
+// plugins/internal/luavalue: that package's tests are therefore an
+// external test package.
 package luatest
 
 import (
 	"testing"
 
-	lua "github.com/yuin/gopher-lua"
+	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/lua"
 )
 
-// Module is what a module plugin offers require.
-type Module interface {
-	Name() string
-	Open(L *lua.LState) int
+// Module is what a module plugin offers require: a lua.Module.
+type Module = lua.Module
+
+// NewState returns a sandbox state (lua.NewSandboxState) with mods
+// installed. It is closed when t ends, unless the test closed it.
+func NewState(t testing.TB, mods ...Module) *glua.LState {
+	t.Helper()
+	return NewRouteState(t, "", mods...)
 }
 
-// NewState returns a state with the sandbox's libraries open and mods
-// preloaded. It is closed when t ends, unless the test closed it.
-func NewState(t testing.TB, mods ...Module) *lua.LState {
+// NewRouteState is NewState for a state that stands for the route
+// pattern route: ws.route, and the route a lua.RouteModule among mods is
+// opened for.
+//
+// It caps gopher-lua's table array part for the test binary
+// (lua.LimitArrays), as the moonwire command does for its process.
+func NewRouteState(t testing.TB, route string, mods ...Module) *glua.LState {
 	t.Helper()
-	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-		{lua.MathLibName, lua.OpenMath},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
-	for _, m := range mods {
-		L.PreloadModule(m.Name(), m.Open)
+	lua.LimitArrays()
+	L, err := lua.NewSandboxState(lua.SandboxOptions{Modules: mods, Route: route})
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if !L.IsClosed() { // LState.Close is not idempotent
@@ -50,7 +55,7 @@ func NewState(t testing.TB, mods ...Module) *lua.LState {
 
 // Run runs prelude and code as one chunk in L (so that errors name the
 // lines of both as one file would); an error fails the test.
-func Run(t testing.TB, L *lua.LState, prelude, code string) {
+func Run(t testing.TB, L *glua.LState, prelude, code string) {
 	t.Helper()
 	if err := L.DoString(prelude + code); err != nil {
 		t.Fatal(err)

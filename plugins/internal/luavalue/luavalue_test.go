@@ -1,4 +1,4 @@
-package luavalue
+package luavalue_test
 
 import (
 	"context"
@@ -14,18 +14,18 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/internal/luatest"
+	"github.com/moonwire/moonwire/plugins/internal/luavalue"
 )
 
-// newState returns a sandbox-like state with the package's helpers as
-// globals.
+// newState returns a sandbox state with the package's helpers as globals.
 func newState(t testing.TB) *lua.LState {
 	t.Helper()
 	L := luatest.NewState(t)
 	// Scripts under test reach the helpers as globals.
-	L.SetGlobal("null", Null(L))
+	L.SetGlobal("null", luavalue.Null(L))
 	L.SetGlobal("array", L.NewFunction(func(L *lua.LState) int {
 		t := L.OptTable(1, L.NewTable())
-		MarkArray(L, t)
+		luavalue.MarkArray(L, t)
 		L.Push(t)
 		return 1
 	}))
@@ -91,7 +91,7 @@ func TestToLua(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			L := newState(t)
-			L.SetGlobal("v", ToLua(L, tt.in))
+			L.SetGlobal("v", luavalue.ToLua(L, tt.in))
 			if err := L.DoString(tt.check); err != nil {
 				t.Fatal(err)
 			}
@@ -128,24 +128,24 @@ func TestFromLua(t *testing.T) {
 		{name: "sequence built backwards", expr: `(function() local t = {} t[3] = 3 t[2] = 2 t[1] = 1 return t end)()`, want: []any{1.0, 2.0, 3.0}},
 		{name: "trailing nil ignored", expr: `{1, 2, nil}`, want: []any{1.0, 2.0}},
 		{name: "emptied array part", expr: `(function() local t = {1, 2} t[1] = nil t[2] = nil t.x = 1 return t end)()`, want: map[string]any{"x": 1.0}},
-		{name: "sequence plus huge index", expr: `{1, 2, [2^40] = 3}`, wantErr: ErrKey},
-		{name: "sequence plus fraction", expr: `{1, 2, [2.5] = 3}`, wantErr: ErrKey, errText: "number 2.5"},
-		{name: "function", expr: `print`, wantErr: ErrType, errText: "unsupported value type: function"},
-		{name: "nested function names path", expr: `{a = {1, {f = print}}}`, wantErr: ErrType, errText: "function at $.a[2].f"},
-		{name: "odd key quoted in path", expr: `{["a b"] = print}`, wantErr: ErrType, errText: `at $["a b"]`},
-		{name: "userdata", mk: func(L *lua.LState) lua.LValue { return L.NewUserData() }, wantErr: ErrType, errText: "unsupported value type: userdata"},
-		{name: "thread", mk: func(L *lua.LState) lua.LValue { co, _ := L.NewThread(); return co }, wantErr: ErrType, errText: "thread"},
-		{name: "cycle", expr: `(function() local t = {} t.self = t return t end)()`, wantErr: ErrCycle, errText: "cycle at $.self"},
-		{name: "deep cycle", expr: `(function() local a, b = {}, {} a.b = b b.list = {a} return a end)()`, wantErr: ErrCycle, errText: "at $.b.list[1]"},
-		{name: "too deep", expr: `(function() local t = {} for i = 1, 100 do t = {t} end return t end)()`, wantErr: ErrTooDeep},
-		{name: "mixed table", expr: `{1, 2, x = 3}`, wantErr: ErrKey, errText: "mixes"},
-		{name: "number key in object", expr: `{[1.5] = 1, x = 2}`, wantErr: ErrKey, errText: "number 1.5"},
-		{name: "zero key", expr: `{[0] = 1}`, wantErr: ErrKey, errText: "number 0"},
-		{name: "boolean key", expr: `{[true] = 1}`, wantErr: ErrKey, errText: "boolean"},
-		{name: "sparse sequence", expr: `{[1] = 1, [3] = 3}`, wantErr: ErrKey, errText: "array has holes (index 3 with 2 elements)"},
-		{name: "hole in the array part", expr: `{1, nil, 3}`, wantErr: ErrKey, errText: "holes"},
-		{name: "marked array with hole", expr: `array({[1] = 1, [3] = 3})`, wantErr: ErrKey, errText: "holes"},
-		{name: "marked array with string key", expr: `array({1, x = 2})`, wantErr: ErrKey, errText: `array has key "x"`},
+		{name: "sequence plus huge index", expr: `{1, 2, [2^40] = 3}`, wantErr: luavalue.ErrKey},
+		{name: "sequence plus fraction", expr: `{1, 2, [2.5] = 3}`, wantErr: luavalue.ErrKey, errText: "number 2.5"},
+		{name: "function", expr: `print`, wantErr: luavalue.ErrType, errText: "unsupported value type: function"},
+		{name: "nested function names path", expr: `{a = {1, {f = print}}}`, wantErr: luavalue.ErrType, errText: "function at $.a[2].f"},
+		{name: "odd key quoted in path", expr: `{["a b"] = print}`, wantErr: luavalue.ErrType, errText: `at $["a b"]`},
+		{name: "userdata", mk: func(L *lua.LState) lua.LValue { return L.NewUserData() }, wantErr: luavalue.ErrType, errText: "unsupported value type: userdata"},
+		{name: "thread", mk: func(L *lua.LState) lua.LValue { co, _ := L.NewThread(); return co }, wantErr: luavalue.ErrType, errText: "thread"},
+		{name: "cycle", expr: `(function() local t = {} t.self = t return t end)()`, wantErr: luavalue.ErrCycle, errText: "cycle at $.self"},
+		{name: "deep cycle", expr: `(function() local a, b = {}, {} a.b = b b.list = {a} return a end)()`, wantErr: luavalue.ErrCycle, errText: "at $.b.list[1]"},
+		{name: "too deep", expr: `(function() local t = {} for i = 1, 100 do t = {t} end return t end)()`, wantErr: luavalue.ErrTooDeep},
+		{name: "mixed table", expr: `{1, 2, x = 3}`, wantErr: luavalue.ErrKey, errText: "mixes"},
+		{name: "number key in object", expr: `{[1.5] = 1, x = 2}`, wantErr: luavalue.ErrKey, errText: "number 1.5"},
+		{name: "zero key", expr: `{[0] = 1}`, wantErr: luavalue.ErrKey, errText: "number 0"},
+		{name: "boolean key", expr: `{[true] = 1}`, wantErr: luavalue.ErrKey, errText: "boolean"},
+		{name: "sparse sequence", expr: `{[1] = 1, [3] = 3}`, wantErr: luavalue.ErrKey, errText: "array has holes (index 3 with 2 elements)"},
+		{name: "hole in the array part", expr: `{1, nil, 3}`, wantErr: luavalue.ErrKey, errText: "holes"},
+		{name: "marked array with hole", expr: `array({[1] = 1, [3] = 3})`, wantErr: luavalue.ErrKey, errText: "holes"},
+		{name: "marked array with string key", expr: `array({1, x = 2})`, wantErr: luavalue.ErrKey, errText: `array has key "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestFromLua(t *testing.T) {
 			} else {
 				in = eval(t, L, tt.expr)
 			}
-			got, err := FromLua(in)
+			got, err := luavalue.FromLua(in)
 			if tt.wantErr != nil || tt.errText != "" {
 				if err == nil {
 					t.Fatalf("FromLua(%s) = %#v, want error", tt.expr, got)
@@ -198,14 +198,14 @@ func TestFromLuaDepth(t *testing.T) {
 		}
 		return v
 	}
-	if _, err := FromLuaDepth(nest(5), 5); err != nil {
+	if _, err := luavalue.FromLuaDepth(nest(5), 5); err != nil {
 		t.Fatalf("depth 5 with limit 5: %v", err)
 	}
-	_, err := FromLuaDepth(nest(6), 5)
-	if !errors.Is(err, ErrTooDeep) || err.Error() != "table nesting too deep" {
+	_, err := luavalue.FromLuaDepth(nest(6), 5)
+	if !errors.Is(err, luavalue.ErrTooDeep) || err.Error() != "table nesting too deep" {
 		t.Fatalf("depth 6 with limit 5: %v", err)
 	}
-	if _, err := FromLua(nest(DefaultMaxDepth)); err != nil {
+	if _, err := luavalue.FromLua(nest(luavalue.DefaultMaxDepth)); err != nil {
 		t.Fatalf("default depth: %v", err)
 	}
 }
@@ -228,9 +228,9 @@ func TestAppendJSON(t *testing.T) {
 		{`1e21`, `1e+21`, nil},
 		{`1e-7`, `1e-7`, nil},
 		{`0.1`, `0.1`, nil},
-		{`0/0`, ``, ErrNumber},
-		{`1/0`, ``, ErrNumber},
-		{`{x = -1/0}`, ``, ErrNumber},
+		{`0/0`, ``, luavalue.ErrNumber},
+		{`1/0`, ``, luavalue.ErrNumber},
+		{`{x = -1/0}`, ``, luavalue.ErrNumber},
 		{`"plain"`, `"plain"`, nil},
 		{`"q\"b\\s/ <>&"`, `"q\"b\\s/ <>&"`, nil},
 		{`"\n\r\t\b\f\1\31"`, `"\n\r\t\b\f\u0001\u001f"`, nil},
@@ -242,15 +242,15 @@ func TestAppendJSON(t *testing.T) {
 		{`{1, 2, 3}`, `[1,2,3]`, nil},
 		{`{b = 1, a = {1, null, "x"}, c = {}}`, `{"a":[1,null,"x"],"b":1,"c":{}}`, nil},
 		{`{["z"] = 1, ["a b"] = 2, ["é"] = 3, ["10"] = 4, ["9"] = 5}`, `{"10":4,"9":5,"a b":2,"z":1,"é":3}`, nil},
-		{`{f = print}`, ``, ErrType},
-		{`(function() local t = {} t[1] = t return t end)()`, ``, ErrCycle},
-		{`{1, x = 2}`, ``, ErrKey},
+		{`{f = print}`, ``, luavalue.ErrType},
+		{`(function() local t = {} t[1] = t return t end)()`, ``, luavalue.ErrCycle},
+		{`{1, x = 2}`, ``, luavalue.ErrKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
 			t.Parallel()
 			L := newState(t)
-			got, err := AppendJSON([]byte("prefix:"), eval(t, L, tt.expr), 8, 0)
+			got, err := luavalue.AppendJSON([]byte("prefix:"), eval(t, L, tt.expr), 8, 0)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("AppendJSON(%s) = %q, %v; want %v", tt.expr, got, err, tt.wantErr)
@@ -270,19 +270,6 @@ func TestAppendJSON(t *testing.T) {
 	}
 }
 
-// TestAppendJSONMatchesEncodingJSON guards the claim that Lua and Go peers
-// print numbers the same way.
-func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
-	t.Parallel()
-	for _, f := range []float64{0, 1, -1, 0.1, 1.0 / 3, 1e-6, 1e-7, 123456789, 1 << 53, 1e20, 1e21, 5e-324, math.MaxFloat64, -1.5e300} {
-		want, _ := json.Marshal(f)
-		got, err := appendNumber(nil, f)
-		if err != nil || string(got) != string(want) {
-			t.Errorf("appendNumber(%v) = %s, %v; encoding/json says %s", f, got, err, want)
-		}
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	values := []any{
@@ -293,7 +280,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for _, v := range values {
 		L := newState(t)
-		got, err := FromLua(ToLua(L, v))
+		got, err := luavalue.FromLua(luavalue.ToLua(L, v))
 		if err != nil {
 			t.Fatalf("FromLua(ToLua(%#v)): %v", v, err)
 		}
@@ -306,14 +293,14 @@ func TestRoundTrip(t *testing.T) {
 func TestNullAndMarker(t *testing.T) {
 	t.Parallel()
 	L := newState(t)
-	if a, b := Null(L), Null(L); a != b {
+	if a, b := luavalue.Null(L), luavalue.Null(L); a != b {
 		t.Fatal("Null is not stable per state")
 	}
 	other := newState(t)
-	if !IsNull(Null(other)) || IsNull(L.NewUserData()) || IsNull(lua.LNil) {
+	if !luavalue.IsNull(luavalue.Null(other)) || luavalue.IsNull(L.NewUserData()) || luavalue.IsNull(lua.LNil) {
 		t.Fatal("IsNull mismatch")
 	}
-	if a, b := ArrayMetatable(L), ArrayMetatable(L); a != b {
+	if a, b := luavalue.ArrayMetatable(L), luavalue.ArrayMetatable(L); a != b {
 		t.Fatal("array metatable is not shared")
 	}
 	err := L.DoString(`
@@ -327,14 +314,14 @@ func TestNullAndMarker(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb := L.NewTable()
-	if IsArray(tb) {
+	if luavalue.IsArray(tb) {
 		t.Fatal("plain table is an array")
 	}
 	tb.Metatable = eval(t, L, `{__jsontype = "object"}`)
-	if IsArray(tb) {
+	if luavalue.IsArray(tb) {
 		t.Fatal("object-marked table is an array")
 	}
-	if a := NewArray(L, 4); !IsArray(a) || a.Len() != 0 {
+	if a := luavalue.NewArray(L, 4); !luavalue.IsArray(a) || a.Len() != 0 {
 		t.Fatal("NewArray is not an empty marked array")
 	}
 }
@@ -346,7 +333,7 @@ func BenchmarkAppendJSON(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if buf, err = AppendJSON(buf[:0], v, DefaultMaxDepth, 0); err != nil {
+		if buf, err = luavalue.AppendJSON(buf[:0], v, luavalue.DefaultMaxDepth, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -357,7 +344,7 @@ func BenchmarkFromLua(b *testing.B) {
 	v := eval(b, L, `{id = "c-42", kind = "text", n = 3, ok = true, tags = {"a", "b"}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := FromLua(v); err != nil {
+		if _, err := luavalue.FromLua(v); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -406,9 +393,9 @@ func TestAppendJSONLimitAsItGrows(t *testing.T) {
 			}
 			v := L.Get(-1)
 			L.Pop(1)
-			got, err := AppendJSONWith([]byte("prefix:"), v, Options{MaxSize: limit})
-			if !errors.Is(err, ErrTooLarge) || err.Error() != "encoding too large" {
-				t.Fatalf("err = %v, want %v without a path", err, ErrTooLarge)
+			got, err := luavalue.AppendJSONWith([]byte("prefix:"), v, luavalue.Options{MaxSize: limit})
+			if !errors.Is(err, luavalue.ErrTooLarge) || err.Error() != "encoding too large" {
+				t.Fatalf("err = %v, want %v without a path", err, luavalue.ErrTooLarge)
 			}
 			if n := len(got) - len("prefix:"); n > limit+slack {
 				t.Fatalf("appended %d bytes with limit %d", n, limit)
@@ -417,10 +404,10 @@ func TestAppendJSONLimitAsItGrows(t *testing.T) {
 	}
 	// The bound is inclusive, closing brackets included.
 	v := eval(t, L, `{1, {2, {3}}}`) // [1,[2,[3]]]: 11 bytes
-	if got, err := AppendJSONWith(nil, v, Options{MaxSize: 11}); err != nil || string(got) != "[1,[2,[3]]]" {
+	if got, err := luavalue.AppendJSONWith(nil, v, luavalue.Options{MaxSize: 11}); err != nil || string(got) != "[1,[2,[3]]]" {
 		t.Fatalf("11 bytes with limit 11: %q, %v", got, err)
 	}
-	if _, err := AppendJSONWith(nil, v, Options{MaxSize: 10}); !errors.Is(err, ErrTooLarge) {
+	if _, err := luavalue.AppendJSONWith(nil, v, luavalue.Options{MaxSize: 10}); !errors.Is(err, luavalue.ErrTooLarge) {
 		t.Fatalf("11 bytes with limit 10: %v", err)
 	}
 }
@@ -447,15 +434,15 @@ func TestFromLuaSize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		v := eval(t, L, tt.expr)
-		if _, err := FromLuaWith(v, Options{MaxSize: max(tt.size, 1)}); err != nil {
+		if _, err := luavalue.FromLuaWith(v, luavalue.Options{MaxSize: max(tt.size, 1)}); err != nil {
 			t.Errorf("%s with MaxSize %d: %v", tt.expr, tt.size, err)
 		}
 		if tt.size <= 1 {
 			continue
 		}
-		_, err := FromLuaWith(v, Options{MaxSize: tt.size - 1})
-		if !errors.Is(err, ErrTooLarge) {
-			t.Errorf("%s with MaxSize %d: %v, want %v", tt.expr, tt.size-1, err, ErrTooLarge)
+		_, err := luavalue.FromLuaWith(v, luavalue.Options{MaxSize: tt.size - 1})
+		if !errors.Is(err, luavalue.ErrTooLarge) {
+			t.Errorf("%s with MaxSize %d: %v, want %v", tt.expr, tt.size-1, err, luavalue.ErrTooLarge)
 		}
 	}
 }
@@ -467,29 +454,29 @@ func TestSharedTablesBounded(t *testing.T) {
 	t.Parallel()
 	L := newState(t)
 	small := doubling(t, L, 16) // 2^17-1 values on the walk
-	if _, err := FromLuaWith(small, Options{MaxSize: 1000}); err != ErrTooLarge {
-		t.Errorf("FromLuaWith MaxSize 1000: %v, want %v", err, ErrTooLarge)
+	if _, err := luavalue.FromLuaWith(small, luavalue.Options{MaxSize: 1000}); err != luavalue.ErrTooLarge {
+		t.Errorf("FromLuaWith MaxSize 1000: %v, want %v", err, luavalue.ErrTooLarge)
 	}
-	if _, err := FromLuaWith(small, Options{MaxNodes: 1000}); err != ErrTooMany {
-		t.Errorf("FromLuaWith MaxNodes 1000: %v, want %v", err, ErrTooMany)
+	if _, err := luavalue.FromLuaWith(small, luavalue.Options{MaxNodes: 1000}); err != luavalue.ErrTooMany {
+		t.Errorf("FromLuaWith MaxNodes 1000: %v, want %v", err, luavalue.ErrTooMany)
 	}
-	if _, err := AppendJSONWith(nil, small, Options{MaxNodes: 1000}); err != ErrTooMany {
-		t.Errorf("AppendJSONWith MaxNodes 1000: %v, want %v", err, ErrTooMany)
+	if _, err := luavalue.AppendJSONWith(nil, small, luavalue.Options{MaxNodes: 1000}); err != luavalue.ErrTooMany {
+		t.Errorf("AppendJSONWith MaxNodes 1000: %v, want %v", err, luavalue.ErrTooMany)
 	}
-	if _, err := FromLua(small); err != nil {
+	if _, err := luavalue.FromLua(small); err != nil {
 		t.Errorf("FromLua within DefaultMaxNodes: %v", err)
 	}
 	// Without a size bound, DefaultMaxNodes applies.
 	big := doubling(t, L, 20) // 2^21-1 values
-	if _, err := FromLua(big); err != ErrTooMany {
-		t.Errorf("FromLua: %v, want %v", err, ErrTooMany)
+	if _, err := luavalue.FromLua(big); err != luavalue.ErrTooMany {
+		t.Errorf("FromLua: %v, want %v", err, luavalue.ErrTooMany)
 	}
-	if _, err := AppendJSON(nil, big, DefaultMaxDepth, 0); err != ErrTooMany {
-		t.Errorf("AppendJSON without maxLen: %v, want %v", err, ErrTooMany)
+	if _, err := luavalue.AppendJSON(nil, big, luavalue.DefaultMaxDepth, 0); err != luavalue.ErrTooMany {
+		t.Errorf("AppendJSON without maxLen: %v, want %v", err, luavalue.ErrTooMany)
 	}
 	// Cycles are still cycles.
 	cyc := eval(t, L, `(function() local t = {1} t[2] = {t} return t end)()`)
-	if _, err := FromLuaWith(cyc, Options{MaxSize: 1000}); !errors.Is(err, ErrCycle) {
+	if _, err := luavalue.FromLuaWith(cyc, luavalue.Options{MaxSize: 1000}); !errors.Is(err, luavalue.ErrCycle) {
 		t.Errorf("cycle: %v", err)
 	}
 }
@@ -502,14 +489,14 @@ func TestWalkStopsWhenCancelled(t *testing.T) {
 	v := doubling(t, L, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := FromLuaWith(v, Options{Context: ctx}); err != context.Canceled {
+	if _, err := luavalue.FromLuaWith(v, luavalue.Options{Context: ctx}); err != context.Canceled {
 		t.Errorf("FromLuaWith: %v, want %v", err, context.Canceled)
 	}
-	if _, err := AppendJSONWith(nil, v, Options{Context: ctx}); err != context.Canceled {
+	if _, err := luavalue.AppendJSONWith(nil, v, luavalue.Options{Context: ctx}); err != context.Canceled {
 		t.Errorf("AppendJSONWith: %v, want %v", err, context.Canceled)
 	}
 	// A live context changes nothing.
-	if _, err := AppendJSONWith(nil, v, Options{Context: context.Background()}); err != nil {
+	if _, err := luavalue.AppendJSONWith(nil, v, luavalue.Options{Context: context.Background()}); err != nil {
 		t.Errorf("AppendJSONWith under a live context: %v", err)
 	}
 }

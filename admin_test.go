@@ -1,4 +1,4 @@
-package node_test
+package moonwire_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package node
+package moonwire
 
 import (
 	"crypto/tls"

@@ -1,9 +1,10 @@
-package node
+package moonwire
 
 import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,10 +31,10 @@ type ReloadStatus struct {
 }
 
 // Status returns the outcome of the last reload.
-func (n *Node) Status() ReloadStatus {
-	n.statusMu.Lock()
-	defer n.statusMu.Unlock()
-	st := n.status
+func (s *Server) Status() ReloadStatus {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	st := s.status
 	st.Changed = slices.Clone(st.Changed)
 	st.Removed = slices.Clone(st.Removed)
 	st.Server = slices.Clone(st.Server)
@@ -48,30 +49,30 @@ var ErrNotReloadable = errors.New("the embedded configuration cannot be reloaded
 // router.Server.Reconfigure). On any error the running version keeps
 // serving, the error is returned and recorded in Status, and nothing is
 // half-applied.
-func (n *Node) Reload() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
+func (s *Server) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
 		return ErrClosing // not a failure: nothing is reloaded any more
 	}
-	diff, err := n.reload()
+	diff, err := s.reload()
 	if errors.Is(err, lua.ErrStopping) {
 		return ErrClosing // the shutdown cut the build short: not a failure
 	}
-	n.statusMu.Lock()
-	defer n.statusMu.Unlock()
-	n.status.At = time.Now()
-	n.status.OK = err == nil
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	s.status.At = time.Now()
+	s.status.OK = err == nil
 	if err != nil {
-		n.status.Failures++
-		n.status.Err = err.Error()
-		n.log.Error("reload failed; the running version keeps serving", "err", err)
+		s.status.Failures++
+		s.status.Err = err.Error()
+		s.log.Error("reload failed; the running version keeps serving", "err", err)
 		return err
 	}
-	n.status.Reloads++
-	n.status.Err = ""
-	n.status.Changed, n.status.Removed, n.status.Server = diff.routes, diff.removed, diff.server
-	n.log.Info("reloaded", "file", n.cfg.File, "changed", diff.routes, "removed", diff.removed, "settings", diff.server)
+	s.status.Reloads++
+	s.status.Err = ""
+	s.status.Changed, s.status.Removed, s.status.Server = diff.routes, diff.removed, diff.server
+	s.log.Info("reloaded", "file", s.cfg.File, "changed", diff.routes, "removed", diff.removed, "settings", diff.server)
 	return nil
 }
 
@@ -115,6 +116,18 @@ func diffConfigs(old, cfg *config.Config, oldH, newH map[string]*lua.Route) relo
 	} {
 		d.server = append(d.server, changedFields(sec.name, sec.old, sec.new)...)
 	}
+	names := map[string]bool{}
+	for n := range old.Plugins {
+		names[n] = true
+	}
+	for n := range cfg.Plugins {
+		names[n] = true
+	}
+	for _, n := range slices.Sorted(maps.Keys(names)) {
+		if !old.Plugin(n).Equal(cfg.Plugin(n)) {
+			d.server = append(d.server, "plugins."+n)
+		}
+	}
 	return d
 }
 
@@ -127,7 +140,7 @@ func changedFields(section string, a, b any) []string {
 	var out []string
 	for i := range va.NumField() {
 		f := va.Type().Field(i)
-		if f.Type.String() == "fs.FS" {
+		if f.Type.String() == "fs.FS" || f.Name == "MemoryLimitSet" {
 			continue
 		}
 		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
@@ -156,50 +169,97 @@ func snake(name string) string {
 // down.
 var ErrClosing = errors.New("the node is shutting down; not reloading")
 
-func (n *Node) reload() (reloadDiff, error) {
-	if n.cfg.Dir == "" {
+func (s *Server) reload() (reloadDiff, error) {
+	if s.cfg.Dir == "" {
 		return reloadDiff{}, ErrNotReloadable
 	}
-	cfg, err := config.Load(n.cfg.File)
+	cfg, err := config.Load(s.cfg.File)
 	if err != nil {
 		return reloadDiff{}, err
 	}
-	if err := liveCompatible(n.cfg, cfg); err != nil {
+	if err := s.liveCompatible(s.cfg, cfg); err != nil {
 		return reloadDiff{}, err
 	}
 	// Certificates are re-read (same paths: renewals apply live) before
 	// anything is built, so a bad certificate fails the whole reload.
 	var cert *tls.Certificate
-	if n.certs != nil {
+	if s.certs != nil {
 		c, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey)
 		if err != nil {
 			return reloadDiff{}, fmt.Errorf("%s: server.tls_cert: %w", cfg.File, err)
 		}
 		cert = &c
 	}
-	handlers, err := n.build(cfg, n.handlers)
+	mods, apply, err := s.reloadModules(cfg)
 	if err != nil {
 		return reloadDiff{}, err
 	}
-	if err := n.Router.Reconfigure(n.routerConfig(cfg, handlers)); err != nil {
-		releaseAll(handlers, n.handlers)
+	handlers, err := s.build(cfg, mods, s.handlers)
+	if err != nil {
+		mods.close(s.mods.all)
 		return reloadDiff{}, err
 	}
-	diff := diffConfigs(n.cfg, cfg, n.handlers, handlers)
+	if err := s.Router.Reconfigure(s.routerConfig(cfg, handlers)); err != nil {
+		releaseAll(handlers, s.handlers)
+		mods.close(s.mods.all)
+		return reloadDiff{}, err
+	}
+	for _, f := range apply {
+		f()
+	}
+	s.mods = mods
+	diff := diffConfigs(s.cfg, cfg, s.handlers, handlers)
 	// Handlers no longer used were stopped by the router (retired routes
 	// stop once drained); nothing else holds them.
-	n.cfg, n.handlers = cfg, handlers
-	n.live.Store(&served{cfg, handlers})
-	n.Store.SetLimits(storeOptions(cfg))
+	s.cfg, s.handlers = cfg, handlers
+	s.live.Store(&served{cfg, handlers})
 	if cert != nil {
-		n.certs.cert.Store(cert)
+		s.certs.cert.Store(cert)
 	}
 	return diff, nil
 }
 
+// reloadModules prepares the modules cfg needs, aside: the running
+// instances are kept, a module a route now lists for the first time is
+// made, and an instance whose table changed takes it through
+// Reconfigure, whose apply functions run once the rest of the reload has
+// succeeded. A changed table whose plugin cannot take it live is refused.
+func (s *Server) reloadModules(cfg *config.Config) (*modules, []func(), error) {
+	if k := cfg.Broker.Kind; !s.cfg.Plugin(k).Equal(cfg.Plugin(k)) {
+		return nil, nil, fmt.Errorf("%s: reload not supported for plugins.%s: the broker takes its table only at start", cfg.File, k)
+	}
+	mods, err := buildModules(cfg, s.log, s.Metrics, s.mods.all)
+	if err != nil {
+		return nil, nil, err
+	}
+	var apply []func()
+	for _, name := range mods.names() {
+		m := mods.all[name]
+		if s.mods.all[name] != m {
+			continue // new: made from cfg
+		}
+		if r, ok := m.(Reconfigurer); ok {
+			f, err := r.Reconfigure(moduleContext(cfg, name, s.log, s.Metrics))
+			if err != nil {
+				mods.close(s.mods.all)
+				return nil, nil, fmt.Errorf("module %s: %w", name, err)
+			}
+			if f != nil {
+				apply = append(apply, f)
+			}
+			continue
+		}
+		if !s.cfg.Plugin(name).Equal(cfg.Plugin(name)) {
+			mods.close(s.mods.all)
+			return nil, nil, fmt.Errorf("%s: reload not supported for plugins.%s: the %s module takes its table only at start", cfg.File, name, name)
+		}
+	}
+	return mods, apply, nil
+}
+
 // liveCompatible refuses a new config that changes what cannot change in a
 // running process.
-func liveCompatible(old, cfg *config.Config) error {
+func (s *Server) liveCompatible(old, cfg *config.Config) error {
 	fixed := []struct {
 		key      string
 		old, new any
@@ -212,7 +272,7 @@ func liveCompatible(old, cfg *config.Config) error {
 		{"admin.pprof", old.Admin.Pprof, cfg.Admin.Pprof},
 		{"admin.pprof_public", old.Admin.PprofPublic, cfg.Admin.PprofPublic},
 		{"admin.token", old.Admin.Token != cfg.Admin.Token, false}, // never print a token
-		{"scripts.memory_limit", old.Scripts.MemoryLimit, cfg.Scripts.MemoryLimit},
+		{"scripts.memory_limit", s.memoryLimit(old), s.memoryLimit(cfg)},
 		{"broker.kind", old.Broker.Kind, cfg.Broker.Kind},
 		{"broker.url", old.Broker.URL, cfg.Broker.URL},
 	}

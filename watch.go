@@ -1,4 +1,4 @@
-package node
+package moonwire
 
 import (
 	"context"
@@ -20,8 +20,8 @@ const DefaultDebounce = 200 * time.Millisecond
 // when the watcher has stopped. Reload errors are logged and recorded (see
 // Status); the running version keeps serving. The embedded config cannot
 // be watched: ErrNotReloadable.
-func (n *Node) Watch(ctx context.Context, debounce time.Duration) (done <-chan struct{}, err error) {
-	cfg := n.Config()
+func (s *Server) Watch(ctx context.Context, debounce time.Duration) (done <-chan struct{}, err error) {
+	cfg := s.Config()
 	if cfg.Dir == "" {
 		return nil, ErrNotReloadable
 	}
@@ -50,7 +50,7 @@ func (n *Node) Watch(ctx context.Context, debounce time.Duration) (done <-chan s
 		for dir := range want {
 			if !watched[dir] {
 				if err := w.Add(dir); err != nil {
-					n.log.Warn("cannot watch folder; its changes need SIGHUP", "dir", dir, "err", err)
+					s.log.Warn("cannot watch folder; its changes need SIGHUP", "dir", dir, "err", err)
 					continue
 				}
 				watched[dir] = true
@@ -64,35 +64,35 @@ func (n *Node) Watch(ctx context.Context, debounce time.Duration) (done <-chan s
 		if filepath.Clean(name) == abs {
 			return true
 		}
-		sd := n.Config().Scripts.Dir
+		sd := s.Config().Scripts.Dir
 		rel, err := filepath.Rel(sd, name)
 		return err == nil && rel != ".." && !filepath.IsAbs(rel) && (len(rel) < 3 || rel[:3] != "../")
 	}
 
 	// Shutdown stops the watcher too, and waits for it.
 	ctx, cancel := context.WithCancel(ctx)
-	n.mu.Lock()
-	if n.closing {
-		n.mu.Unlock()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
 		cancel()
 		_ = w.Close()
 		return nil, ErrClosing
 	}
-	n.unwatch = append(n.unwatch, cancel)
-	n.watchers.Add(1)
-	n.mu.Unlock()
+	s.unwatch = append(s.unwatch, cancel)
+	s.watchers.Add(1)
+	s.mu.Unlock()
 	stopped := make(chan struct{})
 	go func() {
-		defer n.watchers.Done()
+		defer s.watchers.Done()
 		defer close(stopped)
 		defer cancel()
 		defer w.Close()
-		n.watchLoop(ctx, w, debounce, abs, relevant, watchTree)
+		s.watchLoop(ctx, w, debounce, abs, relevant, watchTree)
 	}()
 	return stopped, nil
 }
 
-func (n *Node) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce time.Duration, abs string,
+func (s *Server) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce time.Duration, abs string,
 	relevant func(string) bool, watchTree func(string, string)) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -104,7 +104,7 @@ func (n *Node) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce time
 			if !ok {
 				return
 			}
-			n.log.Warn("file watcher error", "err", err)
+			s.log.Warn("file watcher error", "err", err)
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
@@ -114,13 +114,13 @@ func (n *Node) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce time
 			}
 			if ev.Has(fsnotify.Create) {
 				// A new folder under scripts: watch it too.
-				watchTree(abs, n.Config().Scripts.Dir)
+				watchTree(abs, s.Config().Scripts.Dir)
 			}
 			timer.Reset(debounce)
 		case <-timer.C:
-			_ = n.Reload()
+			_ = s.Reload()
 			// The scripts folder may have moved.
-			watchTree(abs, n.Config().Scripts.Dir)
+			watchTree(abs, s.Config().Scripts.Dir)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package node_test
+package moonwire_test
 
 import (
 	"cmp"
@@ -23,7 +23,7 @@ import (
 // default sizes keep the suite quick; the figures in the README come from
 // examples/reload/proof.sh, which runs
 //
-//	go test ./internal/node/ -run TestReloadUnderLoad -v -reload.clients=1000 -reload.rewrites=100 -reload.via=watch
+//	go test . -run TestReloadUnderLoad -v -reload.clients=1000 -reload.rewrites=100 -reload.via=watch
 var (
 	proofClients  = flag.Int("reload.clients", 100, "chat clients in the reload proof")
 	proofRewrites = flag.Int("reload.rewrites", 30, "script rewrites in the reload proof (half of them broken)")

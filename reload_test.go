@@ -1,4 +1,4 @@
-package node_test
+package moonwire_test
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moonwire/moonwire"
 	"github.com/moonwire/moonwire/internal/moontest"
-	"github.com/moonwire/moonwire/internal/node"
 	"github.com/moonwire/moonwire/router/config"
 	"github.com/moonwire/moonwire/scripts"
 )
@@ -229,10 +229,10 @@ func TestEmbeddedConfigIsNotReloadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := moontest.StartConfig(t, cfg)
-	if err := s.Reload(); !errors.Is(err, node.ErrNotReloadable) {
+	if err := s.Reload(); !errors.Is(err, moonwire.ErrNotReloadable) {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := s.Watch(context.Background(), 0); !errors.Is(err, node.ErrNotReloadable) {
+	if _, err := s.Watch(context.Background(), 0); !errors.Is(err, moonwire.ErrNotReloadable) {
 		t.Fatalf("watch: %v", err)
 	}
 }
@@ -271,7 +271,7 @@ func TestReloadRacingShutdown(t *testing.T) {
 					return
 				default:
 				}
-				if err := s.Reload(); errors.Is(err, node.ErrClosing) {
+				if err := s.Reload(); errors.Is(err, moonwire.ErrClosing) {
 					return
 				}
 			}
@@ -289,7 +289,7 @@ func TestReloadRacingShutdown(t *testing.T) {
 			t.Fatalf("round %d: Shutdown hung while reloads ran", round)
 		}
 		cancel()
-		if err := s.Reload(); !errors.Is(err, node.ErrClosing) {
+		if err := s.Reload(); !errors.Is(err, moonwire.ErrClosing) {
 			t.Fatalf("a reload after shutdown: %v, want ErrClosing", err)
 		}
 		close(stop)
@@ -381,7 +381,7 @@ script = "v.lua"
 	go func() { reloaded <- s.Reload() }()
 	s.WaitLog(t, "slow top level")
 
-	status := make(chan node.ReloadStatus, 1)
+	status := make(chan moonwire.ReloadStatus, 1)
 	go func() { status <- s.Status() }()
 	select {
 	case <-status:
@@ -401,7 +401,7 @@ script = "v.lua"
 	case <-time.After(2 * moontest.Timeout):
 		t.Fatal("Shutdown waited for the reload's top level (handler_timeout 10m)")
 	}
-	if err := <-reloaded; !errors.Is(err, node.ErrClosing) {
+	if err := <-reloaded; !errors.Is(err, moonwire.ErrClosing) {
 		t.Fatalf("the reload cut short: %v, want ErrClosing", err)
 	}
 }

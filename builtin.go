@@ -1,0 +1,46 @@
+package moonwire
+
+import (
+	"github.com/moonwire/moonwire/plugins/crypto"
+	"github.com/moonwire/moonwire/plugins/json"
+	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/plugins/metrics"
+	"github.com/moonwire/moonwire/plugins/store"
+	"github.com/moonwire/moonwire/router/broker"
+	"github.com/moonwire/moonwire/router/config"
+)
+
+// The built-in plugins register as any other plugin does; only the place
+// differs (a third party's init is in its own package).
+func init() {
+	RegisterModule(ModuleInfo{Name: "json", New: func(ModuleContext) (lua.Module, error) {
+		return json.New(json.Limits{}), nil
+	}})
+	RegisterModule(ModuleInfo{Name: "crypto", New: func(ModuleContext) (lua.Module, error) {
+		return crypto.New(crypto.Options{}), nil
+	}})
+	RegisterModule(ModuleInfo{Name: "store", New: func(ctx ModuleContext) (lua.Module, error) {
+		return &storeModule{store.New(storeOptions(ctx.Server))}, nil
+	}})
+	RegisterModule(ModuleInfo{Name: "metrics", New: func(ctx ModuleContext) (lua.Module, error) {
+		return metrics.New(ctx.Metrics, metrics.Options{}), nil
+	}})
+	RegisterBroker(BrokerInfo{Name: "memory", New: func(BrokerContext) (broker.Broker, error) {
+		// One process: the router's own in-memory broker.
+		return nil, nil
+	}})
+}
+
+// storeModule is the shared store; it takes a reload's [store] live.
+type storeModule struct{ *store.Store }
+
+// Reconfigure implements Reconfigurer: the new bounds apply at the swap.
+func (s storeModule) Reconfigure(ctx ModuleContext) (func(), error) {
+	opts := storeOptions(ctx.Server)
+	return func() { s.SetLimits(opts) }, nil
+}
+
+// storeOptions translates [store] into the store's terms.
+func storeOptions(cfg *config.Config) store.Options {
+	return store.Options{MaxBytes: cfg.Store.MaxBytes, MaxKeys: cfg.Store.MaxKeys, MaxValueBytes: int(cfg.Store.MaxValueSize)}
+}
