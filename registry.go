@@ -217,7 +217,16 @@ func registryError() error {
 type modules struct {
 	all      map[string]lua.Module
 	optional map[string]bool
-	built    *config.Config // the config the instances are configured with
+	// applied is the [plugins.NAME] table each instance runs with: the
+	// one it was made or last reconfigured with, which for an idle
+	// instance may be older than the running config's.
+	applied map[string]config.Plugin
+	// idle instances were made for an earlier config and no route of the
+	// running one lists them. They are kept, not closed: a retired route
+	// still draining may use one, and a route that lists the module again
+	// gets it back instead of a new instance each reload. They are closed
+	// with the server.
+	idle map[string]bool
 }
 
 // buildModules makes the instances cfg needs: every module that is not
@@ -270,7 +279,7 @@ func buildModules(cfg *config.Config, log *slog.Logger, reg prometheus.Registere
 			want[name] = true
 		}
 	}
-	ms := &modules{all: map[string]lua.Module{}, optional: map[string]bool{}, built: cfg}
+	ms := &modules{all: map[string]lua.Module{}, optional: map[string]bool{}, applied: map[string]config.Plugin{}, idle: map[string]bool{}}
 	order := make([]string, 0, len(want))
 	for n := range want {
 		order = append(order, n)
@@ -295,6 +304,7 @@ func buildModules(cfg *config.Config, log *slog.Logger, reg prometheus.Registere
 			return nil, fmt.Errorf("module %s: %w", name, err)
 		}
 		ms.all[name] = m
+		ms.applied[name] = cfg.Plugin(name)
 	}
 	return ms, nil
 }
@@ -307,7 +317,7 @@ func moduleContext(cfg *config.Config, name string, log *slog.Logger, reg promet
 func (ms *modules) global() []lua.Module {
 	var out []lua.Module
 	for _, n := range ms.names() {
-		if !ms.optional[n] {
+		if !ms.optional[n] && !ms.idle[n] {
 			out = append(out, ms.all[n])
 		}
 	}

@@ -72,6 +72,26 @@ func TestReloadRefusesAPluginTableItCannotTake(t *testing.T) {
 	g := moontest.Dial(t, s.URL("/g"))
 	g.Send("x")
 	g.Expect("nil")
+
+	// No route lists it and no table names it: the instance goes idle,
+	// and comes back when a route lists it again with the table it runs
+	// with; another table is refused as before, since it is the same
+	// instance.
+	s.WriteFile(t, "moonwire.toml", "[[routes]]\npath = \"/g\"\nscript = \"g.lua\"\n")
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	s.WriteFile(t, "moonwire.toml", conf("two"))
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "reload not supported for plugins.fixed") {
+		t.Fatalf("relisted with another table: %v", err)
+	}
+	s.WriteFile(t, "moonwire.toml", conf("one"))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	f := moontest.Dial(t, s.URL("/f"))
+	f.Send("c")
+	f.Expect("one c")
 }
 
 // TestRegistryRefusesBadRegistrations: a duplicate name, a reserved one,

@@ -238,6 +238,7 @@ func (s *Server) reloadModules(cfg *config.Config) (*modules, []func(), error) {
 		if s.mods.all[name] != m {
 			continue // new: made from cfg
 		}
+		mods.applied[name] = s.mods.applied[name]
 		if r, ok := m.(Reconfigurer); ok {
 			f, err := r.Reconfigure(moduleContext(cfg, name, s.log, s.Metrics))
 			if err != nil {
@@ -247,11 +248,21 @@ func (s *Server) reloadModules(cfg *config.Config) (*modules, []func(), error) {
 			if f != nil {
 				apply = append(apply, f)
 			}
+			mods.applied[name] = cfg.Plugin(name)
 			continue
 		}
-		if !s.cfg.Plugin(name).Equal(cfg.Plugin(name)) {
+		// Compared with the table the instance runs with, not the running
+		// config's: an idle instance listed again may have missed edits.
+		if !s.mods.applied[name].Equal(cfg.Plugin(name)) {
 			mods.close(s.mods.all)
 			return nil, nil, fmt.Errorf("%s: reload not supported for plugins.%s: the %s module takes its table only at start", cfg.File, name, name)
+		}
+	}
+	// Instances no route lists any more stay, idle (see modules.idle).
+	for name, m := range s.mods.all {
+		if _, wanted := mods.all[name]; !wanted {
+			mods.all[name], mods.optional[name], mods.idle[name] = m, s.mods.optional[name], true
+			mods.applied[name] = s.mods.applied[name]
 		}
 	}
 	return mods, apply, nil
