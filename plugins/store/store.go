@@ -27,7 +27,15 @@ var (
 	// ErrNotNumber is wrapped with the key and the type found; incr raises it
 	// in Lua because counting a string is a bug in the script.
 	ErrNotNumber = errors.New("store: value is not a number")
+	// ErrNotList is wrapped with the key and the type found when Push
+	// meets a value that is not a list.
+	ErrNotList = errors.New("store: value is not a list")
 )
+
+// MaxPushLength bounds Push's max: every push copies the list (values are
+// never modified in place), so a longer list would make each push cost
+// more than a message's worth of work.
+const MaxPushLength = 10_000
 
 // Options configure a Store. Zero fields take the defaults.
 type Options struct {
@@ -220,6 +228,105 @@ func (s *Store) Incr(key string, n float64, ttl time.Duration) (float64, error) 
 	}
 	s.putLocked(key, e)
 	return cur + n, nil
+}
+
+// Push appends v to the list under key and keeps its last limit elements,
+// in one step: no other write to key comes between (a capped list, such
+// as the last messages of a room). A missing key starts an empty list.
+// With ttl > 0 the key expires ttl from now; otherwise a new key gets no
+// TTL and an existing one keeps its own. It returns the list's length.
+// limit is clamped to [1, MaxPushLength]; a value that is not a list fails
+// with an error wrapping ErrNotList. v is not copied, as with Set.
+func (s *Store) Push(key string, v any, limit int, ttl time.Duration) (int, error) {
+	limit = min(MaxPushLength, max(1, limit))
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.liveLocked(key, now)
+	var cur []any
+	if ok {
+		list, isList := e.v.([]any)
+		if !isList {
+			return 0, fmt.Errorf("%w: %q holds a %s", ErrNotList, key, typeName(e.v))
+		}
+		cur = list
+	} else if !s.roomLocked(now) {
+		return 0, ErrTooManyKeys
+	}
+	keep := cur[max(0, len(cur)+1-limit):]
+	list := make([]any, 0, len(keep)+1)
+	list = append(append(list, keep...), v)
+	if len(key)+sizeOf(list) > s.maxBytes {
+		return 0, ErrValueTooLarge
+	}
+	ne := entry{v: list, expires: e.expires, cost: costOf(key, list)}
+	if !s.fitsLocked(ne.cost-e.cost, now) {
+		return 0, ErrFull
+	}
+	s.setExpiryLocked(&ne, now, ttl)
+	s.putLocked(key, ne)
+	return len(list), nil
+}
+
+// CompareAndSet stores v under key only if the key's live value is old
+// (nil: the key is absent), and reports whether it did; a nil v deletes
+// the key. old must be nil, a bool, a float64 or a string: values are
+// compared with ==. ttl is as for Set. Limits apply as for Set, and a
+// value that does not fit is an error even if the comparison failed.
+func (s *Store) CompareAndSet(key string, old, v any, ttl time.Duration) (bool, error) {
+	switch old.(type) {
+	case nil, bool, float64, string:
+	default:
+		return false, fmt.Errorf("store: compare-and-set compares a string, number, boolean or nil, not a %s", typeName(old))
+	}
+	now := s.now()
+	ne := entry{v: v, cost: costOf(key, v)}
+	size := len(key) + sizeOf(v)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v != nil && size > s.maxBytes {
+		return false, ErrValueTooLarge
+	}
+	e, ok := s.liveLocked(key, now)
+	if ok != (old != nil) || (ok && !scalarEqual(e.v, old)) {
+		return false, nil
+	}
+	if v == nil {
+		s.removeLocked(key)
+		return true, nil
+	}
+	if !ok && !s.roomLocked(now) {
+		return false, ErrTooManyKeys
+	}
+	if !s.fitsLocked(ne.cost-e.cost, now) {
+		return false, ErrFull
+	}
+	s.setExpiryLocked(&ne, now, ttl) // as Set: without a ttl, no expiry
+	s.putLocked(key, ne)
+	return true, nil
+}
+
+// scalarEqual compares a stored value with a scalar; tables never equal.
+func scalarEqual(stored, old any) bool {
+	switch stored.(type) {
+	case []any, map[string]any:
+		return false
+	}
+	return stored == old
+}
+
+// setExpiryLocked gives e the expiry ttl asks for (none when ttl <= 0:
+// e keeps its own) and arms the janitor. s.mu must be held.
+func (s *Store) setExpiryLocked(e *entry, now time.Time, ttl time.Duration) {
+	if ttl > 0 {
+		e.expires = now.Add(ttl)
+	}
+	if !e.expires.IsZero() {
+		if s.nextExpiry.IsZero() || e.expires.Before(s.nextExpiry) {
+			s.nextExpiry = e.expires
+		}
+		s.startJanitorLocked()
+	}
 }
 
 // Delete removes key and reports whether it held a live value.

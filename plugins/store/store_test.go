@@ -156,6 +156,58 @@ func TestLua(t *testing.T) {
 			eq(store.incr("w"), 1, "expired key counts from 0 again")
 			advance(100)
 			eq(store.get("w"), 1, "and has no ttl")`},
+		{"push keeps the last max", Options{}, `
+			eq(store.push("l", "a", 3), 1)
+			eq(store.push("l", {n = 2}, 3), 2)
+			eq(store.push("l", "c", 3), 3)
+			eq(store.push("l", "d", 3), 3)
+			local l = store.get("l")
+			eq(#l, 3)
+			eq(l[1].n, 2)
+			eq(l[3], "d")
+			eq(getmetatable(l).__jsontype, "array")
+			eq(store.push("l", "e", 1), 1, "a smaller max trims at once")
+			eq(store.get("l")[1], "e")
+			store.set("s", "x")
+			raises('store: value is not a list: "s" holds a string', store.push, "s", 1, 5)
+			raises("max must be a whole number from 1 to 10000", store.push, "l", 1, 0)
+			raises("max must be a whole number from 1 to 10000", store.push, "l", 1, 10001)
+			raises("max must be a whole number from 1 to 10000", store.push, "l", 1, 1.5)
+			raises("a value to push expected", store.push, "l", nil, 5)
+			raises("got function", store.push, "l", print, 5)
+			raises("ttl must be a non-negative number", store.push, "l", 1, 5, -1)`},
+		{"push ttl", Options{}, `
+			eq(store.push("p", 1, 10, 10), 1)
+			advance(5)
+			eq(store.push("p", 2, 10), 2, "keeps its ttl")
+			advance(5)
+			eq(store.get("p"), nil)
+			eq(store.push("p", 3, 10), 1, "expired list starts again")`},
+		{"push limits", Options{MaxValueBytes: 16, MaxKeys: 1}, `
+			-- ["abc","abc"]: 2 + 2 * (1 + 3) = 10, plus the key's 1
+			eq(store.push("k", "abc", 5), 1)
+			eq(store.push("k", "abc", 5), 2)
+			eq(select(2, store.push("k", "abcdefg", 5)), "store: value too large")
+			eq(#store.get("k"), 2, "list kept")
+			eq(select(2, store.push("other", 1, 5)), "store: too many keys")`},
+		{"cas", Options{}, `
+			eq(store.cas("c", nil, "one"), true, "absent: set")
+			eq(store.cas("c", nil, "two"), false, "present: not set")
+			eq(store.cas("c", "zero", "two"), false)
+			eq(store.get("c"), "one")
+			eq(store.cas("c", "one", 2), true)
+			eq(store.cas("c", 2, {t = true}), true)
+			eq(store.cas("c", 2, 3), false, "a table equals nothing")
+			store.set("n", 1)
+			eq(store.cas("n", "1", 5), false, "no conversion")
+			eq(store.cas("n", 1, nil), true, "nil deletes")
+			eq(store.get("n"), nil)
+			eq(store.cas("b", nil, false), true)
+			eq(store.cas("b", false, true, 5), true)
+			advance(5)
+			eq(store.get("b"), nil, "ttl applied")
+			raises("string, number, boolean or nil expected, got table", store.cas, "c", {}, 1)
+			raises("got function", store.cas, "c", nil, print)`},
 		{"delete", Options{}, `
 			store.set("a", 1)
 			eq(store.delete("a"), true)
@@ -370,6 +422,8 @@ func TestConcurrency(t *testing.T) {
 				local me = "w%d"
 				for i = 1, %d do
 					store.incr("hits")
+					store.push("log", me, 10000)
+					repeat local v = store.get("cas") until store.cas("cas", v, (v or 0) + 1)
 					store.set(me .. ":" .. i, {i = i, tags = {me}}, 1)
 					local v = store.get(me .. ":" .. i)
 					assert(v == nil or v.i == i)
@@ -399,6 +453,12 @@ func TestConcurrency(t *testing.T) {
 	}
 	if v, _ := s.Get("hits"); v != float64(workers*rounds) {
 		t.Fatalf("hits = %v, want %d", v, workers*rounds)
+	}
+	if v, _ := s.Get("cas"); v != float64(workers*rounds) {
+		t.Fatalf("cas counter = %v, want %d: a compare-and-set was lost", v, workers*rounds)
+	}
+	if v, _ := s.Get("log"); len(v.([]any)) != workers*rounds {
+		t.Fatalf("log holds %d, want %d: a push was lost", len(v.([]any)), workers*rounds)
 	}
 }
 
