@@ -62,7 +62,8 @@ func (s *Server) SendTo(id string, kind Kind, data []byte) error {
 	if !s.remote(id) {
 		return ErrClosed
 	}
-	s.publish(broker.Message{Op: broker.OpSend, Origin: s.nodeID, Target: id, Binary: kind == Binary, Data: clone(data)})
+	node, _, _ := parseID(id)
+	s.publish(broker.Message{Op: broker.OpSend, Origin: s.nodeID, Target: id, To: node, Binary: kind == Binary, Data: clone(data)})
 	return nil
 }
 
@@ -77,7 +78,8 @@ func (s *Server) CloseConn(id string, code int, reason string) error {
 	if !s.remote(id) {
 		return ErrClosed
 	}
-	s.publish(broker.Message{Op: broker.OpClose, Origin: s.nodeID, Target: id, Code: code, Reason: reason})
+	node, _, _ := parseID(id)
+	s.publish(broker.Message{Op: broker.OpClose, Origin: s.nodeID, Target: id, To: node, Code: code, Reason: reason})
 	return nil
 }
 
@@ -108,6 +110,9 @@ func (s *Server) publish(m broker.Message) {
 
 // onBroker applies another node's instruction locally.
 func (s *Server) onBroker(m broker.Message) {
+	if m.Origin == s.nodeID {
+		return // a broker that echoes our own broadcasts: served locally already
+	}
 	kind := Text
 	if m.Binary {
 		kind = Binary

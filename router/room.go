@@ -4,6 +4,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/moonwire/moonwire/router/broker"
 	"github.com/moonwire/moonwire/router/wsconn"
 )
 
@@ -14,6 +15,10 @@ import (
 type roomSet struct {
 	mu    sync.RWMutex
 	rooms map[string]*room
+	// watcher, when set, hears a room's first member arrive and its last
+	// leave (with mu held, so that the two arrive in order); it must not
+	// block. A RoomWatcher broker subscribes the node to the room then.
+	watcher broker.RoomWatcher
 }
 
 // room keeps its members in a slice for fast fan-out and an index for O(1)
@@ -33,6 +38,9 @@ func (s *roomSet) add(name string, c *Conn) {
 	if r == nil {
 		r = &room{index: make(map[*Conn]int)}
 		s.rooms[name] = r
+		if s.watcher != nil {
+			s.watcher.WatchRoom(name)
+		}
 	}
 	r.mu.Lock()
 	s.mu.Unlock()
@@ -64,6 +72,9 @@ func (s *roomSet) remove(name string, c *Conn) {
 	r.mu.Unlock()
 	if empty {
 		delete(s.rooms, name)
+		if s.watcher != nil {
+			s.watcher.UnwatchRoom(name)
+		}
 	}
 }
 

@@ -250,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 	if m, ok := s.broker.(*broker.Memory); ok {
 		s.brokerAlone = func() bool { return !m.HasPeers(s.nodeID) }
 	}
+	if w, ok := s.broker.(broker.RoomWatcher); ok {
+		s.rooms.watcher = w
+	}
 	unsub, err := s.broker.Subscribe(s.nodeID, s.onBroker)
 	if err != nil {
 		s.closePoller()

@@ -32,23 +32,56 @@ type Message struct {
 	Room   string
 	Target string // connection id, for OpSend and OpClose
 	Except string // connection id left out of a broadcast
+	To     string // node id of Target, for OpSend and OpClose
 	Binary bool
 	Data   []byte
 	Code   int
 	Reason string
 }
 
-// Broker delivers each published Message to every subscribed node except
-// its origin.
+// Broker delivers each published Message to the nodes it concerns except
+// its origin: a broadcast to every node (or, for a RoomWatcher, every node
+// that watches the room), a send or close to the node To.
 type Broker interface {
 	// Publish hands m to the other nodes. m.Data must not be modified by
-	// the caller afterwards.
+	// the caller afterwards. A network broker queues m and returns (see
+	// Outbox): it must not make a lane wait for the network.
 	Publish(ctx context.Context, m Message) error
 	// Subscribe registers a node. fn runs on a broker goroutine and must
 	// not keep m.Data after it returns. cancel unsubscribes.
 	Subscribe(node string, fn func(m Message)) (cancel func(), err error)
 	// Close releases the broker's resources.
 	Close() error
+}
+
+// RoomWatcher is a Broker that delivers a room's broadcasts only to the
+// nodes that serve the room. The router calls WatchRoom when a room gets
+// its first local member and UnwatchRoom when it loses its last, in that
+// order for any one room. Neither may block on the network: the broker
+// records the change and applies it on its own goroutine. Broadcasts that
+// arrive before a subscription is in place are missed, which is live
+// delivery's at-most-once; history is what recovers them.
+type RoomWatcher interface {
+	WatchRoom(room string)
+	UnwatchRoom(room string)
+}
+
+// Stats is what a network broker reports for /metrics and /healthz.
+type Stats struct {
+	Connected  bool   // the broker connection is up
+	LastError  string // the last connection or publish error, "" once healthy again
+	Publishes  uint64 // messages handed to the broker
+	Receives   uint64 // messages received from other nodes
+	Errors     uint64 // failed publishes, subscribes and decodes
+	Reconnects uint64 // connections re-established after a loss
+	Dropped    uint64 // messages dropped because the outbox was full
+	Queued     int    // messages waiting in the outbox (the publish lag)
+	Rooms      int    // rooms this node is subscribed for
+}
+
+// Reporter is a Broker that reports Stats.
+type Reporter interface {
+	Stats() Stats
 }
 
 // Memory is the in-process broker: nodes that share it form a cluster
