@@ -7,6 +7,7 @@ import (
 	"github.com/moonwire/moonwire/plugins/metrics"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/router/broker"
+	"github.com/moonwire/moonwire/router/broker/redis"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -29,6 +30,16 @@ func init() {
 		// One process: the router's own in-memory broker.
 		return nil, nil
 	}})
+	RegisterBroker(BrokerInfo{Name: "redis", New: func(ctx BrokerContext) (broker.Broker, error) {
+		return redis.New(brokerOptions(ctx))
+	}})
+}
+
+// brokerOptions translates [broker] into a network adapter's terms.
+func brokerOptions(ctx BrokerContext) broker.Options {
+	b := ctx.Broker
+	return broker.Options{URL: b.URL, Prefix: b.Prefix, Timeout: b.Timeout, Outbox: b.Outbox,
+		StartDegraded: b.StartDegraded, Logger: ctx.Logger}
 }
 
 // storeModule is the shared store; it takes a reload's [store] live.

@@ -286,6 +286,10 @@ func (s *Server) liveCompatible(old, cfg *config.Config) error {
 		{"scripts.memory_limit", s.memoryLimit(old), s.memoryLimit(cfg)},
 		{"broker.kind", old.Broker.Kind, cfg.Broker.Kind},
 		{"broker.url", old.Broker.URL, cfg.Broker.URL},
+		{"broker.prefix", old.Broker.Prefix, cfg.Broker.Prefix},
+		{"broker.timeout", old.Broker.Timeout, cfg.Broker.Timeout},
+		{"broker.outbox", old.Broker.Outbox, cfg.Broker.Outbox},
+		{"broker.start_degraded", old.Broker.StartDegraded, cfg.Broker.StartDegraded},
 	}
 	for _, f := range fixed {
 		if !reflect.DeepEqual(f.old, f.new) {

@@ -162,6 +162,16 @@ func (a adminSource) Stats() router.Stats             { return a.s.Router.Stats(
 func (a adminSource) RouteStats() []router.RouteStats { return a.s.Router.RouteStats() }
 func (a adminSource) Routes() []admin.Route           { return a.s.Routes() }
 func (a adminSource) Draining() bool                  { return a.s.draining.Load() }
+
+// Broker implements admin.BrokerSource.
+func (a adminSource) Broker() (string, broker.Stats, bool) {
+	r, ok := a.s.broker.(broker.Reporter)
+	if !ok {
+		return "", broker.Stats{}, false
+	}
+	return a.s.Config().Broker.Kind, r.Stats(), true
+}
+
 func (a adminSource) Reload() admin.ReloadState {
 	st := a.s.Status()
 	return admin.ReloadState{Reloads: st.Reloads, Failures: st.Failures, At: st.At, OK: st.OK, Err: st.Err}

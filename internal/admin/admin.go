@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/moonwire/moonwire/router"
+	"github.com/moonwire/moonwire/router/broker"
 )
 
 // Route describes a served route for /routes.
@@ -54,6 +55,15 @@ type Source interface {
 	Routes() []Route
 	Reload() ReloadState
 	Draining() bool
+}
+
+// BrokerSource is a Source whose node talks to a network broker; the
+// admin surface then reports the broker in /healthz and as
+// moonwire_broker_* metrics.
+type BrokerSource interface {
+	// Broker returns the broker's kind and its Stats; ok is false when
+	// the broker reports none (the in-process one).
+	Broker() (kind string, st broker.Stats, ok bool)
 }
 
 // Options are the optional parts of the admin surface.
@@ -171,15 +181,27 @@ type handler struct {
 
 // health is the /healthz body.
 type health struct {
-	Status string       `json:"status"`
-	Reload *ReloadState `json:"reload,omitempty"`
+	Status string        `json:"status"`
+	Reload *ReloadState  `json:"reload,omitempty"`
+	Broker *brokerHealth `json:"broker,omitempty"`
+}
+
+// brokerHealth is the broker's part of /healthz.
+type brokerHealth struct {
+	Kind      string `json:"kind"`
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+	Queued    int    `json:"queued"`
+	Dropped   uint64 `json:"dropped"`
 }
 
 // healthz answers 200 {"status":"ok","reload":{...}} while serving; 200
 // {"status":"degraded",...} after a failed reload (the previous version
 // keeps serving, so the node stays in rotation; "reload" has "ok":false
-// and the error); and 503 {"status":"draining"} once the node drains, so
-// that load balancers stop sending new clients.
+// and the error); also "degraded", with "broker":{"connected":false,...},
+// while a network broker is lost (local traffic still flows, so the node
+// stays in rotation); and 503 {"status":"draining"} once the node drains,
+// so that load balancers stop sending new clients.
 func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if h.src.Draining() {
 		writeJSON(w, http.StatusServiceUnavailable, health{Status: "draining"})
@@ -191,7 +213,16 @@ func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if !rs.OK {
 		status = "degraded"
 	}
-	writeJSON(w, http.StatusOK, health{Status: status, Reload: &rs})
+	var bh *brokerHealth
+	if bs, ok := h.src.(BrokerSource); ok {
+		if kind, st, ok := bs.Broker(); ok {
+			bh = &brokerHealth{Kind: kind, Connected: st.Connected, Error: st.LastError, Queued: st.Queued, Dropped: st.Dropped}
+			if !st.Connected {
+				status = "degraded"
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, health{Status: status, Reload: &rs, Broker: bh})
 }
 
 // routes answers the served routes as a JSON array ([] when none).

@@ -31,6 +31,15 @@ type collector struct {
 	reloads        *prometheus.Desc
 	reloadOK       *prometheus.Desc
 	reloadTime     *prometheus.Desc
+
+	brokerUp         *prometheus.Desc
+	brokerPublishes  *prometheus.Desc
+	brokerReceives   *prometheus.Desc
+	brokerFailures   *prometheus.Desc
+	brokerReconnects *prometheus.Desc
+	brokerDropped    *prometheus.Desc
+	brokerQueued     *prometheus.Desc
+	brokerRooms      *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -57,6 +66,15 @@ func newCollector(src Source) *collector {
 		reloads:        d("reloads_total", "Configuration reloads, by result.", "result"),
 		reloadOK:       d("reload_last_success", "Whether the last configuration reload succeeded (1 before any)."),
 		reloadTime:     d("reload_last_timestamp_seconds", "Unix time of the last configuration reload attempt (0 before any)."),
+
+		brokerUp:         d("broker_connected", "Whether the network broker is connected (1) or lost (0).", "broker"),
+		brokerPublishes:  d("broker_publishes_total", "Messages published to the broker.", "broker"),
+		brokerReceives:   d("broker_receives_total", "Messages received from other nodes through the broker.", "broker"),
+		brokerFailures:   d("broker_failures_total", "Failed publishes, subscribes and undecodable messages in the broker adapter.", "broker"),
+		brokerReconnects: d("broker_reconnects_total", "Broker connections re-established after a loss.", "broker"),
+		brokerDropped:    d("broker_outbox_drops_total", "Messages dropped because the broker outbox was full.", "broker"),
+		brokerQueued:     d("broker_outbox_queued", "Messages waiting in the broker outbox: the publish lag.", "broker"),
+		brokerRooms:      d("broker_rooms", "Rooms this node is subscribed to at the broker.", "broker"),
 	}
 }
 
@@ -66,6 +84,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.bytesIn, c.bytesOut, c.broadcasts, c.fanout, c.queueDrops,
 		c.slowCloses, c.protocolErrors, c.brokerErrors, c.closes, c.uptime,
 		c.reloads, c.reloadOK, c.reloadTime,
+		c.brokerUp, c.brokerPublishes, c.brokerReceives, c.brokerFailures,
+		c.brokerReconnects, c.brokerDropped, c.brokerQueued, c.brokerRooms,
 	} {
 		ch <- d
 	}
@@ -117,6 +137,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		at = float64(rs.At.UnixNano()) / 1e9
 	}
 	emitFloat(ch, c.reloadTime, gauge, at)
+
+	if bs, ok := c.src.(BrokerSource); ok {
+		if kind, b, ok := bs.Broker(); ok {
+			up := 0.0
+			if b.Connected {
+				up = 1
+			}
+			emitFloat(ch, c.brokerUp, gauge, up, kind)
+			emitFloat(ch, c.brokerPublishes, counter, float64(b.Publishes), kind)
+			emitFloat(ch, c.brokerReceives, counter, float64(b.Receives), kind)
+			emitFloat(ch, c.brokerFailures, counter, float64(b.Errors), kind)
+			emitFloat(ch, c.brokerReconnects, counter, float64(b.Reconnects), kind)
+			emitFloat(ch, c.brokerDropped, counter, float64(b.Dropped), kind)
+			emitFloat(ch, c.brokerQueued, gauge, float64(b.Queued), kind)
+			emitFloat(ch, c.brokerRooms, gauge, float64(b.Rooms), kind)
+		}
+	}
 }
 
 // emitFloat sends one constant metric; a bad one (a label value that is not

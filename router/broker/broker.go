@@ -9,7 +9,9 @@ package broker
 
 import (
 	"context"
+	"log/slog"
 	"sync"
+	"time"
 )
 
 // Op is what a Message asks the receiving node to do.
@@ -146,3 +148,22 @@ func (b *Memory) HasPeers(self string) bool {
 func (b *Memory) Close() error { return nil }
 
 var _ Broker = (*Memory)(nil)
+
+// Options configure a network broker adapter (see the redis and nats
+// subpackages); the [broker] table translates into them.
+type Options struct {
+	// URL locates the server; credentials and TLS are in it, as the
+	// client library accepts them.
+	URL string
+	// Prefix starts every key, channel or subject the adapter uses.
+	Prefix string
+	// Timeout bounds connecting and each command.
+	Timeout time.Duration
+	// Outbox is the Outbox's size.
+	Outbox int
+	// StartDegraded makes New return a broker that keeps trying in the
+	// background when the server cannot be reached, instead of an error.
+	StartDegraded bool
+	// Logger receives connection losses, reconnects and drops.
+	Logger *slog.Logger
+}

@@ -126,6 +126,20 @@ type Store struct {
 type Broker struct {
 	Kind string // a registered broker: "memory" (default), "redis", "nats" or a plugin's
 	URL  string // "" for memory; redis:// rediss:// for redis; nats:// tls:// (comma-separated list allowed) for nats
+	// Prefix starts every key, channel and subject the broker uses, so
+	// that several apps (or test runs) can share one Redis or NATS;
+	// default "moonwire". Letters, digits, '_' and '-'.
+	Prefix string
+	// Timeout bounds connecting and each broker command; default 5s.
+	Timeout time.Duration
+	// Outbox is how many messages may wait to be published; past it they
+	// are dropped and counted (publishing never makes a lane wait).
+	// Default 10,000.
+	Outbox int
+	// StartDegraded starts the server when the broker cannot be reached,
+	// serving local traffic and connecting in the background; by default
+	// an unreachable broker fails the start with an error.
+	StartDegraded bool
 }
 
 // RateLimit is a token bucket per connection: Burst tokens, refilled at

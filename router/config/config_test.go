@@ -104,7 +104,7 @@ func TestDefaults(t *testing.T) {
 	if c.Admin.Listen != "" {
 		t.Errorf("Admin.Listen = %q, want off", c.Admin.Listen)
 	}
-	if c.Broker != (Broker{Kind: "memory"}) {
+	if c.Broker != (Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000}) {
 		t.Errorf("Broker = %+v", c.Broker)
 	}
 	want := []Route{{
@@ -159,6 +159,10 @@ token = "s3cret"
 [broker]
 kind = "nats"
 url = "nats://a:4222, tls://b:4222"
+prefix = "app-1"
+timeout = "2s"
+outbox = 500
+start_degraded = true
 
 [store]
 max_bytes = "16MiB"
@@ -221,7 +225,7 @@ vms = 0
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
 		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20, MemoryLimitSet: true},
 		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
-		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222"},
+		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222", Prefix: "app-1", Timeout: 2 * time.Second, Outbox: 500, StartDegraded: true},
 		Store:     Store{MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
 		Routes: []Route{
 			{
@@ -327,6 +331,11 @@ func TestValidationErrors(t *testing.T) {
 		{"redis wrong scheme", "[broker]\nkind = \"redis\"\nurl = \"http://h:6379\"\n" + route, "broker.url", "scheme must be redis:// or rediss://"},
 		{"redis no host", "[broker]\nkind = \"redis\"\nurl = \"redis://\"\n" + route, "broker.url", "missing host"},
 		{"nats wrong scheme", "[broker]\nkind = \"nats\"\nurl = \"nats://a:4222,redis://b\"\n" + route, "broker.url", `invalid URL "redis://b": scheme must be nats:// or tls://`},
+		{"broker prefix", "[broker]\nprefix = \"a:b\"\n" + route, "broker.prefix", `must be 1 to 64 letters, digits, '_' or '-', not "a:b"`},
+		{"broker prefix empty", "[broker]\nprefix = \"\"\n" + route, "broker.prefix", "must be 1 to 64"},
+		{"broker timeout", "[broker]\ntimeout = \"0s\"\n" + route, "broker.timeout", "must be"},
+		{"broker outbox", "[broker]\noutbox = 0\n" + route, "broker.outbox", "must be between 1 and 1000000, not 0"},
+		{"broker start_degraded", "[broker]\nstart_degraded = 1\n" + route, "broker.start_degraded", "must be true or false"},
 		{"memory with url", "[broker]\nurl = \"redis://h:6379\"\n" + route, "broker.url", `must be empty when broker.kind is "memory"`},
 
 		// routes, as a whole

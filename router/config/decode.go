@@ -71,8 +71,12 @@ type rawStore struct {
 }
 
 type rawBroker struct {
-	Kind value `toml:"kind"`
-	URL  value `toml:"url"`
+	Kind          value `toml:"kind"`
+	URL           value `toml:"url"`
+	Prefix        value `toml:"prefix"`
+	Timeout       value `toml:"timeout"`
+	Outbox        value `toml:"outbox"`
+	StartDegraded value `toml:"start_degraded"`
 }
 
 type rawRoute struct {

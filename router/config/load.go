@@ -436,7 +436,15 @@ func (l *loader) store(st *Store, r *rawStore) {
 }
 
 func (l *loader) broker(b *Broker, r *rawBroker) {
-	b.Kind = "memory"
+	*b = Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000}
+	if l.str("broker.prefix", r.Prefix, &b.Prefix) && !validPrefix(b.Prefix) {
+		l.errorf("broker.prefix", "must be 1 to 64 letters, digits, '_' or '-', not %q", b.Prefix)
+	}
+	l.positiveDuration("broker.timeout", r.Timeout, &b.Timeout)
+	if l.count("broker.outbox", r.Outbox, &b.Outbox) && (b.Outbox < 1 || b.Outbox > 1_000_000) {
+		l.errorf("broker.outbox", "must be between 1 and 1000000, not %d", b.Outbox)
+	}
+	l.boolean("broker.start_degraded", r.StartDegraded, &b.StartDegraded)
 	kindOK := !r.Kind.set || l.str("broker.kind", r.Kind, &b.Kind)
 	// Brokers are plugins: which kinds exist is the registry's to say,
 	// when the server is built. The URL rules of the kinds this project
@@ -459,6 +467,20 @@ func (l *loader) broker(b *Broker, r *rawBroker) {
 			l.fail("broker.url", err)
 		}
 	}
+}
+
+// validPrefix reports whether p can start a Redis key and a NATS subject
+// token alike.
+func validPrefix(p string) bool {
+	if p == "" || len(p) > 64 {
+		return false
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *loader) routes(c *Config, prims []toml.Primitive, items []any, trees []map[string]any, hbOK bool) []Route {

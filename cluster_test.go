@@ -1,0 +1,178 @@
+package moonwire_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moonwire/moonwire/internal/moontest"
+)
+
+// networkBrokers are the broker kinds that cross process boundaries, with
+// the server this machine (and CI) runs for them.
+var networkBrokers = []struct{ kind, url, addr string }{
+	{"redis", "redis://127.0.0.1:6379/0", "127.0.0.1:6379"},
+}
+
+// clusterFiles is a room script on a config whose broker is kind at url,
+// with a prefix of its own so that parallel tests do not hear each other.
+func clusterFiles(t *testing.T, kind, url, addr string) map[string]string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Skipf("no %s at %s (%v): the cluster tests need it running", kind, addr, err)
+	}
+	_ = c.Close()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return moontest.Files(fmt.Sprintf(`
+[admin]
+listen = "127.0.0.1:0"
+
+[broker]
+kind = %q
+url = %q
+prefix = "t%s"
+
+[[routes]]
+path = "/room"
+script = "room.lua"
+`, kind, url, hex.EncodeToString(b)), "scripts/room.lua", `
+local M = {}
+function M.on_open(conn) conn:join("r"); conn:send("id " .. conn.id) end
+function M.on_message(conn, data)
+  local cmd, arg = data:match("^(%S+)%s*(.*)$")
+  if cmd == "all" then ws.broadcast("r", arg, { except = conn })
+  elseif cmd == "to" then
+    local id, text = arg:match("^(%S+)%s+(.*)$")
+    ws.send(id, text)
+  elseif cmd == "kick" then ws.close(arg, 4003, "kicked") end
+end
+return M
+`)
+}
+
+// member is a client of one node, joined to room r.
+type member struct {
+	*moontest.Client
+	id string
+}
+
+func join(t *testing.T, s *moontest.Server) member {
+	t.Helper()
+	c := moontest.Dial(t, s.URL("/room"))
+	id, ok := strings.CutPrefix(c.Next().Text(), "id ")
+	if !ok {
+		t.Fatal("no id greeting")
+	}
+	return member{c, id}
+}
+
+// next returns the next data frame that is not a probe.
+func (m member) next(t *testing.T) string {
+	t.Helper()
+	for {
+		f := m.Next()
+		if !strings.HasPrefix(f.Text(), "probe") {
+			return f.Text()
+		}
+	}
+}
+
+// settle broadcasts probes from pub until every listener has heard one,
+// which proves that every node's room subscription is in place.
+func settle(t *testing.T, pub member, listeners ...member) {
+	t.Helper()
+	for i, l := range listeners {
+		deadline := time.Now().Add(20 * time.Second)
+		for n := 0; ; n++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("listener %d never heard a probe", i)
+			}
+			pub.Send("all probe")
+			if f, err := l.ReadFrame(100 * time.Millisecond); err == nil && f.Text() == "probe" {
+				break
+			}
+		}
+	}
+}
+
+// TestClusterOverNetworkBrokers runs three nodes over a real broker:
+// every broadcast reaches every member on every node exactly once and in
+// publish order, sends and closes by id cross nodes, and the broker shows
+// in /healthz and /metrics.
+func TestClusterOverNetworkBrokers(t *testing.T) {
+	for _, nb := range networkBrokers {
+		t.Run(nb.kind, func(t *testing.T) {
+			t.Parallel()
+			files := clusterFiles(t, nb.kind, nb.url, nb.addr)
+			nodes := []*moontest.Server{moontest.Start(t, files), moontest.Start(t, files), moontest.Start(t, files)}
+			var ms []member
+			for _, n := range nodes {
+				for range 2 {
+					ms = append(ms, join(t, n))
+				}
+			}
+			pub := ms[0]
+			settle(t, pub, ms[2], ms[4])
+			// Drain probes that are still in flight to every member.
+			for _, m := range ms[1:] {
+				for {
+					if _, err := m.ReadFrame(200 * time.Millisecond); err != nil {
+						break
+					}
+				}
+			}
+			const n = 300
+			for i := range n {
+				pub.Send("all " + strconv.Itoa(i))
+			}
+			pub.Send("all done")
+			for k, m := range ms[1:] {
+				for i := 0; ; i++ {
+					got := m.next(t)
+					if got == "done" {
+						if i != n {
+							t.Fatalf("member %d got %d of %d messages", k+1, i, n)
+						}
+						break
+					}
+					if got != strconv.Itoa(i) {
+						t.Fatalf("member %d: message %d is %q (lost, duplicated or reordered)", k+1, i, got)
+					}
+				}
+			}
+
+			// A send and a close by id, from node 3 to a member of node 1.
+			ms[5].Send("to " + ms[1].id + " direct")
+			if got := ms[1].next(t); got != "direct" {
+				t.Fatalf("send across nodes: got %q", got)
+			}
+			ms[5].Send("kick " + ms[1].id)
+			ms[1].ExpectClose(4003, "kicked")
+
+			code, body := get(t, "http://"+nodes[1].AdminAddr()+"/healthz")
+			if code != 200 || !strings.Contains(body, `"broker":{"kind":"`+nb.kind+`","connected":true`) {
+				t.Fatalf("/healthz: %d %s", code, body)
+			}
+			fams := scrape(t, nodes[0].AdminAddr())
+			for name, min := range map[string]float64{
+				"moonwire_broker_connected":       1,
+				"moonwire_broker_publishes_total": n,
+				"moonwire_broker_rooms":           1,
+			} {
+				if v, ok := value(fams, name, map[string]string{"broker": nb.kind}); !ok || v < min {
+					t.Errorf("%s = %v (present %v), want at least %v", name, v, ok, min)
+				}
+			}
+			if v, _ := value(fams, "moonwire_broker_outbox_drops_total", nil); v != 0 {
+				t.Errorf("outbox drops %v", v)
+			}
+		})
+	}
+}
