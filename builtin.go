@@ -7,6 +7,7 @@ import (
 	"github.com/moonwire/moonwire/plugins/metrics"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/router/broker"
+	"github.com/moonwire/moonwire/router/broker/nats"
 	"github.com/moonwire/moonwire/router/broker/redis"
 	"github.com/moonwire/moonwire/router/config"
 )
@@ -32,6 +33,9 @@ func init() {
 	}})
 	RegisterBroker(BrokerInfo{Name: "redis", New: func(ctx BrokerContext) (broker.Broker, error) {
 		return redis.New(brokerOptions(ctx))
+	}})
+	RegisterBroker(BrokerInfo{Name: "nats", New: func(ctx BrokerContext) (broker.Broker, error) {
+		return nats.New(brokerOptions(ctx))
 	}})
 }
 

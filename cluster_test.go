@@ -17,6 +17,7 @@ import (
 // the server this machine (and CI) runs for them.
 var networkBrokers = []struct{ kind, url, addr string }{
 	{"redis", "redis://127.0.0.1:6379/0", "127.0.0.1:6379"},
+	{"nats", "nats://127.0.0.1:4222", "127.0.0.1:4222"},
 }
 
 // clusterFiles is a room script on a config whose broker is kind at url,
