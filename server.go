@@ -130,8 +130,12 @@ func RouteConfig(cfg *config.Config, rc config.Route) lua.RouteConfig {
 // ("file:line: message") for scripts, config.Errors for plugin tables.
 func Check(cfg *config.Config) []error {
 	log := slog.New(slog.DiscardHandler)
-	if _, err := newBroker(cfg, log); err != nil {
+	b, err := newBroker(cfg, log)
+	if err != nil {
 		return []error{err}
+	}
+	if b != nil {
+		_ = b.Close()
 	}
 	mods, err := buildModules(cfg, log, nil, nil)
 	if err != nil {
@@ -211,6 +215,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.broker, err = newBroker(cfg, log); err != nil {
 		return nil, err
+	}
+	if _, ok := s.broker.(broker.History); len(cfg.History) > 0 && s.broker != nil && !ok {
+		s.closeBroker()
+		return nil, config.Errors{{File: cfg.File, Key: "history",
+			Msg: fmt.Sprintf("broker %q keeps no history: remove [history] or use a broker that does", cfg.Broker.Kind)}}
 	}
 	if s.mods, err = buildModules(cfg, log, s.Metrics, nil); err != nil {
 		s.closeBroker()
@@ -313,6 +322,9 @@ func (s *Server) routerConfig(cfg *config.Config, handlers map[string]*lua.Route
 	}
 	if s.broker != nil {
 		rcfg.Broker = s.broker
+	}
+	if len(cfg.History) > 0 {
+		rcfg.History = cfg.HistoryFor
 	}
 	if s.opts.Router != nil {
 		s.opts.Router(&rcfg)

@@ -110,8 +110,11 @@ func (s *Server) publish(m broker.Message) {
 
 // onBroker applies another node's instruction locally.
 func (s *Server) onBroker(m broker.Message) {
-	if m.Origin == s.nodeID {
-		return // a broker that echoes our own broadcasts: served locally already
+	if m.Origin == s.nodeID && m.Offset == 0 {
+		// A broker that echoes our own broadcast: served locally already.
+		// A message with an offset is delivered here on every node, its
+		// origin too, so that all deliver in offset order.
+		return
 	}
 	kind := Text
 	if m.Binary {
@@ -124,7 +127,7 @@ func (s *Server) onBroker(m broker.Message) {
 			except = s.Conn(m.Except)
 		}
 		out := newOutMsg(kind, m.Data, "")
-		n := s.rooms.fanout(m.Room, &out, except)
+		n := s.rooms.fanoutAt(m.Room, &out, except, m.Offset, kind, m.Data)
 		out.release()
 		s.stats.fanout.Add(int64(n))
 	case broker.OpSend:

@@ -338,6 +338,24 @@ func (c *Conn) sendFrame(f *wsconn.Frame) error {
 	return ErrClosed
 }
 
+// push queues f like sendFrame, but leaves a full queue to the caller
+// (ok false, full true), who may hold locks that closing would take.
+func (c *Conn) push(f *wsconn.Frame) (ok, full bool) {
+	start, err := c.queue.Push(f)
+	switch err {
+	case nil:
+		c.msgsOut.Add(1)
+		c.route.msgsOut.Add(1)
+		if start {
+			c.startFlush()
+		}
+		return true, false
+	case wsconn.ErrFull:
+		return false, true
+	}
+	return false, false
+}
+
 func (c *Conn) slowConsumer() {
 	c.srv.stats.queueDrops.Add(1)
 	if c.srv.c().SlowConsumer == SlowConsumerClose {

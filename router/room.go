@@ -27,6 +27,10 @@ type room struct {
 	mu      sync.RWMutex
 	members []*Conn
 	index   map[*Conn]int
+	// recovering are members still being replayed to (Conn.Recover), or
+	// just replayed and waiting for the first live message newer than
+	// the replay; fan-out hands them their messages through the recovery.
+	recovering map[*Conn]*recovery
 }
 
 func (s *roomSet) add(name string, c *Conn) {
@@ -51,6 +55,36 @@ func (s *roomSet) add(name string, c *Conn) {
 	r.mu.Unlock()
 }
 
+// addRecovering adds c to the room as a member whose messages go through
+// rc until its replay is done.
+func (s *roomSet) addRecovering(name string, c *Conn, rc *recovery) {
+	s.add(name, c)
+	r := s.get(name)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	if _, ok := r.index[c]; ok {
+		if r.recovering == nil {
+			r.recovering = make(map[*Conn]*recovery)
+		}
+		r.recovering[c] = rc
+	}
+	r.mu.Unlock()
+}
+
+// has reports whether c is a local member of room.
+func (s *roomSet) has(name string, c *Conn) bool {
+	r := s.get(name)
+	if r == nil {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.index[c]
+	return ok
+}
+
 func (s *roomSet) remove(name string, c *Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -67,6 +101,7 @@ func (s *roomSet) remove(name string, c *Conn) {
 		r.members[last] = nil
 		r.members = r.members[:last]
 		delete(r.index, c)
+		delete(r.recovering, c)
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()
@@ -115,16 +150,36 @@ func (s *roomSet) memberIDs(name string) []string {
 // accepted it. Slow consumers are dealt with after the room lock is
 // released, since closing takes Conn.mu.
 func (s *roomSet) fanout(name string, m *outMsg, except *Conn) int {
+	return s.fanoutAt(name, m, except, 0, Text, nil)
+}
+
+// fanoutAt is fanout for a message at offset in the room's history
+// (kind and data are the payload again, for recovering members, who may
+// have to hold it); offset 0: a room without history.
+func (s *roomSet) fanoutAt(name string, m *outMsg, except *Conn, offset uint64, kind Kind, data []byte) int {
 	r := s.get(name)
 	if r == nil {
 		return 0
 	}
-	var slow []*Conn
+	var slow, done []*Conn
 	n := 0
 	r.mu.RLock()
 	for _, c := range r.members {
 		if c == except {
 			continue
+		}
+		if r.recovering != nil && offset != 0 {
+			if rc := r.recovering[c]; rc != nil {
+				over, full := rc.take(c, offset, kind, data, m)
+				if over {
+					n++
+					done = append(done, c)
+				}
+				if full {
+					slow = append(slow, c)
+				}
+				continue
+			}
 		}
 		start, err := c.queue.Push(m.frameFor(c))
 		switch err {
@@ -140,6 +195,16 @@ func (s *roomSet) fanout(name string, m *outMsg, except *Conn) int {
 		}
 	}
 	r.mu.RUnlock()
+	if len(done) > 0 {
+		r.mu.Lock()
+		for _, c := range done {
+			delete(r.recovering, c)
+		}
+		if len(r.recovering) == 0 {
+			r.recovering = nil
+		}
+		r.mu.Unlock()
+	}
 	for _, c := range slow {
 		c.slowConsumer()
 	}

@@ -62,6 +62,11 @@ type Config struct {
 	// that offer it. Fixed at New.
 	Compression bool
 
+	// History says which rooms keep a history, and how much: the last
+	// size broadcasts, for ttl after the latest. size 0 (or a nil
+	// History): none. It needs a broker that implements broker.History.
+	History func(room string) (size int, ttl time.Duration)
+
 	Broker broker.Broker // nil: a private in-memory broker
 	NodeID string        // "": random
 	Logger *slog.Logger  // nil: slog.Default()
@@ -123,6 +128,7 @@ type Server struct {
 	http   *httpHandoff
 
 	broker       broker.Broker
+	history      broker.History // the broker, when it keeps history
 	ownBroker    bool
 	unsubscribe  func()
 	brokerAlone  func() bool
@@ -252,6 +258,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if w, ok := s.broker.(broker.RoomWatcher); ok {
 		s.rooms.watcher = w
+	}
+	if h, ok := s.broker.(broker.History); ok {
+		s.history = h
 	}
 	unsub, err := s.broker.Subscribe(s.nodeID, s.onBroker)
 	if err != nil {

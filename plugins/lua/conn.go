@@ -57,6 +57,7 @@ func (v *vm) connMeta() *glua.LTable {
 		"header":    connHeader,
 		"query":     connQuery,
 		"join":      connJoin,
+		"recover":   connRecover,
 		"leave":     connLeave,
 		"rooms":     connRooms,
 		"last_seen": connLastSeen,
@@ -218,6 +219,40 @@ func connQuery(L *glua.LState) int {
 func connJoin(L *glua.LState) int {
 	lc := checkConn(L, 1)
 	return result(L, lc.c.Join(L.CheckString(2)))
+}
+
+// conn:recover(room, offset, epoch) -> recovered, offset, epoch [, reason]
+// | nil, err. It joins the room; when recovered, what the client missed
+// since offset has been queued and live messages follow; when not, the
+// client must reload its state from offset, epoch (reason says why).
+func connRecover(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	room := L.CheckString(2)
+	offset := checkOffset(L, 3, L.Get(3), "offset")
+	epoch := ""
+	switch e := L.Get(4).(type) {
+	case *glua.LNilType:
+	case glua.LString:
+		epoch = string(e)
+	default:
+		L.ArgError(4, "epoch must be a string")
+	}
+	res, err := lc.c.Recover(room, offset, epoch)
+	if err != nil && res.Epoch == "" && !res.Recovered {
+		return result(L, err)
+	}
+	L.Push(glua.LBool(res.Recovered))
+	L.Push(glua.LNumber(res.Offset))
+	L.Push(glua.LString(res.Epoch))
+	if !res.Recovered {
+		reason := res.Reason
+		if err != nil {
+			reason = err.Error()
+		}
+		L.Push(glua.LString(reason))
+		return 4
+	}
+	return 3
 }
 
 func connLeave(L *glua.LState) int {

@@ -1,6 +1,8 @@
 package lua
 
 import (
+	"strconv"
+
 	glua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/internal/luavalue"
@@ -17,6 +19,7 @@ func (v *vm) openWS(L *glua.LState) int {
 		"close":        v.wsClose,
 		"room_size":    v.wsRoomSize,
 		"room_members": v.wsRoomMembers,
+		"history":      v.wsHistory,
 		"stats":        v.wsStats,
 		"conn":         v.wsConn,
 	})
@@ -49,7 +52,15 @@ func (v *vm) wsBroadcast(L *glua.LState) int {
 	room := L.CheckString(1)
 	kind := router.Text
 	var except *router.Conn
+	stamp := false
 	if opts, ok := L.Get(3).(*glua.LTable); ok {
+		switch st := opts.RawGetString("stamp").(type) {
+		case *glua.LNilType:
+		case glua.LBool:
+			stamp = bool(st)
+		default:
+			L.ArgError(3, "stamp must be a boolean")
+		}
 		switch k := opts.RawGetString("kind"); k {
 		case glua.LNil, glua.LString("text"):
 		case glua.LString("binary"):
@@ -77,8 +88,92 @@ func (v *vm) wsBroadcast(L *glua.LState) int {
 	if !ok {
 		return 2
 	}
-	L.Push(glua.LNumber(srv.BroadcastString(room, kind, data, except)))
+	res := srv.BroadcastWith(room, kind, data, router.BroadcastOptions{Except: except, Stamp: stamp})
+	L.Push(glua.LNumber(res.N))
+	switch {
+	case res.Err != nil:
+		// A room with history whose offset is not known now: queued for
+		// the broker's return, or lost; the script can tell the client.
+		L.Push(glua.LNil)
+		L.Push(glua.LString(res.Err.Error()))
+		return 3
+	case res.Offset != 0:
+		L.Push(glua.LNumber(res.Offset))
+		L.Push(glua.LString(res.Epoch))
+		return 3
+	}
 	return 1
+}
+
+// ws.history(room [, {since = offset, limit = n}]) -> entries, offset,
+// epoch | nil, err. entries: { {offset = n, data = s, kind = k}, ... }.
+func (v *vm) wsHistory(L *glua.LState) int {
+	srv := v.server(L, "ws.history")
+	room := L.CheckString(1)
+	var since uint64
+	limit := 0
+	switch opts := L.Get(2).(type) {
+	case *glua.LNilType:
+	case *glua.LTable:
+		since = checkOffset(L, 2, opts.RawGetString("since"), "since")
+		switch l := opts.RawGetString("limit").(type) {
+		case *glua.LNilType:
+		case glua.LNumber:
+			if l < 1 || l != glua.LNumber(int(l)) {
+				L.ArgError(2, "limit must be a positive integer")
+			}
+			limit = int(l)
+		default:
+			L.ArgError(2, "limit must be a positive integer")
+		}
+	default:
+		L.ArgError(2, "options table expected")
+	}
+	entries, top, epoch, err := srv.History(room, since, limit)
+	if err != nil {
+		return result(L, err)
+	}
+	t := L.CreateTable(len(entries), 0)
+	for _, e := range entries {
+		et := L.CreateTable(0, 3)
+		et.RawSetString("offset", glua.LNumber(e.Offset))
+		et.RawSetString("data", glua.LString(e.Data))
+		et.RawSetString("kind", glua.LString(kindName(e.Kind)))
+		t.Append(et)
+	}
+	L.Push(t)
+	L.Push(glua.LNumber(top))
+	L.Push(glua.LString(epoch))
+	return 3
+}
+
+func kindName(k router.Kind) string {
+	if k == router.Binary {
+		return "binary"
+	}
+	return "text"
+}
+
+// checkOffset reads an offset: nil (0), a non-negative integer, or a
+// string holding one (as a query parameter arrives).
+func checkOffset(L *glua.LState, arg int, v glua.LValue, name string) uint64 {
+	switch x := v.(type) {
+	case *glua.LNilType:
+		return 0
+	case glua.LNumber:
+		if x >= 0 && x == glua.LNumber(uint64(x)) && x < 1<<53 {
+			return uint64(x)
+		}
+	case glua.LString:
+		if x == "" {
+			return 0
+		}
+		if n, err := strconv.ParseUint(string(x), 10, 53); err == nil {
+			return n
+		}
+	}
+	L.ArgError(arg, name+" must be a non-negative integer offset")
+	return 0
 }
 
 func (v *vm) wsSend(L *glua.LState) int {

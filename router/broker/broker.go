@@ -8,8 +8,13 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -39,6 +44,14 @@ type Message struct {
 	Data   []byte
 	Code   int
 	Reason string
+	// Offset and Epoch place a broadcast in its room's history (see
+	// History); zero and "" for a room without one.
+	Offset uint64
+	Epoch  string
+	// Stamp asks PublishHistory to replace "{offset}" and "{epoch}" in
+	// Data with the values it assigns, so that clients learn them from the
+	// message itself. It is not carried on the wire.
+	Stamp bool
 }
 
 // Broker delivers each published Message to the nodes it concerns except
@@ -68,6 +81,69 @@ type RoomWatcher interface {
 	UnwatchRoom(room string)
 }
 
+// History is a Broker that keeps, per room, the latest broadcasts with
+// consecutive offsets, so that a client that was away can be given what
+// it missed. A room's history lives as long as it is used (ttl after the
+// last append) and has an epoch: a new epoch means the offsets before it
+// are gone (the history expired, or the broker lost it), and a client must
+// reload its state instead of recovering.
+type History interface {
+	// PublishHistory gives m the room's next offset, appends it to the
+	// room's history (keeping the last size entries, for ttl after this
+	// append) and delivers it to every node that watches the room,
+	// including m.Origin: the origin fans out what the broker hands back,
+	// so that every node delivers a room's messages in offset order.
+	//
+	// It waits for the offset only while the broker is reachable: when it
+	// is not, m is queued in order and published on reconnect, and
+	// PublishHistory returns ErrQueued. A full queue returns ErrDropped.
+	PublishHistory(ctx context.Context, m Message, size int, ttl time.Duration) (Position, error)
+	// ReadHistory returns up to limit entries of room with offsets after
+	// since, oldest first, and the room's current position (its last
+	// offset and epoch; a room never written, or expired, has a zero
+	// Position) and the oldest offset still kept (0: none).
+	ReadHistory(ctx context.Context, room string, since uint64, limit int) (entries []Entry, top Position, oldest uint64, err error)
+	// WaitWatched returns once this node's subscription for room (see
+	// RoomWatcher) is in place at the broker, so that every message
+	// published afterwards will arrive. Recovery reads history only then.
+	WaitWatched(ctx context.Context, room string) error
+}
+
+// Position is a point in a room's history.
+type Position struct {
+	Offset uint64
+	Epoch  string
+}
+
+// Entry is one message of a room's history.
+type Entry struct {
+	Offset uint64
+	Binary bool
+	Data   []byte
+}
+
+// Errors of PublishHistory.
+var (
+	ErrQueued  = errors.New("broker unreachable: queued, to be published on reconnect")
+	ErrDropped = errors.New("broker unreachable and its queue is full: dropped")
+)
+
+// Stamp replaces "{offset}" and "{epoch}" in data with p's values.
+func Stamp(data []byte, p Position) []byte {
+	if !bytes.Contains(data, []byte("{offset}")) && !bytes.Contains(data, []byte("{epoch}")) {
+		return data
+	}
+	data = bytes.ReplaceAll(data, []byte("{offset}"), strconv.AppendUint(nil, p.Offset, 10))
+	return bytes.ReplaceAll(data, []byte("{epoch}"), []byte(p.Epoch))
+}
+
+// NewEpoch returns a fresh random epoch.
+func NewEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Stats is what a network broker reports for /metrics and /healthz.
 type Stats struct {
 	Connected  bool   // the broker connection is up
@@ -95,6 +171,7 @@ type Reporter interface {
 type Memory struct {
 	mu   sync.RWMutex
 	subs map[string]*subscription
+	hist memHistories
 }
 
 // subscription is a pointer so that a stale cancel can tell it apart from

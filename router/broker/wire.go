@@ -9,8 +9,8 @@ import (
 // The wire form of a Message, shared by the network brokers so that nodes
 // built with different transports still agree on what a message is:
 //
-//	version(1) op(1) flags(1) code(uvarint)
-//	origin room target except to reason (each uvarint length + bytes)
+//	version(1) op(1) flags(1) code(uvarint) offset(uvarint)
+//	origin room target except to reason epoch (each uvarint length + bytes)
 //	data (the rest)
 //
 // A version other than wireVersion is refused rather than guessed at, so
@@ -34,7 +34,8 @@ func AppendWire(dst []byte, m *Message) []byte {
 	}
 	dst = append(dst, wireVersion, byte(m.Op), flags)
 	dst = binary.AppendUvarint(dst, uint64(m.Code))
-	for _, s := range [...]string{m.Origin, m.Room, m.Target, m.Except, m.To, m.Reason} {
+	dst = binary.AppendUvarint(dst, m.Offset)
+	for _, s := range [...]string{m.Origin, m.Room, m.Target, m.Except, m.To, m.Reason, m.Epoch} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
 	}
@@ -60,7 +61,11 @@ func DecodeWire(b []byte) (Message, error) {
 		return m, fmt.Errorf("%w: close code", ErrWire)
 	}
 	m.Code, b = int(code), b[n:]
-	for _, f := range [...]*string{&m.Origin, &m.Room, &m.Target, &m.Except, &m.To, &m.Reason} {
+	if m.Offset, n = binary.Uvarint(b); n <= 0 {
+		return m, fmt.Errorf("%w: offset", ErrWire)
+	}
+	b = b[n:]
+	for _, f := range [...]*string{&m.Origin, &m.Room, &m.Target, &m.Except, &m.To, &m.Reason, &m.Epoch} {
 		l, n := binary.Uvarint(b)
 		if n <= 0 || l > maxWireField || l > uint64(len(b)-n) {
 			return m, fmt.Errorf("%w: field length", ErrWire)

@@ -13,6 +13,7 @@ func TestWireRoundTrip(t *testing.T) {
 		{Op: OpBroadcast, Origin: "n1", Room: "", Binary: true, Data: []byte{0, 1, 2, 255}},
 		{Op: OpSend, Origin: "n2", Target: "n3.9", To: "n3", Data: nil},
 		{Op: OpClose, Origin: "n2", Target: "n3.9", To: "n3", Code: 4001, Reason: "kicked ✓"},
+		{Op: OpBroadcast, Origin: "n1", Room: "chat", Offset: 1 << 40, Epoch: "e1", Data: []byte("x")},
 	}
 	for _, want := range cases {
 		b := AppendWire([]byte("prefix"), &want)
@@ -25,7 +26,7 @@ func TestWireRoundTrip(t *testing.T) {
 		}
 		if got.Op != want.Op || got.Origin != want.Origin || got.Room != want.Room || got.Target != want.Target ||
 			got.Except != want.Except || got.To != want.To || got.Binary != want.Binary || got.Code != want.Code ||
-			got.Reason != want.Reason || !bytes.Equal(got.Data, want.Data) {
+			got.Reason != want.Reason || got.Offset != want.Offset || got.Epoch != want.Epoch || !bytes.Equal(got.Data, want.Data) {
 			t.Fatalf("round trip: got %+v, want %+v", got, want)
 		}
 	}
@@ -41,7 +42,8 @@ func TestWireRefusesMalformed(t *testing.T) {
 		"op 9":          append([]byte{wireVersion, 9}, good[2:]...),
 		"code":          {wireVersion, byte(OpClose), 0, 0x88, 0x27}, // 5000
 		"cut in fields": good[:6],
-		"huge length":   {wireVersion, byte(OpSend), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"huge length":   {wireVersion, byte(OpSend), 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"no offset":     {wireVersion, byte(OpSend), 0, 0},
 	}
 	for name, b := range bad {
 		if _, err := DecodeWire(b); !errors.Is(err, ErrWire) {

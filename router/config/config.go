@@ -25,7 +25,10 @@ type Config struct {
 	Admin     Admin
 	Broker    Broker
 	Store     Store
-	Routes    []Route
+	// History lists the rooms that keep a history ([history]), most
+	// specific first; see HistoryFor.
+	History []HistoryRule
+	Routes  []Route
 	// Plugins are the [plugins.NAME] tables, by NAME, undecoded: each is
 	// for the plugin registered under that name (see Plugin).
 	Plugins map[string]Plugin

@@ -25,6 +25,7 @@ type rawFile struct {
 	Broker    toml.Primitive `toml:"broker"`
 	Store     toml.Primitive `toml:"store"`
 	Routes    toml.Primitive `toml:"routes"`
+	History   value          `toml:"history"` // room patterns: read by history()
 	Plugins   value          `toml:"plugins"` // each plugin decodes its own table
 }
 

@@ -79,6 +79,7 @@ func parse(data []byte, src source) (*Config, error) {
 	c.Warnings = l.admin(&c.Admin, &adm, c.Server.Listen)
 	l.broker(&c.Broker, &brk)
 	l.store(&c.Store, &sto)
+	l.history(c, raw.History)
 	l.plugins(c, raw.Plugins, string(data))
 	if hasRoutes {
 		c.Routes = l.routes(c, routes, routeItems, routeTrees, hbOK)

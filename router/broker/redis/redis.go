@@ -50,7 +50,8 @@ type Broker struct {
 	want   *broker.Interest
 
 	mu        sync.Mutex
-	ps        *goredis.PubSub // nil until Subscribe
+	ps        *goredis.PubSub          // nil until Subscribe
+	confirmed map[string]chan struct{} // channel -> closed once Redis confirmed the subscription
 	node      string
 	fn        func(broker.Message)
 	cancelled bool
@@ -68,6 +69,10 @@ type Broker struct {
 	lastErr    atomic.Pointer[string]
 	lastDrop   atomic.Int64 // unix nanos of the last overflow log line
 	dropLogged atomic.Uint64
+
+	histQ       chan *histReq // PublishHistory's queue, in order
+	histID      atomic.Uint64 // this node's publish ids
+	histDropped atomic.Uint64
 }
 
 var (
@@ -102,6 +107,7 @@ func New(opts broker.Options) (*Broker, error) {
 		client: goredis.NewClient(ro),
 		want:   broker.NewInterest(),
 		stop:   make(chan struct{}),
+		histQ:  make(chan *histReq, max(opts.Outbox, 1)),
 	}
 	if err := b.probe(); err != nil {
 		if !opts.StartDegraded {
@@ -115,8 +121,9 @@ func New(opts broker.Options) (*Broker, error) {
 	}
 	logOnce.Do(func() { goredis.SetLogger(slogPrintf{}) })
 	b.out = broker.NewOutbox(opts.Outbox, maxBatch, b.send)
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.health()
+	go b.publishHistory()
 	return b, nil
 }
 
@@ -164,7 +171,7 @@ func (b *Broker) Subscribe(node string, fn func(broker.Message)) (func(), error)
 		// Degraded: recorded in the PubSub's channel set, sent on connect.
 		_ = b.ps.Subscribe(context.Background(), ch)
 	}
-	msgs := b.ps.Channel(goredis.WithChannelSize(receiveBuffer),
+	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(receiveBuffer),
 		goredis.WithChannelHealthCheckInterval(3*time.Second),
 		goredis.WithChannelPingTimeout(b.opts.Timeout),
 		goredis.WithChannelReconnectTimeout(b.opts.Timeout))
@@ -228,9 +235,19 @@ func (b *Broker) send(batch []broker.Message) error {
 
 // receive decodes what the subscriptions deliver and hands it to fn, in
 // the order Redis delivered it.
-func (b *Broker) receive(msgs <-chan *goredis.Message) {
+func (b *Broker) receive(all <-chan any) {
 	defer b.wg.Done()
-	for msg := range msgs {
+	for x := range all {
+		var msg *goredis.Message
+		switch x := x.(type) {
+		case *goredis.Subscription:
+			b.confirm(x)
+			continue
+		case *goredis.Message:
+			msg = x
+		default:
+			continue
+		}
 		m, err := broker.DecodeWire([]byte(msg.Payload))
 		if err != nil {
 			b.errs.Add(1)
@@ -238,7 +255,9 @@ func (b *Broker) receive(msgs <-chan *goredis.Message) {
 			continue
 		}
 		b.mu.Lock()
-		fn, skip := b.fn, b.cancelled || m.Origin == b.node
+		// Our own broadcasts come back only when they carry an offset:
+		// those are delivered here, on the origin too, in offset order.
+		fn, skip := b.fn, b.cancelled || (m.Origin == b.node && m.Offset == 0)
 		b.mu.Unlock()
 		if skip {
 			continue
@@ -272,6 +291,7 @@ func (b *Broker) reconcile() {
 				chs[i] = b.roomChannel(r)
 				have[r] = struct{}{}
 			}
+			b.unconfirm(chs)
 			if err := b.ps.Subscribe(ctx, chs...); err != nil {
 				b.errs.Add(1)
 				b.setErr(fmt.Errorf("subscribe: %w", err))
@@ -283,6 +303,7 @@ func (b *Broker) reconcile() {
 				chs[i] = b.roomChannel(r)
 				delete(have, r)
 			}
+			b.unconfirm(chs)
 			if err := b.ps.Unsubscribe(ctx, chs...); err != nil {
 				b.errs.Add(1)
 				b.setErr(fmt.Errorf("unsubscribe: %w", err))
@@ -331,8 +352,8 @@ func (b *Broker) Stats() broker.Stats {
 		Receives:   b.receives.Load(),
 		Errors:     b.errs.Load(),
 		Reconnects: b.reconnects.Load(),
-		Dropped:    b.out.Dropped(),
-		Queued:     b.out.Len(),
+		Dropped:    b.out.Dropped() + b.histDropped.Load(),
+		Queued:     b.out.Len() + len(b.histQ),
 		Rooms:      int(b.rooms.Load()),
 	}
 	if e := b.lastErr.Load(); e != nil {
@@ -375,7 +396,7 @@ func (b *Broker) logDrop() {
 	if now-last < int64(dropLogEvery) || !b.lastDrop.CompareAndSwap(last, now) {
 		return
 	}
-	total := b.out.Dropped()
+	total := b.out.Dropped() + b.histDropped.Load()
 	since := total - b.dropLogged.Swap(total)
 	b.log.Warn("broker outbox full, messages dropped", "broker", "redis",
 		"dropped", since, "dropped_total", total, "outbox", b.opts.Outbox)
