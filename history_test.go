@@ -1,8 +1,8 @@
 package moonwire_test
 
 import (
+	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +35,7 @@ function M.on_message(conn, data)
     conn:send("history " .. top .. " " .. ep .. " " .. table.concat(parts, ","))
     return
   end
-  local n, off, ep = ws.broadcast("r", data .. "@{offset}", { stamp = true })
+  local n, off, ep = ws.broadcast("r", json.encode({ t = data }), { stamp = true })
   conn:send("pub " .. tostring(off) .. " " .. tostring(ep))
 end
 return M
@@ -85,11 +85,17 @@ func expectRun(t *testing.T, c *moontest.Client, first, last uint64) {
 			want-- // the script's answer, after the replay
 			continue
 		}
-		_, off, _ := strings.Cut(got, "@")
-		if off != strconv.FormatUint(want, 10) {
+		if off := offsetOf(got); off != want {
 			t.Fatalf("got %q, want offset %d", got, want)
 		}
 	}
+}
+
+// offsetOf reads the offset a stamped message carries; 0: none.
+func offsetOf(msg string) uint64 {
+	var m struct{ Offset uint64 }
+	_ = json.Unmarshal([]byte(msg), &m)
+	return m.Offset
 }
 
 // historyNodes returns two nodes sharing a broker of each kind this
@@ -135,8 +141,7 @@ func TestHistoryRecovery(t *testing.T) {
 				off, ep := p.pub(t, "warm")
 				epoch = ep
 				if f, err := sub.ReadFrame(200 * time.Millisecond); err == nil {
-					_, s, _ := strings.Cut(f.Text(), "@")
-					n, _ := strconv.ParseUint(s, 10, 64)
+					n := offsetOf(f.Text())
 					if n == 0 {
 						t.Fatalf("unexpected %q", f.Text())
 					}

@@ -21,6 +21,17 @@
 --   -> {"at":1764160000.1,"from":"<conn>","room":"lobby","text":"hi","type":"message"}
 --   -> {"id":"<conn>","members":1,"room":"lobby","type":"leave"}
 -- (json.encode sorts keys.)
+--
+-- A room the config gives a history ([history], e.g. "*" = { size = 100 })
+-- is kept by the broker instead, on one node or many: every message, joins
+-- and leaves included, reaches every member (the sender too) with its
+-- "offset" and "epoch", and a client that reconnects, to any node, with
+-- ?since=OFFSET&epoch=EPOCH gets exactly what it missed, then live
+-- messages. When that is impossible (the history expired, or the client is
+-- further behind than it keeps) the client gets
+--   -> {"epoch":"<e>","offset":<n>,"reason":"trimmed","room":"lobby","type":"reload"}
+-- and should reload its state, then go on from that offset. A newcomer
+-- without ?since= is replayed the last settings.history messages.
 local M = {}
 
 local function room_of(conn)
@@ -99,13 +110,53 @@ function M.on_start()
   end
 end
 
+-- kept reports whether the broker keeps room's history ([history]). The
+-- answer depends on the config only (a reload builds new VMs), so it is
+-- remembered, for a bounded number of rooms.
+local LAST = 2 ^ 53 - 1
+local known, nknown = {}, 0
+local function kept(room)
+  local k = known[room]
+  if k == nil then
+    local entries, err = ws.history(room, { since = LAST })
+    k = entries ~= nil or not tostring(err):find("keeps no history", 1, true)
+    if nknown >= 1000 then known, nknown = {}, 0 end
+    known[room], nknown = k, nknown + 1
+  end
+  return k
+end
+
+-- announce broadcasts msg (a table) to room: stamped with its offset in a
+-- room with history, to everyone but except otherwise.
+local function announce(room, msg, except)
+  if kept(room) then
+    ws.broadcast(room, json.encode(msg), { stamp = true })
+  else
+    ws.broadcast(room, json.encode(msg), { except = except })
+  end
+end
+
 function M.on_open(conn)
   local room = room_of(conn)
-  replay(conn, room)
-  conn:join(room)
-  ws.broadcast(room, json.encode({
-    type = "join", id = conn.id, room = room, members = ws.room_size(room),
-  }))
+  if kept(room) then
+    local since = conn:query("since")
+    local want = conn:query("epoch")
+    if not since then
+      -- A newcomer: replay the last settings.history messages.
+      local _, top, epoch = ws.history(room, { since = LAST })
+      since, want = math.max(0, (top or 0) - setting("history", 0)), epoch
+    end
+    local ok, offset, ep, why = conn:recover(room, since, want)
+    if ok == nil then
+      conn:join(room) -- the broker is away: live messages only
+    elseif not ok then
+      conn:send(json.encode({ type = "reload", room = room, offset = offset, epoch = ep, reason = why }))
+    end
+  else
+    replay(conn, room)
+    conn:join(room)
+  end
+  announce(room, { type = "join", id = conn.id, room = room, members = ws.room_size(room) })
 end
 
 function M.on_message(conn, data, kind)
@@ -114,18 +165,19 @@ function M.on_message(conn, data, kind)
     ws.broadcast(room, data, { kind = "binary", except = conn })
     return
   end
-  local msg = json.encode({
-    type = "message", from = conn.id, room = room, text = data, at = time.now(),
-  })
+  local msg = { type = "message", from = conn.id, room = room, text = data, at = time.now() }
+  if kept(room) then
+    ws.broadcast(room, json.encode(msg), { stamp = true })
+    return
+  end
+  msg = json.encode(msg)
   remember(room, msg)
   ws.broadcast(room, msg, { except = conn })
 end
 
 function M.on_close(conn, code, reason)
   local room = room_of(conn)
-  ws.broadcast(room, json.encode({
-    type = "leave", id = conn.id, room = room, members = ws.room_size(room),
-  }))
+  announce(room, { type = "leave", id = conn.id, room = room, members = ws.room_size(room) })
 end
 
 return M

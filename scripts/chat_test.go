@@ -190,3 +190,50 @@ func TestMonitorLogsDroppedReport(t *testing.T) {
 	c.Send(`{"blob":"` + strings.Repeat("x", 2000) + `"}`)
 	s.WaitLog(t, "level=WARN", "monitor: report not stored", "store: value too large")
 }
+
+// TestChatRecoversWithBrokerHistory: with [history] for the chat rooms,
+// every message carries its offset and epoch, and a client that comes
+// back with ?since= and ?epoch= gets exactly what it missed; one too far
+// behind is told to reload.
+func TestChatRecoversWithBrokerHistory(t *testing.T) {
+	t.Parallel()
+	s := startDefault(t, func(c *config.Config) {
+		c.History = []config.HistoryRule{{Rooms: "*", Size: 5, TTL: config.DefaultHistoryTTL}}
+	})
+	a := moontest.Dial(t, s.URL("/chat/h"))
+	join := decode(t, a.Next()) // its own join, stamped like everything else
+	if join["type"] != "join" || join["offset"] != float64(1) || join["epoch"] == "" {
+		t.Fatalf("first frame %v", join)
+	}
+	epoch := join["epoch"].(string)
+	b := moontest.Dial(t, s.URL("/chat/h"))
+	decode(t, b.Next()) // a's join, replayed
+	decode(t, b.Next()) // its own join
+	if m := decode(t, a.Next()); m["type"] != "join" || m["offset"] != float64(2) {
+		t.Fatalf("b's join on a: %v", m)
+	}
+	b.Send("one")
+	for _, c := range []*moontest.Client{a, b} { // the sender too
+		if m := decode(t, c.Next()); m["text"] != "one" || m["offset"] != float64(3) {
+			t.Fatalf("got %v", m)
+		}
+	}
+	a.Close(1000)
+	b.Send("two") // a's leave is offset 4, this 5
+	b.Send("three")
+	for decode(t, b.Next())["text"] != "three" { // handled: b hears its own
+	}
+	back := moontest.Dial(t, s.URL(fmt.Sprintf("/chat/h?since=3&epoch=%s", epoch)))
+	var got []string
+	for len(got) < 4 {
+		m := decode(t, back.Next())
+		got = append(got, fmt.Sprintf("%v %v %v", m["type"], m["text"], m["offset"]))
+	}
+	if want := "[leave <nil> 4 message two 5 message three 6 join <nil> 7]"; fmt.Sprint(got) != want {
+		t.Fatalf("recovered %v, want %s", got, want)
+	}
+	old := moontest.Dial(t, s.URL(fmt.Sprintf("/chat/h?since=0&epoch=%s", epoch)))
+	if m := decode(t, old.Next()); m["type"] != "reload" || m["reason"] != "trimmed" || m["offset"] != float64(7) {
+		t.Fatalf("a client too far behind got %v", m)
+	}
+}

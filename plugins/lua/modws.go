@@ -88,6 +88,9 @@ func (v *vm) wsBroadcast(L *glua.LState) int {
 	if !ok {
 		return 2
 	}
+	if stamp && (len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}') {
+		L.ArgError(2, "stamp needs a JSON object as the payload (its offset and epoch are added to it)")
+	}
 	res := srv.BroadcastWith(room, kind, data, router.BroadcastOptions{Except: except, Stamp: stamp})
 	L.Push(glua.LNumber(res.N))
 	switch {

@@ -48,9 +48,9 @@ type Message struct {
 	// History); zero and "" for a room without one.
 	Offset uint64
 	Epoch  string
-	// Stamp asks PublishHistory to replace "{offset}" and "{epoch}" in
-	// Data with the values it assigns, so that clients learn them from the
-	// message itself. It is not carried on the wire.
+	// Stamp asks PublishHistory to write the offset and epoch it assigns
+	// into Data, a JSON object (see the Stamp function), so that clients
+	// learn them from the message itself. It is not carried on the wire.
 	Stamp bool
 }
 
@@ -128,13 +128,27 @@ var (
 	ErrDropped = errors.New("broker unreachable and its queue is full: dropped")
 )
 
-// Stamp replaces "{offset}" and "{epoch}" in data with p's values.
+// Stamp writes p into data, a JSON object: "offset" and "epoch" become
+// its first members. Positional rather than a placeholder, so that text a
+// client wrote inside the object can never be taken for one. data that is
+// not an object ("{" ... "}") is returned as it is.
 func Stamp(data []byte, p Position) []byte {
-	if !bytes.Contains(data, []byte("{offset}")) && !bytes.Contains(data, []byte("{epoch}")) {
+	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
 		return data
 	}
-	data = bytes.ReplaceAll(data, []byte("{offset}"), strconv.AppendUint(nil, p.Offset, 10))
-	return bytes.ReplaceAll(data, []byte("{epoch}"), []byte(p.Epoch))
+	out := make([]byte, 0, len(data)+len(p.Epoch)+32)
+	out = append(out, `{"offset":`...)
+	out = strconv.AppendUint(out, p.Offset, 10)
+	out = append(out, `,"epoch":"`...)
+	out = append(out, p.Epoch...)
+	out = append(out, '"')
+	if len(bytes.TrimSpace(data[1:len(data)-1])) > 0 {
+		out = append(out, ',')
+		out = append(out, data[1:]...)
+	} else {
+		out = append(out, '}')
+	}
+	return out
 }
 
 // NewEpoch returns a fresh random epoch.

@@ -155,3 +155,20 @@ func TestInterestDiff(t *testing.T) {
 		t.Fatalf("diff: add %v remove %v", add, remove)
 	}
 }
+
+func TestStamp(t *testing.T) {
+	p := Position{Offset: 42, Epoch: "e1"}
+	for in, want := range map[string]string{
+		`{"a":1}`:          `{"offset":42,"epoch":"e1","a":1}`,
+		`{}`:               `{"offset":42,"epoch":"e1"}`,
+		`{ }`:              `{"offset":42,"epoch":"e1"}`,
+		`{"t":"{offset}"}`: `{"offset":42,"epoch":"e1","t":"{offset}"}`,
+		`[1]`:              `[1]`,
+		`x`:                `x`,
+		``:                 ``,
+	} {
+		if got := string(Stamp([]byte(in), p)); got != want {
+			t.Errorf("Stamp(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

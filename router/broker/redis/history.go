@@ -51,9 +51,13 @@ end
 local off = redis.call('HINCRBY', meta, 'top', 1)
 redis.call('HSET', meta, pk, ARGV[8])
 local data = ARGV[3]
-if ARGV[9] == '1' then
-  data = string.gsub(data, '{offset}', tostring(off))
-  data = string.gsub(data, '{epoch}', epoch)
+if ARGV[9] == '1' and #data >= 2 and string.sub(data, 1, 1) == '{' and string.sub(data, -1) == '}' then
+  local head = '{"offset":' .. string.format('%d', off) .. ',"epoch":"' .. epoch .. '"'
+  if string.find(string.sub(data, 2, -2), '%S') then
+    data = head .. ',' .. string.sub(data, 2)
+  else
+    data = head .. '}'
+  end
 end
 local msg = ARGV[1] .. uvarint(off) .. ARGV[2] .. uvarint(#epoch) .. epoch .. data
 redis.call('XADD', stream, 'MAXLEN', ARGV[4], off .. '-1', 'm', msg)

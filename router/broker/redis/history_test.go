@@ -100,7 +100,7 @@ func TestHistoryReadTrimStamp(t *testing.T) {
 	}
 	var epoch string
 	for i := 1; i <= 8; i++ {
-		m := histMsg("a", "r", `{"n":`+strconv.Itoa(i)+`,"offset":{offset},"epoch":"{epoch}"}`)
+		m := histMsg("a", "r", `{"n":`+strconv.Itoa(i)+`,"t":"{offset}"}`)
 		m.Stamp = i%2 == 0
 		pos, err := a.b.PublishHistory(ctx, m, 5, time.Minute)
 		if err != nil || pos.Offset != uint64(i) {
@@ -115,10 +115,10 @@ func TestHistoryReadTrimStamp(t *testing.T) {
 	if len(es) != 2 || es[0].Offset != 5 || es[1].Offset != 6 {
 		t.Fatalf("since 4, limit 2: %+v", es)
 	}
-	if string(es[0].Data) != `{"n":5,"offset":{offset},"epoch":"{epoch}"}` {
+	if string(es[0].Data) != `{"n":5,"t":"{offset}"}` {
 		t.Fatalf("unstamped entry: %s", es[0].Data)
 	}
-	if want := `{"n":6,"offset":6,"epoch":"` + epoch + `"}`; string(es[1].Data) != want {
+	if want := `{"offset":6,"epoch":"` + epoch + `","n":6,"t":"{offset}"}`; string(es[1].Data) != want {
 		t.Fatalf("stamped entry: %s, want %s", es[1].Data, want)
 	}
 }
