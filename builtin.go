@@ -43,7 +43,7 @@ func init() {
 func brokerOptions(ctx BrokerContext) broker.Options {
 	b := ctx.Broker
 	return broker.Options{URL: b.URL, Prefix: b.Prefix, Timeout: b.Timeout, Outbox: b.Outbox,
-		StartDegraded: b.StartDegraded, Logger: ctx.Logger}
+		PresenceTTL: b.PresenceTTL, StartDegraded: b.StartDegraded, Logger: ctx.Logger}
 }
 
 // storeModule is the shared store; it takes a reload's [store] live.

@@ -39,6 +39,7 @@ listen = "127.0.0.1:0"
 kind = %q
 url = %q
 prefix = "t%s"
+presence_ttl = "1500ms"
 
 [[routes]]
 path = "/room"
@@ -52,7 +53,15 @@ function M.on_message(conn, data)
   elseif cmd == "to" then
     local id, text = arg:match("^(%S+)%s+(.*)$")
     ws.send(id, text)
-  elseif cmd == "kick" then ws.close(arg, 4003, "kicked") end
+  elseif cmd == "kick" then ws.close(arg, 4003, "kicked")
+  elseif cmd == "name" then conn:presence({ name = arg }); conn:send("named")
+  elseif cmd == "size" then conn:send("size " .. ws.room_size("r") .. " " .. #ws.room_members("r"))
+  elseif cmd == "who" then
+    local names = {}
+    for id, info in pairs(ws.presence("r")) do names[#names + 1] = info and info.name or "?" end
+    table.sort(names)
+    conn:send("who " .. table.concat(names, ","))
+  end
 end
 return M
 `)
@@ -176,4 +185,67 @@ func TestClusterOverNetworkBrokers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterPresence: members set what they show; every node answers
+// ws.presence, ws.room_size and ws.room_members for the whole cluster, and
+// a node that stops takes its members out.
+func TestClusterPresence(t *testing.T) {
+	for _, nb := range networkBrokers {
+		if nb.kind == "nats" {
+			continue // the NATS broker knows no presence yet
+		}
+		t.Run(nb.kind, func(t *testing.T) {
+			t.Parallel()
+			files := clusterFiles(t, nb.kind, nb.url, nb.addr)
+			nodes := []*moontest.Server{moontest.Start(t, files), moontest.Start(t, files), moontest.Start(t, files)}
+			var ms []member
+			for i, n := range nodes {
+				m := join(t, n)
+				m.Send("name n" + strconv.Itoa(i))
+				m.Expect("named")
+				ms = append(ms, m)
+			}
+			// Presence writes are asynchronous: poll until every node agrees.
+			agree := func(want, size string) {
+				t.Helper()
+				deadline := time.Now().Add(20 * time.Second)
+				for _, m := range ms[:2] {
+					for {
+						m.Send("who")
+						got := m.next(t)
+						m.Send("size")
+						sz := m.next(t)
+						if got == want && sz == size {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("presence: %q and %q, want %q and %q", got, sz, want, size)
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
+			}
+			agree("who n0,n1,n2", "size 3 3")
+			ms[2].Close(1000)
+			agree("who n0,n1", "size 2 2")
+		})
+	}
+}
+
+// TestPresenceOnOneNode: without a network broker, ws.presence and
+// ws.room_size answer for this node.
+func TestPresenceOnOneNode(t *testing.T) {
+	t.Parallel()
+	files := clusterFiles(t, "redis", "redis://127.0.0.1:6379/0", "127.0.0.1:6379")
+	cfg := files["moonwire.toml"]
+	files["moonwire.toml"] = cfg[:strings.Index(cfg, "[broker]")] + cfg[strings.Index(cfg, "[[routes]]"):]
+	s := moontest.Start(t, files)
+	a, b := join(t, s), join(t, s)
+	a.Send("name ann")
+	a.Expect("named")
+	b.Send("who")
+	b.Expect("who ?,ann")
+	b.Send("size")
+	b.Expect("size 2 2")
 }

@@ -290,6 +290,7 @@ func (s *Server) liveCompatible(old, cfg *config.Config) error {
 		{"broker.timeout", old.Broker.Timeout, cfg.Broker.Timeout},
 		{"broker.outbox", old.Broker.Outbox, cfg.Broker.Outbox},
 		{"broker.start_degraded", old.Broker.StartDegraded, cfg.Broker.StartDegraded},
+		{"broker.presence_ttl", old.Broker.PresenceTTL, cfg.Broker.PresenceTTL},
 	}
 	for _, f := range fixed {
 		if !reflect.DeepEqual(f.old, f.new) {

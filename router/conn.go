@@ -114,6 +114,7 @@ type Conn struct {
 // stays within the allocator's 512-byte class.)
 type connExtras struct {
 	attrs       map[string]any
+	presence    []byte // JSON shown in the cluster's presence of its rooms
 	rooms       []string
 	rawQuery    string
 	query       url.Values

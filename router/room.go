@@ -19,6 +19,9 @@ type roomSet struct {
 	// leave (with mu held, so that the two arrive in order); it must not
 	// block. A RoomWatcher broker subscribes the node to the room then.
 	watcher broker.RoomWatcher
+	// presence, when set, hears every local join and leave (it must not
+	// block either): a Presence broker publishes the members.
+	presence broker.Presence
 }
 
 // room keeps its members in a slice for fast fan-out and an index for O(1)
@@ -51,6 +54,9 @@ func (s *roomSet) add(name string, c *Conn) {
 	if _, ok := r.index[c]; !ok {
 		r.index[c] = len(r.members)
 		r.members = append(r.members, c)
+		if s.presence != nil {
+			s.presence.PresenceJoin(name, c.id, c.presenceInfo())
+		}
 	}
 	r.mu.Unlock()
 }
@@ -102,6 +108,9 @@ func (s *roomSet) remove(name string, c *Conn) {
 		r.members = r.members[:last]
 		delete(r.index, c)
 		delete(r.recovering, c)
+		if s.presence != nil {
+			s.presence.PresenceLeave(name, c.id)
+		}
 	}
 	empty := len(r.members) == 0
 	r.mu.Unlock()

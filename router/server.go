@@ -128,7 +128,8 @@ type Server struct {
 	http   *httpHandoff
 
 	broker       broker.Broker
-	history      broker.History // the broker, when it keeps history
+	history      broker.History  // the broker, when it keeps history
+	presence     broker.Presence // the broker, when it knows the cluster's members
 	ownBroker    bool
 	unsubscribe  func()
 	brokerAlone  func() bool
@@ -261,6 +262,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if h, ok := s.broker.(broker.History); ok {
 		s.history = h
+	}
+	if p, ok := s.broker.(broker.Presence); ok {
+		s.rooms.presence = p
+		s.presence = p
 	}
 	unsub, err := s.broker.Subscribe(s.nodeID, s.onBroker)
 	if err != nil {

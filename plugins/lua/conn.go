@@ -1,9 +1,12 @@
 package lua
 
 import (
+	"encoding/json"
 	"unicode/utf8"
 
 	glua "github.com/yuin/gopher-lua"
+
+	"github.com/moonwire/moonwire/plugins/internal/luavalue"
 
 	"github.com/moonwire/moonwire/router"
 )
@@ -58,6 +61,7 @@ func (v *vm) connMeta() *glua.LTable {
 		"query":     connQuery,
 		"join":      connJoin,
 		"recover":   connRecover,
+		"presence":  connPresence,
 		"leave":     connLeave,
 		"rooms":     connRooms,
 		"last_seen": connLastSeen,
@@ -253,6 +257,28 @@ func connRecover(L *glua.LState) int {
 		return 4
 	}
 	return 3
+}
+
+// conn:presence(info) -> true | nil, err: what the connection shows in
+// ws.presence of its rooms (a table, encoded as JSON, at most 1 KiB), or
+// nil for nothing.
+func connPresence(L *glua.LState) int {
+	lc := checkConn(L, 1)
+	var info []byte
+	if v := L.Get(2); v != glua.LNil {
+		t, ok := v.(*glua.LTable)
+		if !ok {
+			L.ArgError(2, "a table or nil expected")
+		}
+		x, err := luavalue.FromLua(t)
+		if err != nil {
+			return result(L, err)
+		}
+		if info, err = json.Marshal(x); err != nil {
+			return result(L, err)
+		}
+	}
+	return result(L, lc.c.SetPresence(info))
 }
 
 func connLeave(L *glua.LState) int {

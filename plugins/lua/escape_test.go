@@ -135,7 +135,7 @@ settings = { secret = "s", tokens = ["b", "a"] }
 		// The next connection sees the values unchanged.
 		d := moontest.Dial(t, s.URL("/t"))
 		d.Send("read")
-		d.Expect("secret,tokens b,a 2 s ABC function Xya-b broadcast,close,conn,history,node_id,room_members,room_size,route,send,settings,stats ws.settings is read-only")
+		d.Expect("secret,tokens b,a 2 s ABC function Xya-b broadcast,close,conn,history,node_id,presence,room_members,room_size,route,send,settings,stats ws.settings is read-only")
 	}
 }
 

@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"encoding/json"
 	"strconv"
 
 	glua "github.com/yuin/gopher-lua"
@@ -20,6 +21,7 @@ func (v *vm) openWS(L *glua.LState) int {
 		"room_size":    v.wsRoomSize,
 		"room_members": v.wsRoomMembers,
 		"history":      v.wsHistory,
+		"presence":     v.wsPresence,
 		"stats":        v.wsStats,
 		"conn":         v.wsConn,
 	})
@@ -203,18 +205,53 @@ func (v *vm) wsClose(L *glua.LState) int {
 	return result(L, srv.CloseConn(id, code, L.OptString(3, "")))
 }
 
+// ws.room_size(room): the members on every node when the broker knows
+// them; this node's when it does not, or cannot be asked now.
 func (v *vm) wsRoomSize(L *glua.LState) int {
 	srv := v.server(L, "ws.room_size")
-	L.Push(glua.LNumber(srv.RoomSize(L.CheckString(1))))
+	room := L.CheckString(1)
+	n, err := srv.ClusterRoomSize(room)
+	if err != nil {
+		n = srv.RoomSize(room)
+	}
+	L.Push(glua.LNumber(n))
 	return 1
 }
 
 func (v *vm) wsRoomMembers(L *glua.LState) int {
 	srv := v.server(L, "ws.room_members")
-	ids := srv.RoomMembers(L.CheckString(1))
+	room := L.CheckString(1)
+	ids, err := srv.ClusterRoomMembers(room)
+	if err != nil {
+		ids = srv.RoomMembers(room)
+	}
 	t := L.CreateTable(len(ids), 0)
 	for _, id := range ids {
 		t.Append(glua.LString(id))
+	}
+	L.Push(t)
+	return 1
+}
+
+// ws.presence(room) -> { [conn_id] = info | false } | nil, err: the
+// members of room on every node, with the info each set with
+// conn:presence (false: none).
+func (v *vm) wsPresence(L *glua.LState) int {
+	srv := v.server(L, "ws.presence")
+	m, err := srv.Presence(L.CheckString(1))
+	if err != nil {
+		return result(L, err)
+	}
+	t := L.CreateTable(0, len(m))
+	for id, info := range m {
+		var val glua.LValue = glua.LFalse
+		if len(info) > 0 {
+			var x any
+			if json.Unmarshal(info, &x) == nil {
+				val = luavalue.ToLua(L, x)
+			}
+		}
+		t.RawSetString(id, val)
 	}
 	L.Push(t)
 	return 1

@@ -109,6 +109,26 @@ type History interface {
 	WaitWatched(ctx context.Context, room string) error
 }
 
+// Presence is a Broker that knows the members of every room across the
+// cluster. The router tells it of each local join and leave (and of a
+// member's new info); the broker keeps its node's members published with
+// a TTL that the live node refreshes, so that the members of a node that
+// died vanish within the TTL.
+type Presence interface {
+	// PresenceJoin records conn (this node's) as a member of room with
+	// info (JSON, or nil); joining again replaces the info. Like
+	// WatchRoom it must not block: the broker applies it on its own
+	// goroutine.
+	PresenceJoin(room, conn string, info []byte)
+	// PresenceLeave removes conn from room. It must not block.
+	PresenceLeave(room, conn string)
+	// Members returns the live members of room on every node: conn id ->
+	// info.
+	Members(ctx context.Context, room string) (map[string][]byte, error)
+	// Count returns the number of live members of room on every node.
+	Count(ctx context.Context, room string) (int, error)
+}
+
 // Position is a point in a room's history.
 type Position struct {
 	Offset uint64
@@ -252,6 +272,10 @@ type Options struct {
 	Timeout time.Duration
 	// Outbox is the Outbox's size.
 	Outbox int
+	// PresenceTTL is how long a node's members stay in presence after
+	// its last refresh (it refreshes every third of it): the bound on how
+	// long a dead node's members are still listed.
+	PresenceTTL time.Duration
 	// StartDegraded makes New return a broker that keeps trying in the
 	// background when the server cannot be reached, instead of an error.
 	StartDegraded bool

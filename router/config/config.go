@@ -139,6 +139,10 @@ type Broker struct {
 	// are dropped and counted (publishing never makes a lane wait).
 	// Default 10,000.
 	Outbox int
+	// PresenceTTL is how long a node's room members stay listed after its
+	// last refresh (every third of it): how long a dead node's members
+	// linger in ws.presence and ws.room_size. Default 15s.
+	PresenceTTL time.Duration
 	// StartDegraded starts the server when the broker cannot be reached,
 	// serving local traffic and connecting in the background; by default
 	// an unreachable broker fails the start with an error.

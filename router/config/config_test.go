@@ -104,7 +104,7 @@ func TestDefaults(t *testing.T) {
 	if c.Admin.Listen != "" {
 		t.Errorf("Admin.Listen = %q, want off", c.Admin.Listen)
 	}
-	if c.Broker != (Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000}) {
+	if c.Broker != (Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000, PresenceTTL: 15 * time.Second}) {
 		t.Errorf("Broker = %+v", c.Broker)
 	}
 	want := []Route{{
@@ -163,6 +163,7 @@ prefix = "app-1"
 timeout = "2s"
 outbox = 500
 start_degraded = true
+presence_ttl = "3s"
 
 [store]
 max_bytes = "16MiB"
@@ -225,7 +226,7 @@ vms = 0
 		Heartbeat: Heartbeat{20 * time.Second, time.Minute},
 		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20, MemoryLimitSet: true},
 		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
-		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222", Prefix: "app-1", Timeout: 2 * time.Second, Outbox: 500, StartDegraded: true},
+		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222", Prefix: "app-1", Timeout: 2 * time.Second, Outbox: 500, StartDegraded: true, PresenceTTL: 3 * time.Second},
 		Store:     Store{MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
 		Routes: []Route{
 			{
@@ -335,6 +336,7 @@ func TestValidationErrors(t *testing.T) {
 		{"broker prefix empty", "[broker]\nprefix = \"\"\n" + route, "broker.prefix", "must be 1 to 64"},
 		{"broker timeout", "[broker]\ntimeout = \"0s\"\n" + route, "broker.timeout", "must be"},
 		{"broker outbox", "[broker]\noutbox = 0\n" + route, "broker.outbox", "must be between 1 and 1000000, not 0"},
+		{"broker presence_ttl", "[broker]\npresence_ttl = \"100ms\"\n" + route, "broker.presence_ttl", "must be at least 300ms"},
 		{"broker start_degraded", "[broker]\nstart_degraded = 1\n" + route, "broker.start_degraded", "must be true or false"},
 		{"memory with url", "[broker]\nurl = \"redis://h:6379\"\n" + route, "broker.url", `must be empty when broker.kind is "memory"`},
 

@@ -78,6 +78,7 @@ type rawBroker struct {
 	Timeout       value `toml:"timeout"`
 	Outbox        value `toml:"outbox"`
 	StartDegraded value `toml:"start_degraded"`
+	PresenceTTL   value `toml:"presence_ttl"`
 }
 
 type rawRoute struct {

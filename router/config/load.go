@@ -437,7 +437,7 @@ func (l *loader) store(st *Store, r *rawStore) {
 }
 
 func (l *loader) broker(b *Broker, r *rawBroker) {
-	*b = Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000}
+	*b = Broker{Kind: "memory", Prefix: "moonwire", Timeout: 5 * time.Second, Outbox: 10000, PresenceTTL: 15 * time.Second}
 	if l.str("broker.prefix", r.Prefix, &b.Prefix) && !validPrefix(b.Prefix) {
 		l.errorf("broker.prefix", "must be 1 to 64 letters, digits, '_' or '-', not %q", b.Prefix)
 	}
@@ -446,6 +446,9 @@ func (l *loader) broker(b *Broker, r *rawBroker) {
 		l.errorf("broker.outbox", "must be between 1 and 1000000, not %d", b.Outbox)
 	}
 	l.boolean("broker.start_degraded", r.StartDegraded, &b.StartDegraded)
+	if l.positiveDuration("broker.presence_ttl", r.PresenceTTL, &b.PresenceTTL) && b.PresenceTTL < 300*time.Millisecond {
+		l.errorf("broker.presence_ttl", "must be at least 300ms (it is refreshed every third of it), not %s", b.PresenceTTL)
+	}
 	kindOK := !r.Kind.set || l.str("broker.kind", r.Kind, &b.Kind)
 	// Brokers are plugins: which kinds exist is the registry's to say,
 	// when the server is built. The URL rules of the kinds this project

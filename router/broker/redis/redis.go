@@ -70,6 +70,8 @@ type Broker struct {
 	lastDrop   atomic.Int64 // unix nanos of the last overflow log line
 	dropLogged atomic.Uint64
 
+	pres presence
+
 	histQ       chan *histReq // PublishHistory's queue, in order
 	histID      atomic.Uint64 // this node's publish ids
 	histDropped atomic.Uint64
@@ -108,6 +110,7 @@ func New(opts broker.Options) (*Broker, error) {
 		want:   broker.NewInterest(),
 		stop:   make(chan struct{}),
 		histQ:  make(chan *histReq, max(opts.Outbox, 1)),
+		pres:   presence{q: make(chan presOp, max(opts.Outbox, 1))},
 	}
 	if err := b.probe(); err != nil {
 		if !opts.StartDegraded {
@@ -121,9 +124,10 @@ func New(opts broker.Options) (*Broker, error) {
 	}
 	logOnce.Do(func() { goredis.SetLogger(slogPrintf{}) })
 	b.out = broker.NewOutbox(opts.Outbox, maxBatch, b.send)
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.health()
 	go b.publishHistory()
+	go b.presenceLoop()
 	return b, nil
 }
 
