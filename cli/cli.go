@@ -157,6 +157,8 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	file := fs.String("config", "", "config file (default: the embedded one)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
+	listen := fs.String("listen", "", "serve on `addr` instead of server.listen (several nodes from one config)")
+	adminListen := fs.String("admin-listen", "", "serve the admin endpoints on `addr` instead of admin.listen")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `file` until the server stops (for performance work)")
 	fs.Usage = func() {
 		usage(stderr)
@@ -195,7 +197,7 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 		printProblems(stderr, err)
 		return 1
 	}
-	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: log, OwnProcess: true})
+	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: log, OwnProcess: true, Listen: *listen, AdminListen: *adminListen})
 	if err != nil {
 		printProblems(stderr, err)
 		return 1

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,7 +108,7 @@ func TestCheckShippedConfigs(t *testing.T) {
 		if filepath.Base(filepath.Dir(cfg)) == "plugin" {
 			// The custom build's config needs its plugin, which the stock
 			// command does not have: it says so.
-			want := `plugins.greet: no plugin of that name is registered (registered: crypto, json, memory, metrics, store)`
+			want := `plugins.greet: no plugin of that name is registered (registered: crypto, json, memory, metrics, nats, redis, store)`
 			if code != 1 || !strings.Contains(out, want) {
 				t.Errorf("check %q: exit %d, want 1 and %q\n%s%s", cfg, code, want, out, errOut)
 			}
@@ -193,14 +194,20 @@ script = "missing.lua"
 	}
 }
 
-func TestInactiveSettingsThatWouldMisleadAreRefused(t *testing.T) {
+func TestUnreachableBrokerFailsTheStart(t *testing.T) {
 	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // a port nothing listens on
 	dir := writeFiles(t, map[string]string{
-		"moonwire.toml": "[broker]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\n[[routes]]\npath = \"/a\"\nscript = \"a.lua\"\n",
+		"moonwire.toml": "[broker]\nkind = \"redis\"\nurl = \"redis://:secret@" + addr + "/0\"\ntimeout = \"1s\"\n\n[[routes]]\npath = \"/a\"\nscript = \"a.lua\"\n",
 		"scripts/a.lua": "return {}\n",
 	})
-	code, _, errOut := runCmd(t, "-config", filepath.Join(dir, "moonwire.toml"))
-	if code != 1 || !strings.Contains(errOut, "broker.kind") {
+	code, _, errOut := runCmd(t, "-config", filepath.Join(dir, "moonwire.toml"), "-listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errOut, "broker redis: redis: connect redis://:xxxxx@"+addr) || strings.Contains(errOut, "secret") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 }
