@@ -6,6 +6,8 @@ import (
 	"github.com/moonwire/moonwire/plugins/lua"
 	"github.com/moonwire/moonwire/plugins/metrics"
 	"github.com/moonwire/moonwire/plugins/store"
+	storenats "github.com/moonwire/moonwire/plugins/store/nats"
+	storeredis "github.com/moonwire/moonwire/plugins/store/redis"
 	"github.com/moonwire/moonwire/router/broker"
 	"github.com/moonwire/moonwire/router/broker/nats"
 	"github.com/moonwire/moonwire/router/broker/redis"
@@ -22,7 +24,24 @@ func init() {
 		return crypto.New(crypto.Options{}), nil
 	}})
 	RegisterModule(ModuleInfo{Name: "store", New: func(ctx ModuleContext) (lua.Module, error) {
-		return &storeModule{store.New(storeOptions(ctx.Server))}, nil
+		b, err := newStore(ctx.Server, ctx.Logger)
+		if err != nil {
+			return nil, err
+		}
+		m := &storeModule{Module: store.NewModule(b, storeOptions(ctx.Server))}
+		if ms, ok := b.(memoryStore); ok {
+			m.mem = ms.mem
+		}
+		return m, nil
+	}})
+	RegisterStore(StoreInfo{Name: "memory", New: func(ctx StoreContext) (store.Backend, error) {
+		return newMemoryStore(store.New(storeOpts(ctx.Store))), nil
+	}})
+	RegisterStore(StoreInfo{Name: "redis", New: func(ctx StoreContext) (store.Backend, error) {
+		return storeredis.New(storeredis.Options{URL: ctx.Store.URL, Prefix: ctx.Broker.Prefix, Timeout: ctx.Broker.Timeout})
+	}})
+	RegisterStore(StoreInfo{Name: "nats", New: func(ctx StoreContext) (store.Backend, error) {
+		return storenats.New(storenats.Options{URL: ctx.Store.URL, Prefix: ctx.Broker.Prefix, Timeout: ctx.Broker.Timeout})
 	}})
 	RegisterModule(ModuleInfo{Name: "metrics", New: func(ctx ModuleContext) (lua.Module, error) {
 		return metrics.New(ctx.Metrics, metrics.Options{}), nil
@@ -46,16 +65,31 @@ func brokerOptions(ctx BrokerContext) broker.Options {
 		PresenceTTL: b.PresenceTTL, StartDegraded: b.StartDegraded, Logger: ctx.Logger}
 }
 
-// storeModule is the shared store; it takes a reload's [store] live.
-type storeModule struct{ *store.Store }
+// storeModule is the shared store over the [store] kind's backend; it
+// takes a reload's bounds live.
+type storeModule struct {
+	*store.Module
+	mem *store.Store // the memory backend's store; nil for another kind
+}
 
 // Reconfigure implements Reconfigurer: the new bounds apply at the swap.
-func (s storeModule) Reconfigure(ctx ModuleContext) (func(), error) {
+func (s *storeModule) Reconfigure(ctx ModuleContext) (func(), error) {
 	opts := storeOptions(ctx.Server)
 	return func() { s.SetLimits(opts) }, nil
 }
 
+// memoryStore is the memory backend, which also shows its *store.Store
+// (Server.Store).
+type memoryStore struct {
+	store.Backend
+	mem *store.Store
+}
+
+func newMemoryStore(s *store.Store) memoryStore { return memoryStore{s.Backend(), s} }
+
 // storeOptions translates [store] into the store's terms.
-func storeOptions(cfg *config.Config) store.Options {
-	return store.Options{MaxBytes: cfg.Store.MaxBytes, MaxKeys: cfg.Store.MaxKeys, MaxValueBytes: int(cfg.Store.MaxValueSize)}
+func storeOptions(cfg *config.Config) store.Options { return storeOpts(cfg.Store) }
+
+func storeOpts(st config.Store) store.Options {
+	return store.Options{MaxBytes: st.MaxBytes, MaxKeys: st.MaxKeys, MaxValueBytes: int(st.MaxValueSize)}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,9 @@ url = %q
 prefix = "t%s"
 presence_ttl = "1500ms"
 
+[store]
+kind = %[1]q
+
 [[routes]]
 path = "/room"
 script = "room.lua"
@@ -54,6 +58,10 @@ function M.on_message(conn, data)
     local id, text = arg:match("^(%S+)%s+(.*)$")
     ws.send(id, text)
   elseif cmd == "kick" then ws.close(arg, 4003, "kicked")
+  elseif cmd == "incr" then
+    local n, err = store.incr("hits")
+    conn:send("incr " .. tostring(n or err))
+  elseif cmd == "get" then conn:send("get " .. tostring(store.get("hits")))
   elseif cmd == "name" then conn:presence({ name = arg }); conn:send("named")
   elseif cmd == "size" then conn:send("size " .. ws.room_size("r") .. " " .. #ws.room_members("r"))
   elseif cmd == "who" then
@@ -248,4 +256,40 @@ func TestPresenceOnOneNode(t *testing.T) {
 	b.Expect("who ?,ann")
 	b.Send("size")
 	b.Expect("size 2 2")
+}
+
+// TestClusterStore: 1,000 store.incr from three nodes at once, over a
+// store every node shares, count exactly 1,000.
+func TestClusterStore(t *testing.T) {
+	for _, nb := range networkBrokers {
+		t.Run(nb.kind, func(t *testing.T) {
+			t.Parallel()
+			files := clusterFiles(t, nb.kind, nb.url, nb.addr)
+			nodes := []*moontest.Server{moontest.Start(t, files), moontest.Start(t, files), moontest.Start(t, files)}
+			var wg sync.WaitGroup
+			const clients, each = 12, 84 // 1,008: a few more than 1,000, evenly
+			for i := range clients {
+				m := join(t, nodes[i%3])
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range each {
+						m.Send("incr")
+					}
+					for range each {
+						if got := m.next(t); !strings.HasPrefix(got, "incr ") || strings.Contains(got, "store:") {
+							t.Errorf("incr: %s", got)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			m := join(t, nodes[2])
+			m.Send("get")
+			if got, want := m.next(t), fmt.Sprintf("get %d", clients*each); got != want {
+				t.Fatalf("%s, want %s", got, want)
+			}
+		})
+	}
 }

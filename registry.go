@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/router/broker"
 	"github.com/moonwire/moonwire/router/config"
 )
@@ -75,6 +76,69 @@ type BrokerInfo struct {
 	New func(BrokerContext) (broker.Broker, error)
 }
 
+// StoreInfo registers a backend for the shared store (the `store` Lua
+// module), chosen with [store] kind = "NAME". Store kinds are a namespace
+// of their own: "redis" names both a broker and a store.
+type StoreInfo struct {
+	// Name is what store.kind names: a Lua identifier.
+	Name string
+	// New makes the backend. The server closes it when it stops.
+	New func(StoreContext) (store.Backend, error)
+}
+
+// StoreContext is what a store's New is given.
+type StoreContext struct {
+	// Store is the [store] table (kind, url and bounds).
+	Store config.Store
+	// Broker is the [broker] table: its prefix and timeout apply to the
+	// store's keys and commands too.
+	Broker config.Broker
+	// Logger is the server's, with store=NAME.
+	Logger *slog.Logger
+}
+
+// RegisterStore adds a store backend, selectable with [store] kind. As
+// with RegisterModule, problems are reported when a server is built.
+func RegisterStore(st StoreInfo) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	by := caller()
+	switch {
+	case st.New == nil:
+		registry.errs = append(registry.errs, fmt.Sprintf("store %q (registered at %s) has no New function", st.Name, by))
+	case !config.ValidName(st.Name):
+		registry.errs = append(registry.errs, fmt.Sprintf("store %q (registered at %s): a store name is a Lua identifier (letters, digits, _; not starting with a digit)", st.Name, by))
+	case registry.stores[st.Name].by != "":
+		registry.errs = append(registry.errs, fmt.Sprintf("store %q is registered twice: at %s and at %s", st.Name, by, registry.stores[st.Name].by))
+	default:
+		if registry.stores == nil {
+			registry.stores = map[string]registered[StoreInfo]{}
+		}
+		registry.stores[st.Name] = registered[StoreInfo]{st, by}
+	}
+}
+
+// newStore makes the store backend [store] kind names.
+func newStore(cfg *config.Config, log *slog.Logger) (store.Backend, error) {
+	registry.mu.Lock()
+	st, ok := registry.stores[cfg.Store.Kind]
+	names := make([]string, 0, len(registry.stores))
+	for n := range registry.stores {
+		names = append(names, n)
+	}
+	registry.mu.Unlock()
+	if !ok {
+		slices.Sort(names)
+		return nil, config.Errors{{File: cfg.File, Key: "store.kind",
+			Msg: fmt.Sprintf("no store %q is registered in this build (registered: %s)", cfg.Store.Kind, strings.Join(names, ", "))}}
+	}
+	b, err := st.info.New(StoreContext{Store: cfg.Store, Broker: cfg.Broker, Logger: log.With("store", cfg.Store.Kind)})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", cfg.Store.Kind, err)
+	}
+	return b, nil
+}
+
 // BrokerContext is what a broker's New is given.
 type BrokerContext struct {
 	// Broker is the [broker] table (kind and url).
@@ -94,6 +158,7 @@ var registry struct {
 	mu      sync.Mutex
 	modules map[string]registered[ModuleInfo]
 	brokers map[string]registered[BrokerInfo]
+	stores  map[string]registered[StoreInfo]
 	errs    []string // duplicate or unusable names, reported when a server is built
 }
 

@@ -291,6 +291,8 @@ func (s *Server) liveCompatible(old, cfg *config.Config) error {
 		{"broker.outbox", old.Broker.Outbox, cfg.Broker.Outbox},
 		{"broker.start_degraded", old.Broker.StartDegraded, cfg.Broker.StartDegraded},
 		{"broker.presence_ttl", old.Broker.PresenceTTL, cfg.Broker.PresenceTTL},
+		{"store.kind", old.Store.Kind, cfg.Store.Kind},
+		{"store.url", old.Store.URL, cfg.Store.URL},
 	}
 	for _, f := range fixed {
 		if !reflect.DeepEqual(f.old, f.new) {

@@ -71,7 +71,7 @@ type Options struct {
 type Server struct {
 	Router  *router.Server
 	Engine  *lua.Engine
-	Store   *store.Store         // the shared store scripts reach as store
+	Store   *store.Store         // the shared store scripts reach as store, when [store] kind is "memory"; nil otherwise
 	Metrics *prometheus.Registry // what /metrics exposes
 
 	opts     Options
@@ -226,7 +226,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	if st, ok := s.mods.all["store"].(*storeModule); ok {
-		s.Store = st.Store
+		s.Store = st.mem
 	}
 	s.Engine = lua.New(lua.Options{Logger: log, Modules: s.mods.global(), Observer: obs, MemoryLimit: s.memoryLimit(cfg)})
 

@@ -219,7 +219,10 @@ func TestChatRecoversWithBrokerHistory(t *testing.T) {
 		}
 	}
 	a.Close(1000)
-	b.Send("two") // a's leave is offset 4, this 5
+	if m := decode(t, b.Next()); m["type"] != "leave" || m["offset"] != float64(4) {
+		t.Fatalf("a's leave on b: %v", m)
+	}
+	b.Send("two")
 	b.Send("three")
 	for decode(t, b.Next())["text"] != "three" { // handled: b hears its own
 	}

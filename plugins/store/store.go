@@ -37,26 +37,31 @@ var (
 // more than a message's worth of work.
 const MaxPushLength = 10_000
 
-// Options configure a Store. Zero fields take the defaults.
+// Options configure a Store, and the limits of a Module over any Backend.
+// Zero fields take the defaults.
 type Options struct {
 	// MaxBytes bounds what the whole store holds, in approximate heap
 	// bytes (see costOf): a write that would pass it fails with ErrFull
 	// (expired keys are swept first). Without it, any script could fill the
-	// process's memory with values it never reads again.
+	// process's memory with values it never reads again. Memory backend
+	// only: a network backend is bounded by its server (Redis's maxmemory,
+	// a bucket's max bytes), which is not this process's memory.
 	MaxBytes int64
 	// MaxKeys bounds the number of keys; a write that would add one more
-	// fails with ErrTooManyKeys (expired keys are swept first).
+	// fails with ErrTooManyKeys (expired keys are swept first). Memory
+	// backend only, as MaxBytes.
 	MaxKeys int
 	// MaxValueBytes bounds one entry: len(key) plus the value's size, where
 	// a string counts its bytes, a number 8, a boolean or null 1, and a
 	// table 2 plus, per element, 1 plus its key's bytes plus its value's size
-	// (roughly its JSON length).
+	// (roughly its JSON length). Every backend applies it (see Size).
 	MaxValueBytes int
 	// Now is the clock for expiry; nil means time.Now. Tests inject one.
+	// Memory backend only.
 	Now func() time.Time
 	// SweepInterval is how often the janitor removes expired keys that
 	// nobody reads; negative disables it (expiry then happens only on
-	// access and when MaxKeys is reached).
+	// access and when MaxKeys is reached). Memory backend only.
 	SweepInterval time.Duration
 }
 
@@ -70,6 +75,7 @@ type Options struct {
 type Store struct {
 	now        func() time.Time
 	sweepEvery time.Duration
+	mod        *Module // the Lua module over s, for Name and Open
 
 	mu       sync.Mutex
 	maxKeys  int
@@ -109,6 +115,9 @@ func New(opts Options) *Store {
 		sweepEvery: opts.SweepInterval,
 		items:      make(map[string]entry),
 	}
+	// The module reads the limit from s, so that Store.SetLimits (which
+	// the server calls at a reload) moves the conversion bound too.
+	s.mod = &Module{b: s.Backend(), limit: s.maxValueBytes}
 	s.SetLimits(opts)
 	return s
 }
@@ -123,10 +132,7 @@ func (s *Store) SetLimits(opts Options) {
 	if opts.MaxKeys <= 0 {
 		opts.MaxKeys = DefaultMaxKeys
 	}
-	if opts.MaxValueBytes <= 0 {
-		opts.MaxValueBytes = DefaultMaxValueBytes
-	}
-	opts.MaxValueBytes = int(min(int64(opts.MaxValueBytes), opts.MaxBytes))
+	opts.MaxValueBytes = ValueLimit(opts)
 	s.mu.Lock()
 	s.maxTotal, s.maxKeys, s.maxBytes = opts.MaxBytes, opts.MaxKeys, opts.MaxValueBytes
 	s.mu.Unlock()
@@ -216,7 +222,7 @@ func (s *Store) Incr(key string, n float64, ttl time.Duration) (float64, error) 
 	}
 	cur, isNum := e.v.(float64)
 	if !isNum {
-		return 0, fmt.Errorf("%w: %q holds a %s", ErrNotNumber, key, typeName(e.v))
+		return 0, NotNumberError(key, e.v)
 	}
 	e.v = cur + n
 	if ttl > 0 {
@@ -247,7 +253,7 @@ func (s *Store) Push(key string, v any, limit int, ttl time.Duration) (int, erro
 	if ok {
 		list, isList := e.v.([]any)
 		if !isList {
-			return 0, fmt.Errorf("%w: %q holds a %s", ErrNotList, key, typeName(e.v))
+			return 0, NotListError(key, e.v)
 		}
 		cur = list
 	} else if !s.roomLocked(now) {
@@ -274,10 +280,8 @@ func (s *Store) Push(key string, v any, limit int, ttl time.Duration) (int, erro
 // compared with ==. ttl is as for Set. Limits apply as for Set, and a
 // value that does not fit is an error even if the comparison failed.
 func (s *Store) CompareAndSet(key string, old, v any, ttl time.Duration) (bool, error) {
-	switch old.(type) {
-	case nil, bool, float64, string:
-	default:
-		return false, fmt.Errorf("store: compare-and-set compares a string, number, boolean or nil, not a %s", typeName(old))
+	if err := CheckComparable(old); err != nil {
+		return false, err
 	}
 	now := s.now()
 	ne := entry{v: v, cost: costOf(key, v)}

@@ -120,6 +120,12 @@ type Admin struct {
 // Store is the [store] table: the bounds of the shared store scripts
 // write to. Any script can fill it, so it is bounded by default.
 type Store struct {
+	// Kind is a registered store backend: "memory" (default: this
+	// process), "redis" or "nats" (shared by every node), or a plugin's.
+	Kind string
+	// URL locates a network backend; default broker.url when the broker
+	// is of the same kind. Keys are namespaced by broker.prefix.
+	URL          string
 	MaxBytes     int64 // what all keys and values may take, approximately in heap bytes; default 64 MiB
 	MaxKeys      int   // default 100,000
 	MaxValueSize int64 // one key and its value (about its JSON length); default 1 MiB, at most MaxBytes

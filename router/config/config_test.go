@@ -166,6 +166,7 @@ start_degraded = true
 presence_ttl = "3s"
 
 [store]
+kind = "nats"
 max_bytes = "16MiB"
 max_keys = 500
 max_value_size = "64KiB"
@@ -227,7 +228,7 @@ vms = 0
 		Scripts:   Scripts{Dir: filepath.Join(dir, "scripts"), VMs: 3, HandlerTimeout: 150 * time.Millisecond, MemoryLimit: 512 << 20, MemoryLimitSet: true},
 		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222", Prefix: "app-1", Timeout: 2 * time.Second, Outbox: 500, StartDegraded: true, PresenceTTL: 3 * time.Second},
-		Store:     Store{MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
+		Store:     Store{Kind: "nats", URL: "nats://a:4222, tls://b:4222", MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
 		Routes: []Route{
 			{
 				Path: "/echo", Script: "echo.lua",
@@ -338,6 +339,10 @@ func TestValidationErrors(t *testing.T) {
 		{"broker outbox", "[broker]\noutbox = 0\n" + route, "broker.outbox", "must be between 1 and 1000000, not 0"},
 		{"broker presence_ttl", "[broker]\npresence_ttl = \"100ms\"\n" + route, "broker.presence_ttl", "must be at least 300ms"},
 		{"broker start_degraded", "[broker]\nstart_degraded = 1\n" + route, "broker.start_degraded", "must be true or false"},
+		{"store kind", "[store]\nkind = \"a b\"\n" + route, "store.kind", `must be a store's name`},
+		{"store redis without url", "[store]\nkind = \"redis\"\n" + route, "store.url", `required when store.kind is "redis" and broker.kind is not`},
+		{"store url on memory", "[store]\nurl = \"redis://h:1\"\n" + route, "store.url", `must be empty when store.kind is "memory"`},
+		{"store wrong scheme", "[store]\nkind = \"redis\"\nurl = \"nats://h:1\"\n" + route, "store.url", "scheme must be redis:// or rediss://"},
 		{"memory with url", "[broker]\nurl = \"redis://h:6379\"\n" + route, "broker.url", `must be empty when broker.kind is "memory"`},
 
 		// routes, as a whole
@@ -1051,8 +1056,8 @@ func TestStoreBounds(t *testing.T) {
 		want  Store
 		err   string
 	}{
-		{"", Store{MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}, ""},
-		{"max_bytes = \"512KiB\"", Store{MaxBytes: 512 << 10, MaxKeys: 100_000, MaxValueSize: 512 << 10}, ""},
+		{"", Store{Kind: "memory", MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}, ""},
+		{"max_bytes = \"512KiB\"", Store{Kind: "memory", MaxBytes: 512 << 10, MaxKeys: 100_000, MaxValueSize: 512 << 10}, ""},
 		{"max_bytes = \"1MiB\"\nmax_value_size = \"2MiB\"", Store{}, "store.max_value_size: 2097152 is more than store.max_bytes (1048576)"},
 		{"max_keys = 0", Store{}, "store.max_keys: must be greater than 0"},
 		{"max_bytes = 0", Store{}, "store.max_bytes: must be greater than 0"},

@@ -66,6 +66,8 @@ type rawAdmin struct {
 }
 
 type rawStore struct {
+	Kind         value `toml:"kind"`
+	URL          value `toml:"url"`
 	MaxBytes     value `toml:"max_bytes"`
 	MaxKeys      value `toml:"max_keys"`
 	MaxValueSize value `toml:"max_value_size"`

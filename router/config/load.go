@@ -78,7 +78,7 @@ func parse(data []byte, src source) (*Config, error) {
 	l.scripts(&c.Scripts, &scr)
 	c.Warnings = l.admin(&c.Admin, &adm, c.Server.Listen)
 	l.broker(&c.Broker, &brk)
-	l.store(&c.Store, &sto)
+	l.store(&c.Store, &sto, &c.Broker)
 	l.history(c, raw.History)
 	l.plugins(c, raw.Plugins, string(data))
 	if hasRoutes {
@@ -420,8 +420,28 @@ func loopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (l *loader) store(st *Store, r *rawStore) {
-	*st = Store{MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}
+func (l *loader) store(st *Store, r *rawStore, b *Broker) {
+	*st = Store{Kind: "memory", MaxBytes: 64 << 20, MaxKeys: 100_000, MaxValueSize: 1 << 20}
+	kindOK := !r.Kind.set || l.str("store.kind", r.Kind, &st.Kind)
+	if kindOK && !ValidName(st.Kind) {
+		l.errorf("store.kind", "must be a store's name (\"memory\", \"redis\", \"nats\" or a plugin's), not %q", st.Kind)
+		kindOK = false
+	}
+	urlSet := r.URL.set && l.str("store.url", r.URL, &st.URL)
+	if kindOK && st.Kind != "memory" && !urlSet && b.Kind == st.Kind {
+		st.URL = b.URL // the broker's server, by default
+	}
+	switch {
+	case !kindOK || (r.URL.set && !urlSet):
+	case st.Kind == "memory" && st.URL != "":
+		l.errorf("store.url", "must be empty when store.kind is \"memory\"")
+	case (st.Kind == "redis" || st.Kind == "nats") && st.URL == "":
+		l.errorf("store.url", "required when store.kind is %q and broker.kind is not", st.Kind)
+	case st.Kind == "redis" || st.Kind == "nats":
+		if err := checkBrokerURL(st.Kind, st.URL); err != nil {
+			l.fail("store.url", err)
+		}
+	}
 	l.positiveSize("store.max_bytes", r.MaxBytes, &st.MaxBytes)
 	if l.count("store.max_keys", r.MaxKeys, &st.MaxKeys) && st.MaxKeys == 0 {
 		l.errorf("store.max_keys", "must be greater than 0")
