@@ -4,6 +4,9 @@ package examples_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -24,6 +27,60 @@ var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 	"tutorial": tutorial,
 	"autobahn": autobahn,
 	"plugin":   plugin,
+	"cluster":  cluster,
+}
+
+// cluster runs two nodes of the cluster example in-process, over the
+// machine's Redis with a prefix of the test's own: a message crosses, and
+// a client that left comes back to the other node and gets what it
+// missed. cluster/cluster_test.go runs it as processes, through failures.
+func cluster(t *testing.T, cfg *config.Config) {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:6379", 2*time.Second); err != nil {
+		t.Skipf("no Redis at 127.0.0.1:6379 (%v)", err)
+	} else {
+		c.Close()
+	}
+	cfg.Broker.Prefix = fmt.Sprintf("example-%d", time.Now().UnixNano())
+	a, b := moontest.StartConfig(t, cfg), moontest.StartConfig(t, cfg)
+	type msg struct {
+		Type, Text, Epoch string
+		Offset            uint64
+	}
+	read := func(c *moontest.Client) msg {
+		var m msg
+		if err := json.Unmarshal(c.Next().Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	x := moontest.Dial(t, a.URL("/chat/ex"))
+	join := read(x)
+	y := moontest.Dial(t, b.URL("/chat/ex"))
+	// y's subscription on node b may take a moment: x speaks until y hears.
+	var last msg
+	for deadline := time.Now().Add(20 * time.Second); last.Text == ""; {
+		if time.Now().After(deadline) {
+			t.Fatal("no message crossed the nodes")
+		}
+		x.Send("hi")
+		if f, err := y.ReadFrame(200 * time.Millisecond); err == nil {
+			_ = json.Unmarshal(f.Payload, &last)
+		}
+	}
+	y.Close(1000)
+	for decode := read(x); decode.Type != "leave"; decode = read(x) {
+	}
+	x.Send("while you were away")
+	back := moontest.Dial(t, a.URL(fmt.Sprintf("/chat/ex?since=%d&epoch=%s", last.Offset, join.Epoch)))
+	for {
+		m := read(back)
+		if m.Offset <= last.Offset {
+			t.Fatalf("replayed %d, already had %d", m.Offset, last.Offset)
+		}
+		if m.Text == "while you were away" {
+			break
+		}
+	}
 }
 
 // plugin runs the custom build's config in-process (the import above
