@@ -105,9 +105,6 @@ func historyNodes(t *testing.T) map[string][2]*moontest.Server {
 	one := moontest.Start(t, historyFiles(t, ""))
 	out["memory"] = [2]*moontest.Server{one, one}
 	for _, nb := range networkBrokers {
-		if nb.kind == "nats" {
-			continue // the NATS broker keeps no history yet
-		}
 		files := clusterFiles(t, nb.kind, nb.url, nb.addr) // skips without the broker
 		brk := files["moonwire.toml"]
 		brk = brk[strings.Index(brk, "[broker]"):strings.Index(brk, "[[routes]]")]

@@ -1,14 +1,16 @@
 // Package nats is the NATS broker: moonwire nodes that share a NATS server
 // (or cluster) exchange broadcasts, direct sends and closes over core NATS
-// subjects.
+// subjects, and keep rooms' history in JetStream (see history.go).
 //
 // A node subscribes to its own subject (PREFIX.node.ID), where sends and
-// closes for its connections arrive, and to one subject per room it serves
-// (PREFIX.room.NAME), subscribed when the room's first local member joins
-// and unsubscribed when its last leaves; a node hears only the traffic of
-// its rooms. Names are encoded into a single subject token, so no room
-// name can act as a wildcard or reach into another subject. Publishing
-// goes through a bounded broker.Outbox, so a lane never waits for NATS.
+// closes for its connections arrive, and to two subjects per room it
+// serves, subscribed when the room's first local member joins and
+// unsubscribed when its last leaves: PREFIX.room.NAME for broadcasts
+// without history and PREFIX.live.NAME, where the history stream
+// republishes what it stores. A node hears only the traffic of its rooms.
+// Names are encoded into a single subject token, so no room name can act
+// as a wildcard or reach into another subject. Publishing goes through a
+// bounded broker.Outbox, so a lane never waits for NATS.
 //
 // The client is nats.go: it reconnects by itself, subscribes again on the
 // new connection and buffers publishes during a short outage, which are
@@ -32,6 +34,7 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/moonwire/moonwire/router/broker"
 )
@@ -94,6 +97,18 @@ type Broker struct {
 	nodeSub    *natsgo.Subscription
 	recv       atomic.Pointer[target] // nil before Subscribe and after cancel
 
+	// h is the rooms' history (JetStream); ctx ends with Close.
+	h      *history
+	ctx    context.Context
+	cancel context.CancelFunc
+	order  reorder // receive goroutine only
+
+	// heldSet is the rooms whose two subscriptions the reconcile goroutine
+	// has made; heldCh is closed (and replaced) after each of its passes.
+	heldMu  sync.Mutex
+	heldSet map[string]struct{}
+	heldCh  chan struct{}
+
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -120,6 +135,7 @@ var (
 	_ broker.Broker      = (*Broker)(nil)
 	_ broker.RoomWatcher = (*Broker)(nil)
 	_ broker.Reporter    = (*Broker)(nil)
+	_ broker.History     = (*Broker)(nil)
 )
 
 // New connects to the NATS server(s) at opts.URL (a comma-separated list
@@ -136,13 +152,17 @@ func New(opts broker.Options) (*Broker, error) {
 		opts.Timeout = 5 * time.Second
 	}
 	b := &Broker{
-		opts:   opts,
-		log:    opts.Logger.With("broker", "nats"),
-		url:    redact(opts.URL),
-		prefix: opts.Prefix,
-		want:   broker.NewInterest(),
-		msgs:   make(chan *natsgo.Msg, receiveBuffer),
-		stop:   make(chan struct{}),
+		opts:    opts,
+		log:     opts.Logger.With("broker", "nats"),
+		url:     redact(opts.URL),
+		prefix:  opts.Prefix,
+		want:    broker.NewInterest(),
+		msgs:    make(chan *natsgo.Msg, receiveBuffer),
+		stop:    make(chan struct{}),
+		heldSet: make(map[string]struct{}),
+		heldCh:  make(chan struct{}),
+		// Before connecting: the connection callbacks use it.
+		h: newHistory(opts.Prefix, opts.Outbox),
 	}
 	if err := validPrefix(opts.Prefix); err != nil {
 		return nil, err
@@ -178,15 +198,22 @@ func New(opts broker.Options) (*Broker, error) {
 		return nil, fmt.Errorf("nats: connect %s: %w", b.url, err)
 	}
 	b.nc = nc
+	if b.h.js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nats: jetstream: %w", err)
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if !nc.IsConnected() {
 		// Only with StartDegraded: the cause follows from the retry loop.
 		b.setErr(fmt.Errorf("connect %s: no server reachable yet", b.url))
 		b.log.Warn("broker unreachable, starting degraded", "url", b.url)
 	}
 	b.out = broker.NewOutbox(opts.Outbox, maxBatch, b.send)
-	b.wg.Add(2)
+	b.wg.Add(4)
 	go b.receive()
 	go b.reconcile()
+	go b.drain()
+	go b.checkJetStream()
 	return b, nil
 }
 
@@ -299,15 +326,33 @@ func (b *Broker) send(batch []broker.Message) error {
 }
 
 // receive decodes what the subscriptions deliver and hands it to fn, in
-// the order NATS delivered it.
+// the order NATS delivered it, except that broadcasts with history are
+// put in their rooms' offset order (see reorder).
 func (b *Broker) receive() {
 	defer b.wg.Done()
+	var ticker *time.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-b.stop:
 			return
 		case msg := <-b.msgs:
 			b.deliver(msg)
+		case now := <-tick:
+			b.order.expire(now, b.hand)
+		}
+		switch holding := b.order.holding(); {
+		case holding && ticker == nil:
+			ticker = time.NewTicker(reorderWindow / 4)
+			tick = ticker.C
+		case !holding && ticker != nil:
+			ticker.Stop()
+			ticker, tick = nil, nil
 		}
 	}
 }
@@ -323,29 +368,49 @@ func (b *Broker) deliver(msg *natsgo.Msg) {
 		return
 	}
 	t := b.recv.Load()
-	if t == nil || m.Origin == t.node {
+	// A broadcast with an offset comes from the history stream, to every
+	// watcher, its origin too (see broker.History).
+	if t == nil || m.Origin == t.node && m.Offset == 0 {
+		return
+	}
+	if m.Offset != 0 {
+		// m.Data is msg's own copy, so it may be held.
+		b.order.add(m, time.Now(), b.hand, b.want)
 		return
 	}
 	b.receives.Add(1)
 	t.fn(m)
 }
 
-// reconcile subscribes and unsubscribes room subjects as the wanted set
+// hand gives fn a broadcast with history, in its room's order.
+func (b *Broker) hand(m broker.Message) {
+	if t := b.recv.Load(); t != nil {
+		b.receives.Add(1)
+		t.fn(m)
+	}
+}
+
+// reconcile subscribes and unsubscribes room subjects (each room's and
+// its live subject, both on the one receive channel) as the wanted set
 // changes. nats.go records a subscription before it tells the server and
 // sends all of them again on every new connection, so what is held here
 // stays what the server knows across reconnects.
 func (b *Broker) reconcile() {
 	defer b.wg.Done()
-	subs := map[string]*natsgo.Subscription{}
+	subs := map[string][2]*natsgo.Subscription{}
 	held := map[string]struct{}{}
 	var retry <-chan time.Time
 	for {
 		select {
 		case <-b.stop:
 			for _, s := range subs {
-				_ = s.Unsubscribe()
+				_ = s[0].Unsubscribe()
+				_ = s[1].Unsubscribe()
 			}
 			b.rooms.Store(0)
+			b.heldMu.Lock()
+			clear(b.heldSet)
+			b.heldMu.Unlock()
 			return
 		case <-b.want.Changed():
 		case <-retry:
@@ -353,12 +418,11 @@ func (b *Broker) reconcile() {
 		retry = nil
 		add, remove := b.want.Diff(held)
 		for _, r := range add {
-			subj := b.roomSubject(r)
-			s, err := b.nc.ChanSubscribe(subj, b.msgs)
+			s, err := b.subscribeRoom(r)
 			if err != nil {
 				// Not held, so the next Diff offers it again.
 				b.errs.Add(1)
-				b.setErr(fmt.Errorf("subscribe %s: %w", subj, err))
+				b.setErr(err)
 				if n, ok := b.subLog.allow(); ok {
 					b.log.Warn("broker subscribe failed", "room", r, "not_logged", n, "err", err)
 				}
@@ -370,15 +434,45 @@ func (b *Broker) reconcile() {
 		for _, r := range remove {
 			// A failed UNSUB means the connection is gone, and with it the
 			// subscription: nothing is left to retry.
-			if err := subs[r].Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
-				b.errs.Add(1)
-				b.log.Warn("broker unsubscribe failed", "room", r, "err", err)
+			for _, s := range subs[r] {
+				if err := s.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+					b.errs.Add(1)
+					b.log.Warn("broker unsubscribe failed", "room", r, "subject", s.Subject, "err", err)
+				}
 			}
 			delete(subs, r)
 			delete(held, r)
 		}
 		b.rooms.Store(int64(len(held)))
+		b.heldMu.Lock()
+		for _, r := range add {
+			if _, ok := held[r]; ok {
+				b.heldSet[r] = struct{}{}
+			}
+		}
+		for _, r := range remove {
+			delete(b.heldSet, r)
+		}
+		close(b.heldCh) // WaitWatched looks again
+		b.heldCh = make(chan struct{})
+		b.heldMu.Unlock()
 	}
+}
+
+// subscribeRoom subscribes both subjects of room, or neither.
+func (b *Broker) subscribeRoom(r string) ([2]*natsgo.Subscription, error) {
+	var s [2]*natsgo.Subscription
+	for i, subj := range [2]string{b.roomSubject(r), b.liveSubject(r)} {
+		sub, err := b.nc.ChanSubscribe(subj, b.msgs)
+		if err != nil {
+			if i == 1 {
+				_ = s[0].Unsubscribe()
+			}
+			return s, fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		s[i] = sub
+	}
+	return s, nil
 }
 
 // Stats implements broker.Reporter.
@@ -391,8 +485,8 @@ func (b *Broker) Stats() broker.Stats {
 		Receives:   b.receives.Load(),
 		Errors:     b.errs.Load(),
 		Reconnects: b.reconnects.Load(),
-		Dropped:    b.out.Dropped(),
-		Queued:     b.out.Len(),
+		Dropped:    b.out.Dropped() + b.h.qdropped.Load(),
+		Queued:     b.out.Len() + b.h.queueLen(),
 		Rooms:      int(b.rooms.Load()),
 	}
 	if e := b.lastErr.Load(); e != nil {
@@ -414,11 +508,20 @@ func (b *Broker) Close() error {
 		if b.out.Len() > 0 {
 			b.log.Warn("broker outbox not drained at close, messages lost", "messages", b.out.Len())
 		}
+		// Broadcasts with history queued during an outage get the rest of
+		// the time, if the server is back.
+		for b.h.queueLen() > 0 && b.nc.IsConnected() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n := b.h.queueLen(); n > 0 {
+			b.log.Warn("broker history queue not drained at close, broadcasts lost", "messages", n)
+		}
 		if left := time.Until(deadline); left > 0 && b.nc.IsConnected() {
 			if err := b.nc.FlushTimeout(left); err != nil {
 				b.log.Warn("broker flush at close failed, messages may be lost", "err", err)
 			}
 		}
+		b.cancel()
 		close(b.stop)
 		b.wg.Wait()
 		b.mu.Lock()
@@ -437,6 +540,7 @@ func (b *Broker) Close() error {
 
 func (b *Broker) onConnect(*natsgo.Conn) {
 	b.lastErr.Store(nil)
+	b.h.poke()
 	b.log.Info("broker connected", "url", b.url, "rooms", b.rooms.Load())
 }
 
@@ -447,6 +551,7 @@ func (b *Broker) onDisconnect(_ *natsgo.Conn, err error) {
 	if err == nil {
 		err = errors.New("closed by the server")
 	}
+	b.h.gen.Add(1)
 	b.setErr(fmt.Errorf("connection lost: %w", err))
 	b.log.Warn("broker connection lost, reconnecting", "url", b.url, "err", err)
 }
@@ -454,7 +559,9 @@ func (b *Broker) onDisconnect(_ *natsgo.Conn, err error) {
 func (b *Broker) onReconnect(nc *natsgo.Conn) {
 	// Cleared first: whoever sees the count go up sees the error gone.
 	b.lastErr.Store(nil)
+	b.h.gen.Add(1) // the server may have lost its store: read again
 	b.reconnects.Add(1)
+	b.h.poke()
 	b.log.Info("broker reconnected", "server", redact(nc.ConnectedUrl()), "rooms", b.rooms.Load())
 }
 
