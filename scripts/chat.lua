@@ -31,7 +31,9 @@
 -- further behind than it keeps) the client gets
 --   -> {"epoch":"<e>","offset":<n>,"reason":"trimmed","room":"lobby","type":"reload"}
 -- and should reload its state, then go on from that offset. A newcomer
--- without ?since= is replayed the last settings.history messages.
+-- without ?since= is replayed the last settings.history messages. While the
+-- broker cannot be asked, a joining client is closed 1013 (try again
+-- later) rather than served with a gap.
 local M = {}
 
 local function room_of(conn)
@@ -148,7 +150,11 @@ function M.on_open(conn)
     end
     local ok, offset, ep, why = conn:recover(room, since, want)
     if ok == nil then
-      conn:join(room) -- the broker is away: live messages only
+      -- The broker cannot be asked now: rather than live messages with a
+      -- gap the client would not see, ask it to come back (1013: try
+      -- again later) and recover then.
+      conn:close(1013, "history unavailable, reconnect")
+      return
     elseif not ok then
       conn:send(json.encode({ type = "reload", room = room, offset = offset, epoch = ep, reason = why }))
     end

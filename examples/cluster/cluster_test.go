@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+
 	"github.com/moonwire/moonwire/internal/moontest"
 )
 
@@ -52,25 +54,31 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// redisProc is a redis-server of the test's own, with an append-only file
-// so that a restart keeps the history.
-type redisProc struct {
-	port, dir string
-	cmd       *exec.Cmd
+// brokerProc is a broker server of the test's own, which keeps its data
+// on disk so that a restart keeps the history: redis-server with an
+// append-only file, or nats-server with a JetStream store.
+type brokerProc struct {
+	kind, port, dir string
+	cmd             *exec.Cmd
 }
 
-func (r *redisProc) start(t *testing.T) {
+func (r *brokerProc) start(t *testing.T) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	name := map[string]string{"redis": "redis-server", "nats": "nats-server"}[r.kind]
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		t.Skip("redis-server is not installed (apt install redis-server): this test restarts its own Redis")
+		t.Skipf("%s is not installed (apt install %s): this test restarts its own", name, name)
 	}
-	r.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", r.port, "--dir", r.dir,
-		"--appendonly", "yes", "--appendfsync", "always", "--save", "")
+	if r.kind == "redis" {
+		r.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", r.port, "--dir", r.dir,
+			"--appendonly", "yes", "--appendfsync", "always", "--save", "")
+	} else {
+		r.cmd = exec.Command(bin, "-a", "127.0.0.1", "-p", r.port, "-js", "-sd", r.dir)
+	}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "redis-server", 20*time.Second, func() bool {
+	waitFor(t, name, 20*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+r.port, time.Second)
 		if err == nil {
 			c.Close()
@@ -79,9 +87,9 @@ func (r *redisProc) start(t *testing.T) {
 	})
 }
 
-func (r *redisProc) stop() {
+func (r *brokerProc) stop() {
 	if r.cmd != nil {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM) // writes the AOF
+		_ = r.cmd.Process.Signal(syscall.SIGTERM) // writes the AOF / the store
 		_ = r.cmd.Wait()
 		r.cmd = nil
 	}
@@ -196,6 +204,13 @@ func (f *follower) follow(ctx context.Context, t *testing.T, c *moontest.Client,
 			}
 			return false
 		}
+		switch fr.Op {
+		case ws.OpClose:
+			return false // e.g. 1013, history unavailable: come back
+		case ws.OpText:
+		default:
+			continue
+		}
 		var m chatMsg
 		if err := json.Unmarshal(fr.Payload, &m); err != nil {
 			t.Errorf("not JSON: %q", fr.Payload)
@@ -227,13 +242,19 @@ func (f *follower) follow(ctx context.Context, t *testing.T, c *moontest.Client,
 
 // TestClusterSurvivesNodeKillAndBrokerRestart: three processes, followers
 // on every node, one publisher. Mid-traffic one node is killed with
-// SIGKILL and Redis is restarted. Every follower ends with every message
-// from its first one to the last, once each; the killed node's members
-// leave presence within its TTL.
+// SIGKILL and the broker (Redis, then NATS) is restarted. Every follower
+// ends with every message from its first one to the last, once each; with
+// Redis, the killed node's members leave presence within its TTL.
 func TestClusterSurvivesNodeKillAndBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
+	for _, kind := range []string{"redis", "nats"} {
+		t.Run(kind, func(t *testing.T) { survive(t, kind) })
+	}
+}
+
+func survive(t *testing.T, kind string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "moonwire")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -241,17 +262,19 @@ func TestClusterSurvivesNodeKillAndBrokerRestart(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../../cmd/moonwire").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	redis := &redisProc{port: freePort(t), dir: t.TempDir()}
-	redis.start(t)
-	defer redis.stop()
+	broker := &brokerProc{kind: kind, port: freePort(t), dir: t.TempDir()}
+	broker.start(t)
+	defer broker.stop()
 
-	text, err := os.ReadFile("moonwire.toml")
+	file := map[string]string{"redis": "moonwire.toml", "nats": "nats.toml"}[kind]
+	text, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	abs, _ := filepath.Abs("../../scripts")
 	cfg := strings.NewReplacer(
-		`url = "redis://127.0.0.1:6379/0"`, `url = "redis://127.0.0.1:`+redis.port+`/0"`,
+		`url = "redis://127.0.0.1:6379/0"`, `url = "redis://127.0.0.1:`+broker.port+`/0"`,
+		`url = "nats://127.0.0.1:4222"`, `url = "nats://127.0.0.1:`+broker.port+`"`,
 		`dir = "../../scripts"`, `dir = "`+abs+`"`,
 		`presence_ttl = "6s"`, `presence_ttl = "2s"`,
 	).Replace(string(text))
@@ -294,9 +317,9 @@ func TestClusterSurvivesNodeKillAndBrokerRestart(t *testing.T) {
 		case 100:
 			_ = nodes[2].cmd.Process.Kill() // SIGKILL: no leave, no goodbye
 		case 200:
-			redis.stop()
+			broker.stop()
 		case 230:
-			redis.start(t)
+			broker.start(t)
 		}
 	}
 	// The publisher hears its own last message (chat.lua sends to the
@@ -330,6 +353,9 @@ func TestClusterSurvivesNodeKillAndBrokerRestart(t *testing.T) {
 
 	// Presence: the killed node's members vanish within its TTL; the
 	// room holds the publisher, and a newcomer that counts itself.
+	if kind == "nats" {
+		return // the NATS broker's presence is per node
+	}
 	waitFor(t, "presence without the killed node", 30*time.Second, func() bool {
 		c, err := moontest.TryDial(t, "ws://"+addrs[1]+"/chat/room")
 		if err != nil {
