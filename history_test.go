@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/router"
 )
 
 // historyScript: /room?since=N&epoch=E recovers, /room joins; every
@@ -41,8 +42,15 @@ end
 return M
 `
 
+// patient lets a test's broker calls take their time on a loaded
+// machine: the recovery semantics are under test here, not the timing.
+func patient(rc *router.Config) { rc.OffsetWait, rc.BrokerWait = time.Minute, time.Minute }
+
 func historyFiles(t *testing.T, brokerTable string) map[string]string {
 	return moontest.Files(brokerTable+`
+[scripts]
+handler_timeout = "2m"
+
 [history]
 "r" = { size = 50, ttl = "10m" }
 
@@ -102,14 +110,14 @@ func offsetOf(msg string) uint64 {
 // machine runs, and one memory node twice (a single node).
 func historyNodes(t *testing.T) map[string][2]*moontest.Server {
 	out := map[string][2]*moontest.Server{}
-	one := moontest.Start(t, historyFiles(t, ""))
+	one := moontest.Start(t, historyFiles(t, ""), patient)
 	out["memory"] = [2]*moontest.Server{one, one}
 	for _, nb := range networkBrokers {
 		files := clusterFiles(t, nb.kind, nb.url, nb.addr) // skips without the broker
 		brk := files["moonwire.toml"]
 		brk = brk[strings.Index(brk, "[broker]"):strings.Index(brk, "[[routes]]")]
 		f := historyFiles(t, brk)
-		out[nb.kind] = [2]*moontest.Server{moontest.Start(t, f), moontest.Start(t, f)}
+		out[nb.kind] = [2]*moontest.Server{moontest.Start(t, f, patient), moontest.Start(t, f, patient)}
 	}
 	return out
 }

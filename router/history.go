@@ -23,13 +23,15 @@ var ErrNoHistory = errors.New("room keeps no history (see [[history]] in the con
 // the default handler_timeout (1s), so that a broker that is slow, or gone
 // without the connection noticing yet, costs a callback a bounded pause
 // rather than its connection (a handler timeout closes it 1011).
+// Config.OffsetWait and Config.BrokerWait change them.
 const (
-	// OffsetWait bounds waiting for a broadcast's offset; past it the
-	// broadcast is queued in order and published when the broker answers.
-	OffsetWait = 250 * time.Millisecond
-	// BrokerWait bounds a read from the broker: a recovery, a history or
-	// presence read.
-	BrokerWait = 500 * time.Millisecond
+	// DefaultOffsetWait bounds waiting for a broadcast's offset; past it
+	// the broadcast is queued in order and published when the broker
+	// answers.
+	DefaultOffsetWait = 250 * time.Millisecond
+	// DefaultBrokerWait bounds a read from the broker: a recovery, a
+	// history or presence read.
+	DefaultBrokerWait = 500 * time.Millisecond
 )
 
 // maxPending bounds the live messages held for one recovering connection
@@ -71,7 +73,7 @@ func (s *Server) historyOf(room string) (int, time.Duration) {
 
 // BroadcastWith is Broadcast with options, for a string payload. In a room
 // with history it waits for the broker to assign the offset (one round
-// trip, only while the broker is reachable, at most OffsetWait).
+// trip, only while the broker is reachable, at most Config.OffsetWait).
 func (s *Server) BroadcastWith(room string, kind Kind, data string, o BroadcastOptions) BroadcastResult {
 	size, ttl := s.historyOf(room)
 	if size == 0 {
@@ -87,7 +89,7 @@ func (s *Server) BroadcastWith(room string, kind Kind, data string, o BroadcastO
 		}
 	}
 	s.stats.broadcasts.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), OffsetWait)
+	ctx, cancel := context.WithTimeout(context.Background(), s.c().OffsetWait)
 	defer cancel()
 	pos, err := s.history.PublishHistory(ctx, m, size, ttl)
 	if err != nil {
@@ -117,7 +119,7 @@ func (s *Server) History(room string, since uint64, limit int) ([]HistoryEntry, 
 	if limit <= 0 || limit > size {
 		limit = size
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), BrokerWait)
+	ctx, cancel := context.WithTimeout(context.Background(), s.c().BrokerWait)
 	defer cancel()
 	es, top, _, err := s.history.ReadHistory(ctx, room, since, limit)
 	if err != nil {
@@ -158,7 +160,7 @@ type Recovery struct {
 // offset (of epoch; "" accepts any) from the room's history, then live
 // messages, with none missed and none twice across the boundary. It
 // waits for the broker (the room's subscription, one history read) up to
-// BrokerWait. A connection already in the room gets an error.
+// Config.BrokerWait. A connection already in the room gets an error.
 func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, error) {
 	s := c.srv
 	size, _ := s.historyOf(room)
@@ -182,7 +184,7 @@ func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, erro
 	x.rooms = append(x.rooms, room)
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), BrokerWait)
+	ctx, cancel := context.WithTimeout(context.Background(), s.c().BrokerWait)
 	defer cancel()
 	var (
 		res     Recovery

@@ -51,7 +51,7 @@ func (c *Conn) SetPresence(info []byte) error {
 // knows them: connection id -> the info it set (nil: none).
 func (s *Server) Presence(room string) (map[string][]byte, error) {
 	if s.presence != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), BrokerWait)
+		ctx, cancel := context.WithTimeout(context.Background(), s.c().BrokerWait)
 		defer cancel()
 		return s.presence.Members(ctx, room)
 	}
@@ -75,7 +75,7 @@ func (s *Server) Presence(room string) (map[string][]byte, error) {
 // when the broker knows them, else on this node.
 func (s *Server) ClusterRoomSize(room string) (int, error) {
 	if s.presence != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), BrokerWait)
+		ctx, cancel := context.WithTimeout(context.Background(), s.c().BrokerWait)
 		defer cancel()
 		return s.presence.Count(ctx, room)
 	}

@@ -66,6 +66,12 @@ type Config struct {
 	// size broadcasts, for ttl after the latest. size 0 (or a nil
 	// History): none. It needs a broker that implements broker.History.
 	History func(room string) (size int, ttl time.Duration)
+	// OffsetWait bounds how long a broadcast to a room with history
+	// waits for its offset (then it is queued): DefaultOffsetWait.
+	// BrokerWait bounds a script's read from the broker (recovery,
+	// history, presence): DefaultBrokerWait. Both stay under the
+	// handler timeout, so that a slow broker does not cost connections.
+	OffsetWait, BrokerWait time.Duration
 
 	Broker broker.Broker // nil: a private in-memory broker
 	NodeID string        // "": random
@@ -93,6 +99,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.OffsetWait <= 0 {
+		c.OffsetWait = DefaultOffsetWait
+	}
+	if c.BrokerWait <= 0 {
+		c.BrokerWait = DefaultBrokerWait
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 3 * time.Second
