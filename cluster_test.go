@@ -1,6 +1,7 @@
 package moonwire_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,6 +11,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/moonwire/moonwire/internal/moontest"
 )
@@ -32,6 +37,7 @@ func clusterFiles(t *testing.T, kind, url, addr string) map[string]string {
 	_ = c.Close()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
+	cleanBroker(t, kind, url, "t"+hex.EncodeToString(b))
 	return moontest.Files(fmt.Sprintf(`
 [admin]
 listen = "127.0.0.1:0"
@@ -200,9 +206,6 @@ func TestClusterOverNetworkBrokers(t *testing.T) {
 // a node that stops takes its members out.
 func TestClusterPresence(t *testing.T) {
 	for _, nb := range networkBrokers {
-		if nb.kind == "nats" {
-			continue // the NATS broker knows no presence yet
-		}
 		t.Run(nb.kind, func(t *testing.T) {
 			t.Parallel()
 			files := clusterFiles(t, nb.kind, nb.url, nb.addr)
@@ -292,4 +295,46 @@ func TestClusterStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cleanBroker removes what a test left under prefix on the shared broker
+// (JetStream streams and KV buckets, Redis keys) when it ends.
+func cleanBroker(t *testing.T, kind, url, prefix string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		switch kind {
+		case "nats":
+			nc, err := natsgo.Connect(url)
+			if err != nil {
+				return
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return
+			}
+			names := js.StreamNames(ctx)
+			var doomed []string
+			for n := range names.Name() {
+				if strings.HasPrefix(n, prefix+"_") || strings.HasPrefix(n, "KV_"+prefix+"_") {
+					doomed = append(doomed, n)
+				}
+			}
+			for _, n := range doomed {
+				_ = js.DeleteStream(ctx, n)
+			}
+		case "redis":
+			opts, err := goredis.ParseURL(url)
+			if err != nil {
+				return
+			}
+			c := goredis.NewClient(opts)
+			defer c.Close()
+			iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		}
+	})
 }

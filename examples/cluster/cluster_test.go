@@ -243,8 +243,8 @@ func (f *follower) follow(ctx context.Context, t *testing.T, c *moontest.Client,
 // TestClusterSurvivesNodeKillAndBrokerRestart: three processes, followers
 // on every node, one publisher. Mid-traffic one node is killed with
 // SIGKILL and the broker (Redis, then NATS) is restarted. Every follower
-// ends with every message from its first one to the last, once each; with
-// Redis, the killed node's members leave presence within its TTL.
+// ends with every message from its first one to the last, once each; the
+// killed node's members leave presence within its TTL.
 func TestClusterSurvivesNodeKillAndBrokerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
@@ -353,9 +353,6 @@ func survive(t *testing.T, kind string) {
 
 	// Presence: the killed node's members vanish within its TTL; the
 	// room holds the publisher, and a newcomer that counts itself.
-	if kind == "nats" {
-		return // the NATS broker's presence is per node
-	}
 	waitFor(t, "presence without the killed node", 30*time.Second, func() bool {
 		c, err := moontest.TryDial(t, "ws://"+addrs[1]+"/chat/room")
 		if err != nil {

@@ -190,13 +190,18 @@ func newHistory(prefix string, queue int) *history {
 
 var streamNameOK = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// streamName names the prefix's stream. A stream name cannot hold dots
-// (nor wildcards, spaces or path separators), so a prefix that is not a
-// plain name keeps its letters and digits and gains a hash of itself,
-// which keeps "a.b" and "a_b" apart.
-func streamName(prefix string) string {
+// streamName names the prefix's history stream, bucketName its presence
+// bucket (see jsName).
+func streamName(prefix string) string { return jsName(prefix, "history") }
+func bucketName(prefix string) string { return jsName(prefix, "presence") }
+
+// jsName names the prefix's JetStream asset of a kind. A stream or bucket
+// name cannot hold dots (nor wildcards, spaces or path separators), so a
+// prefix that is not a plain name keeps its letters and digits and gains a
+// hash of itself, which keeps "a.b" and "a_b" apart.
+func jsName(prefix, kind string) string {
 	if streamNameOK.MatchString(prefix) {
-		return prefix + "_history"
+		return prefix + "_" + kind
 	}
 	clean := []byte(prefix)
 	for i, c := range clean {
@@ -208,7 +213,7 @@ func streamName(prefix string) string {
 		clean = clean[:64]
 	}
 	sum := sha256.Sum256([]byte(prefix)) // the same on every node
-	return string(clean) + "_history_" + hex.EncodeToString(sum[:5])
+	return string(clean) + "_" + kind + "_" + hex.EncodeToString(sum[:5])
 }
 
 func (b *Broker) histSubject(room string) string { return b.prefix + ".hist." + token(room) }
@@ -319,7 +324,7 @@ func (b *Broker) jsErr(op string, err error) error {
 	if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		apiCode(err) == jetstream.JSErrCodeJetStreamNotEnabledForAccount {
 		return fmt.Errorf("nats: %s: %s: JetStream is not enabled on the server or for this account "+
-			"(history needs nats-server -js): %w", b.url, op, err)
+			"(history and presence need nats-server -js): %w", b.url, op, err)
 	}
 	return fmt.Errorf("nats: %s: %s: %w", b.url, op, err)
 }
@@ -904,9 +909,9 @@ func (b *Broker) WaitWatched(ctx context.Context, room string) error {
 	}
 }
 
-// checkJetStream tells, once at start, that history will not work: a
-// warning, not an error, since a broker without rooms with history does
-// not need JetStream.
+// checkJetStream tells, once at start, that history and presence will
+// not work: a warning, not an error, since a broker without rooms with
+// history or presence does not need JetStream.
 func (b *Broker) checkJetStream() {
 	defer b.wg.Done()
 	if !b.nc.IsConnected() {
@@ -917,9 +922,10 @@ func (b *Broker) checkJetStream() {
 	if _, err := b.h.js.AccountInfo(ctx); err != nil && b.ctx.Err() == nil {
 		if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
-			b.log.Warn("JetStream is not enabled on the server: rooms with history cannot be published or read (history needs nats-server -js)", "url", b.url)
+			b.log.Warn("JetStream is not enabled on the server: rooms with history cannot be published or read, "+
+				"nor presence written or read (history and presence need nats-server -js)", "url", b.url)
 			return
 		}
-		b.log.Warn("JetStream account not readable: rooms with history may fail", "url", b.url, "err", err)
+		b.log.Warn("JetStream account not readable: rooms with history and presence may fail", "url", b.url, "err", err)
 	}
 }

@@ -1,6 +1,7 @@
 // Package nats is the NATS broker: moonwire nodes that share a NATS server
 // (or cluster) exchange broadcasts, direct sends and closes over core NATS
-// subjects, and keep rooms' history in JetStream (see history.go).
+// subjects, keep rooms' history in JetStream (see history.go) and their
+// members in a JetStream key-value bucket (see presence.go).
 //
 // A node subscribes to its own subject (PREFIX.node.ID), where sends and
 // closes for its connections arrive, and to two subjects per room it
@@ -77,7 +78,7 @@ const (
 var errClosed = errors.New("nats: broker closed")
 
 // Broker is a broker.Broker over core NATS. It also implements
-// broker.RoomWatcher and broker.Reporter.
+// broker.RoomWatcher, broker.Reporter, broker.History and broker.Presence.
 type Broker struct {
 	opts   broker.Options
 	log    *slog.Logger
@@ -121,7 +122,10 @@ type Broker struct {
 	rooms      atomic.Int64
 	lastErr    atomic.Pointer[string]
 
-	dropLog, pubLog, decodeLog, slowLog, asyncLog, retryLog, subLog limiter
+	// pres is the rooms' presence (JetStream KV).
+	pres presence
+
+	dropLog, pubLog, decodeLog, slowLog, asyncLog, retryLog, subLog, presLog, presQLog limiter
 }
 
 // target is who receives: swapped as a whole so that the receive
@@ -136,6 +140,7 @@ var (
 	_ broker.RoomWatcher = (*Broker)(nil)
 	_ broker.Reporter    = (*Broker)(nil)
 	_ broker.History     = (*Broker)(nil)
+	_ broker.Presence    = (*Broker)(nil)
 )
 
 // New connects to the NATS server(s) at opts.URL (a comma-separated list
@@ -162,9 +167,11 @@ func New(opts broker.Options) (*Broker, error) {
 		heldSet: make(map[string]struct{}),
 		heldCh:  make(chan struct{}),
 		// Before connecting: the connection callbacks use it.
-		h: newHistory(opts.Prefix, opts.Outbox),
+		h:    newHistory(opts.Prefix, opts.Outbox),
+		pres: newPresence(opts.Prefix, opts.Outbox),
 	}
 	if err := validPrefix(opts.Prefix); err != nil {
+		b.pres.cancel()
 		return nil, err
 	}
 	nc, err := natsgo.Connect(opts.URL,
@@ -195,10 +202,17 @@ func New(opts broker.Options) (*Broker, error) {
 		natsgo.ErrorHandler(b.onAsyncError),
 	)
 	if err != nil {
+		b.pres.cancel()
 		return nil, fmt.Errorf("nats: connect %s: %w", b.url, err)
 	}
 	b.nc = nc
-	if b.h.js, err = jetstream.New(nc); err != nil {
+	if b.h.js, err = jetstream.New(nc); err == nil {
+		// Presence writes asynchronously; an ack that never comes must not
+		// keep its future forever.
+		b.pres.js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(opts.Timeout))
+	}
+	if err != nil {
+		b.pres.cancel()
 		nc.Close()
 		return nil, fmt.Errorf("nats: jetstream: %w", err)
 	}
@@ -209,11 +223,12 @@ func New(opts broker.Options) (*Broker, error) {
 		b.log.Warn("broker unreachable, starting degraded", "url", b.url)
 	}
 	b.out = broker.NewOutbox(opts.Outbox, maxBatch, b.send)
-	b.wg.Add(4)
+	b.wg.Add(5)
 	go b.receive()
 	go b.reconcile()
 	go b.drain()
 	go b.checkJetStream()
+	go b.presenceLoop()
 	return b, nil
 }
 
@@ -243,6 +258,7 @@ func (b *Broker) Subscribe(node string, fn func(broker.Message)) (func(), error)
 	b.subscribed, b.nodeSub = true, sub
 	b.recv.Store(t)
 	b.mu.Unlock()
+	b.pres.setNode(node) // presence keys name the node
 
 	// A round trip makes the subscription known to the server before we
 	// return, so that sends to this node from the moment it announces
@@ -496,14 +512,17 @@ func (b *Broker) Stats() broker.Stats {
 }
 
 // Close sends what the outbox holds and waits for the server to have it
-// (together up to opts.Timeout), then unsubscribes, closes the connection
-// and stops the goroutines. It is safe to call more than once.
+// (together up to opts.Timeout), meanwhile removes the node's presence,
+// then unsubscribes, closes the connection and stops the goroutines. It is
+// safe to call more than once.
 func (b *Broker) Close() error {
 	b.once.Do(func() {
 		deadline := time.Now().Add(b.opts.Timeout)
 		b.mu.Lock()
 		b.closed.Store(true) // under mu: no Subscribe slips in after this
 		b.mu.Unlock()
+		b.pres.deadline = deadline // read by the writer once cancel is seen
+		b.pres.cancel()
 		b.out.Close(b.opts.Timeout)
 		if b.out.Len() > 0 {
 			b.log.Warn("broker outbox not drained at close, messages lost", "messages", b.out.Len())
@@ -541,6 +560,7 @@ func (b *Broker) Close() error {
 func (b *Broker) onConnect(*natsgo.Conn) {
 	b.lastErr.Store(nil)
 	b.h.poke()
+	b.pres.poke()
 	b.log.Info("broker connected", "url", b.url, "rooms", b.rooms.Load())
 }
 
@@ -562,6 +582,7 @@ func (b *Broker) onReconnect(nc *natsgo.Conn) {
 	b.h.gen.Add(1) // the server may have lost its store: read again
 	b.reconnects.Add(1)
 	b.h.poke()
+	b.pres.poke()
 	b.log.Info("broker reconnected", "server", redact(nc.ConnectedUrl()), "rooms", b.rooms.Load())
 }
 
