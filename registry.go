@@ -1,6 +1,7 @@
 package moonwire
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -134,7 +135,7 @@ func newStore(cfg *config.Config, log *slog.Logger) (store.Backend, error) {
 	}
 	b, err := st.info.New(StoreContext{Store: cfg.Store, Broker: cfg.Broker, Logger: log.With("store", cfg.Store.Kind)})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", cfg.Store.Kind, err)
+		return nil, config.Errors{{File: cfg.File, Key: "store.url", Msg: fmt.Sprintf("store %s: %v", cfg.Store.Kind, err)}}
 	}
 	return b, nil
 }
@@ -439,7 +440,12 @@ func newBroker(cfg *config.Config, log *slog.Logger) (broker.Broker, error) {
 	name := cfg.Broker.Kind
 	br, err := b.info.New(BrokerContext{Broker: cfg.Broker, Config: cfg.Plugin(name), Server: cfg, Logger: log.With("plugin", name)})
 	if err != nil {
-		return nil, fmt.Errorf("broker %s: %w", name, err)
+		if _, ok := errors.AsType[config.Errors](err); ok {
+			return nil, err // the plugin named its key already
+		}
+		// Unreachable, refused credentials, missing permissions: about
+		// the server the URL names.
+		return nil, config.Errors{{File: cfg.File, Key: "broker.url", Msg: fmt.Sprintf("broker %s: %v", name, err)}}
 	}
 	return br, nil
 }

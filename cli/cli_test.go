@@ -207,7 +207,7 @@ func TestUnreachableBrokerFailsTheStart(t *testing.T) {
 		"scripts/a.lua": "return {}\n",
 	})
 	code, _, errOut := runCmd(t, "-config", filepath.Join(dir, "moonwire.toml"), "-listen", "127.0.0.1:0")
-	if code != 1 || !strings.Contains(errOut, "broker redis: redis: connect redis://:xxxxx@"+addr) || strings.Contains(errOut, "secret") {
+	if code != 1 || !strings.Contains(errOut, "moonwire.toml: broker.url: broker redis: redis: connect redis://:xxxxx@"+addr) || strings.Contains(errOut, "secret") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 }
