@@ -17,6 +17,7 @@ type broadcastResult struct {
 	Size           int     `json:"size"`
 	Inflight       int     `json:"inflight"`
 	Rate           float64 `json:"rate_target"`
+	SubsPerNode    []int   `json:"subs_per_node,omitempty"`
 	Published      int64   `json:"published"`
 	PublishRate    float64 `json:"publish_rate"`
 	SkippedSlots   int64   `json:"skipped_slots"`
@@ -30,7 +31,11 @@ type broadcastResult struct {
 	traffic
 	PubReceived   int64    `json:"publisher_received"`
 	CPUPerMillion *float64 `json:"server_cpu_s_per_million_deliveries,omitempty"`
-	DrainS        float64  `json:"drain_s"`
+	// DeliveriesPerWrite is deliveries per server write system call: 1
+	// when every message goes out on its own, more when the server
+	// batches a connection's queued messages into one write.
+	DeliveriesPerWrite *float64 `json:"deliveries_per_server_write,omitempty"`
+	DrainS             float64  `json:"drain_s"`
 	latency
 }
 
@@ -42,6 +47,11 @@ func (r *broadcastResult) rows() [][2]string {
 	}
 	rows = append(rows,
 		[2]string{"connections", fmt.Sprintf("%d subscribers, %d publishers, %d-byte binary messages, %d in flight per publisher", r.Subs, r.Pubs, r.Size, r.Inflight)},
+	)
+	if len(r.SubsPerNode) > 1 {
+		rows = append(rows, [2]string{"nodes", fmt.Sprintf("%d: subscribers %v, publishers on the first", len(r.SubsPerNode), r.SubsPerNode)})
+	}
+	rows = append(rows,
 		[2]string{"published", fmt.Sprintf("%d (%s/s; %s; %d slots skipped: pipeline full)", r.Published, fmtRate(r.PublishRate), target, r.SkippedSlots)},
 		[2]string{"deliveries", fmt.Sprintf("%d (%s/s)", r.Deliveries, fmtRate(r.DeliveriesPerS))},
 		[2]string{"delivery latency", r.latency.String()},
@@ -54,6 +64,9 @@ func (r *broadcastResult) rows() [][2]string {
 	if r.CPUPerMillion != nil {
 		rows = append(rows, [2]string{"server CPU / 1M deliveries", fmt.Sprintf("%.2fs", *r.CPUPerMillion)})
 	}
+	if r.DeliveriesPerWrite != nil {
+		rows = append(rows, [2]string{"deliveries per server write", fmt.Sprintf("%.2f (write system calls, all nodes)", *r.DeliveriesPerWrite)})
+	}
 	return rows
 }
 
@@ -62,6 +75,14 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	lim, d, err := prepare(cfg, n, cfg.dialConc)
 	if err != nil {
 		return nil, err
+	}
+	// Subscribers round-robin over the nodes, publishers on the first:
+	// with several nodes, most deliveries cross the broker.
+	d.node = func(i int) int {
+		if i >= cfg.subs {
+			return 0
+		}
+		return i % len(d.urls)
 	}
 	sp := &spec{
 		inflight: cfg.inflight,
@@ -115,7 +136,7 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	sp.warmEnd = start + int64(cfg.warmup)
 	sp.end = sp.warmEnd + int64(cfg.duration)
 	res := &broadcastResult{common: newCommon(cfg, lim)}
-	window := res.measure(ctx, e, cfg.pid, sp.warmEnd, sp.end)
+	window := res.measure(ctx, e, cfg, sp.warmEnd, sp.end)
 
 	// Wait for the deliveries of messages sent inside the window.
 	expected := func() int64 {
@@ -146,6 +167,12 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	res.Size = cfg.size
 	res.Inflight = cfg.inflight
 	res.Rate = cfg.rate
+	if len(cfg.urls) > 1 {
+		res.SubsPerNode = make([]int, len(cfg.urls))
+		for i := 0; i < cfg.subs; i++ {
+			res.SubsPerNode[d.node(i)]++
+		}
+	}
 	res.Published = published
 	res.SkippedSlots = skipped
 	res.Deliveries = st.ops
@@ -166,6 +193,10 @@ func runBroadcast(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	if s := res.serverStats; s != nil && s.SampleErr == "" && st.ops > 0 {
 		v := math.Round(s.CPUSec/(float64(st.ops)/1e6)*1000) / 1000
 		res.CPUPerMillion = &v
+		if s.Writes != nil && *s.Writes > 0 {
+			w := round2(float64(st.ops) / float64(*s.Writes))
+			res.DeliveriesPerWrite = &w
+		}
 	}
 	return res, nil
 }

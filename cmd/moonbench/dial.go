@@ -44,10 +44,20 @@ func sourceAddrs(n int, target string) ([]net.IP, error) {
 
 // dialer dials WebSocket connections with gobwas/ws.
 type dialer struct {
-	url     string
+	urls    []string // the nodes; connection i goes to urls[node(i)]
 	header  http.Header
 	timeout time.Duration
 	sources []net.IP
+	// node picks the URL of connection i; nil: round-robin.
+	node func(i int) int
+}
+
+// target is the URL of the i-th connection.
+func (d *dialer) target(i int) string {
+	if d.node != nil {
+		return d.urls[d.node(i)]
+	}
+	return d.urls[i%len(d.urls)]
 }
 
 // wsDialer returns the gobwas dialer for the i-th connection: bound to one
@@ -89,7 +99,7 @@ type rawConn struct {
 // socket's descriptor and closes the net.Conn: the socket stays open under
 // the duplicate, for an epoll loop to drive.
 func (d *dialer) dialRaw(ctx context.Context, i int) (rawConn, error) {
-	conn, br, _, err := d.wsDialer(i).Dial(ctx, d.url)
+	conn, br, _, err := d.wsDialer(i).Dial(ctx, d.target(i))
 	if err != nil {
 		return rawConn{fd: -1}, err
 	}

@@ -69,7 +69,7 @@ func runEcho(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 	sp.warmEnd = start + int64(cfg.warmup)
 	sp.end = sp.warmEnd + int64(cfg.duration)
 	res := &echoResult{common: newCommon(cfg, lim)}
-	window := res.measure(ctx, e, cfg.pid, sp.warmEnd, sp.end)
+	window := res.measure(ctx, e, cfg, sp.warmEnd, sp.end)
 	st := e.shutdown(cfg.closeWait)
 
 	res.WindowS = round2(window.Seconds())

@@ -813,16 +813,36 @@ func (w *worker) closeAll() {
 }
 
 // measure starts e, waits out the warm-up, and samples the server's CPU
-// and RSS and this process's CPU over the window [warmEnd, end). It
-// returns the window's length, shorter when ctx ends it first.
-func (c *common) measure(ctx context.Context, e *engine, pid int, warmEnd, end int64) time.Duration {
+// and RSS (every -pid, and -broker-pid on its own) and this process's CPU
+// over the window [warmEnd, end). It returns the window's length, shorter
+// when ctx ends it first.
+func (c *common) measure(ctx context.Context, e *engine, cfg *config, warmEnd, end int64) time.Duration {
 	e.start()
 	_ = sleepUntil(ctx, warmEnd)
-	srv := startServerSampler(pid)
+	if cfg.onWindow != nil {
+		cfg.onWindow()
+	}
+	srv := startServerSampler(cfg.pids)
+	var brk *serverSampler
+	if cfg.brokerPID > 0 {
+		brk = startServerSampler([]int{cfg.brokerPID})
+	}
 	cl := startClientSampler()
+	mach := startMachineSampler()
 	_ = sleepUntil(ctx, end)
 	window := time.Duration(min(nowNs(), end) - warmEnd)
 	c.serverStats = srv.finish()
+	if brk != nil {
+		c.Broker = brk.finish()
+	}
 	c.clientStats = cl.finish()
+	ours := c.clientStats.CPUSec
+	if c.serverStats != nil {
+		ours += c.serverStats.CPUSec
+	}
+	if c.Broker != nil {
+		ours += c.Broker.CPUSec
+	}
+	c.machineStats = mach.finish(ours)
 	return window
 }

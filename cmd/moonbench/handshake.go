@@ -70,7 +70,7 @@ func runHandshake(ctx context.Context, cfg *config, log io.Writer) (result, erro
 	go func() {
 		defer sampleOnce.Done()
 		_ = sleepUntil(ctx, warmEnd)
-		srv = startServerSampler(cfg.pid)
+		srv = startServerSampler(cfg.pids)
 		cl = startClientSampler()
 	}()
 	for g := 0; g < cfg.conns; g++ {
@@ -86,7 +86,7 @@ func runHandshake(ctx context.Context, cfg *config, log io.Writer) (result, erro
 					return
 				}
 				wd := d.wsDialer(g + i*cfg.conns)
-				conn, br, _, err := wd.Dial(ctx, d.url)
+				conn, br, _, err := wd.Dial(ctx, d.target(g+i*cfg.conns))
 				t1 := nowNs()
 				if br != nil {
 					ws.PutReader(br)

@@ -66,8 +66,8 @@ func runIdle(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 	res := &idleResult{common: newCommon(cfg, lim), Conns: cfg.conns}
 	res.WarmupS = 0
 	var before int64
-	if cfg.pid != 0 {
-		before, err = procRSS(cfg.pid)
+	if len(cfg.pids) > 0 {
+		before, err = procRSSSum(cfg.pids)
 		if err != nil {
 			res.RSSError = err.Error()
 		} else {
@@ -98,14 +98,14 @@ func runIdle(ctx context.Context, cfg *config, log io.Writer) (result, error) {
 	}
 	opened := nowNs()
 	end := opened + int64(cfg.duration)
-	srv := startServerSampler(cfg.pid)
+	srv := startServerSampler(cfg.pids)
 	cl := startClientSampler()
 	settleAt := opened + int64(min(cfg.settle, cfg.duration))
 	_ = sleepUntil(ctx, settleAt)
 	res.SettleS = round2(time.Duration(nowNs() - opened).Seconds())
 	res.RSSHeldAfter = e.live()
-	if cfg.pid != 0 {
-		after, err := procRSS(cfg.pid)
+	if len(cfg.pids) > 0 {
+		after, err := procRSSSum(cfg.pids)
 		if err != nil {
 			res.RSSError = err.Error()
 		} else {

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,10 @@ Usage:
   moonbench -scenario idle      [-url ws://127.0.0.1:8765/echo] [-conns 10000] [-sources 253] [-settle 5s]
   moonbench -scenario handshake [-url ws://127.0.0.1:8765/echo] [-conns 8] [-header 'X-Auth-Token: token_123']
   moonbench -baseline -scenario S ...   run S against the plain gobwas/ws server, started as a child
+  moonbench cluster-compare [-brokers redis,nats] [-nodes 3] [-subs 10000] ...
+             start moonwire nodes and compare broadcast on one node with a cluster (-h for more)
+  moonbench reconnect-storm [-brokers redis,nats] [-clients 5000] [-rate 20] ...
+             SIGKILL one of 3 chat nodes under followers and measure their recovery (-h for more)
 
 Scenarios:
   echo       -conns connections, each keeping -inflight messages of -size bytes outstanding
@@ -57,6 +62,11 @@ Scenarios:
 Output: a table, then one JSON line (only the JSON line with -json).
 With -pid (automatic with -baseline) the server's CPU and RSS are sampled from /proc.
 
+Several nodes: -url takes a comma-separated list of URLs. Connections go to them
+round-robin (broadcast: subscribers round-robin, publishers all on the first), and
+-pid takes a comma-separated list of the nodes' pids, whose CPU and RSS are summed
+(and reported per node). -broker-pid samples a broker (Redis, NATS) on its own.
+
 Flags:
 `
 
@@ -71,7 +81,8 @@ type config struct {
 	subs          int
 	pubs          int
 	rate          float64
-	pid           int
+	pids          pidList
+	brokerPID     int
 	jsonOnly      bool
 	label         string
 	headers       []string
@@ -86,14 +97,57 @@ type config struct {
 	baselineBufio bool
 	cpuProfile    string
 
+	// urls is -url split at commas: the nodes of a cluster.
+	urls []string
+
 	// set by -baseline
 	baselineKind string
+
+	// onWindow, when set, is called as the measurement window starts
+	// (cluster-compare starts its profiles there).
+	onWindow func()
 }
 
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ", ") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+// pidList is -pid: one process id or a comma-separated list of them.
+type pidList []int
+
+func (p *pidList) String() string {
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(s string) error {
+	var out pidList
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v < 0 {
+			return fmt.Errorf("%q is not a process id", f)
+		}
+		if v > 0 {
+			out = append(out, v)
+		}
+	}
+	*p = out
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping the spaces
+// around each item; an empty item is kept (and refused by validate).
+func splitList(s string) []string {
+	f := strings.Split(s, ",")
+	for i := range f {
+		f[i] = strings.TrimSpace(f[i])
+	}
+	return f
+}
 
 // defaults per scenario for the flags left unset.
 var scenarioDefaults = map[string]map[string]string{
@@ -108,7 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("moonbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.scenario, "scenario", "echo", "echo, broadcast, idle or handshake")
-	fs.StringVar(&cfg.url, "url", "", "target `URL` (default per scenario: ws://127.0.0.1:8765/echo, /room for broadcast)")
+	fs.StringVar(&cfg.url, "url", "", "target `URL`, or a comma-separated list of nodes' URLs (default per scenario: ws://127.0.0.1:8765/echo, /room for broadcast)")
 	fs.IntVar(&cfg.conns, "conns", 0, "connections (echo 100, idle 10000) or parallel dialers (handshake 8)")
 	fs.IntVar(&cfg.inflight, "inflight", 8, "messages outstanding per connection (echo, default 8) or per publisher: sent but not yet delivered to every subscriber (broadcast, default 32; 0: no bound when -rate > 0)")
 	fs.IntVar(&cfg.size, "size", 0, "payload `bytes` (echo 32, min 8; broadcast 64, min 16)")
@@ -117,7 +171,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.subs, "subs", 1000, "broadcast: subscriber connections")
 	fs.IntVar(&cfg.pubs, "pubs", 1, "broadcast: publisher connections")
 	fs.Float64Var(&cfg.rate, "rate", 1000, "broadcast: messages/s over all publishers; 0 = as fast as -inflight allows")
-	fs.IntVar(&cfg.pid, "pid", 0, "server process id: sample its CPU and RSS from /proc")
+	fs.Var(&cfg.pids, "pid", "server process `id`, or a comma-separated list of the nodes' ids: sample CPU and RSS from /proc (summed over nodes)")
+	fs.IntVar(&cfg.brokerPID, "broker-pid", 0, "broker process id (Redis, NATS): its CPU is sampled and reported on its own, not in the server's")
 	fs.BoolVar(&cfg.jsonOnly, "json", false, "print only the JSON line")
 	fs.StringVar(&cfg.label, "label", "", "free text copied into the JSON line")
 	fs.Var((*multiFlag)(&cfg.headers), "header", "`'Name: value'` added to every handshake (repeatable)")
@@ -148,6 +203,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := toolflag.SetDefaults(fs, defs); err != nil {
 		return nil, err
 	}
+	cfg.urls = splitList(cfg.url)
 	return cfg, cfg.validate()
 }
 
@@ -161,6 +217,13 @@ func (c *config) validate() error {
 		return errors.New("-workers must be at least 1")
 	case c.dialConc < 1:
 		return errors.New("-dial-concurrency must be at least 1")
+	case c.baseline && len(c.urls) > 1:
+		return errors.New("-baseline starts one server: give -url one URL")
+	}
+	for _, u := range c.urls {
+		if u == "" {
+			return fmt.Errorf("-url %q: empty URL in the list", c.url)
+		}
 	}
 	switch c.scenario {
 	case "echo":
@@ -198,6 +261,12 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == serveBaselineCmd {
 		return serveBaseline(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == clusterCompareCmd {
+		return clusterCompare(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == stormCmd {
+		return reconnectStorm(args[1:], stdout, stderr)
 	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {

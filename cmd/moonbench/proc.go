@@ -4,9 +4,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -56,6 +58,22 @@ func procCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
 	return time.Duration((ut + st) * int64(time.Second) / clkTck()), nil
+}
+
+// procWrites returns the write system calls (write, writev, sendmsg...)
+// process pid has made: syscw in /proc/PID/io. It needs the right to
+// trace pid (the same user, or root).
+func procWrites(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "syscw:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/io: no syscw", pid)
 }
 
 // procRSS returns VmRSS of process pid in bytes.
@@ -110,27 +128,40 @@ func checkFDs(n, dialConcurrency int) (uint64, error) {
 	return lim, nil
 }
 
-// serverSampler follows the server's CPU time and RSS over a window.
+// serverSampler follows the CPU time and RSS of the server's processes
+// (one, or a cluster's nodes) over a window.
 type serverSampler struct {
-	pid      int
-	cpu0     time.Duration
+	pids     []int
+	cpu0     []time.Duration
+	writes0  []int64 // -1 where /proc/PID/io cannot be read
 	t0       time.Time
 	mu       sync.Mutex
-	maxRSS   int64
+	maxRSS   []int64
 	stop     chan struct{}
 	done     chan struct{}
 	firstErr error
 }
 
-// startServerSampler records the server's CPU time now and samples its RSS
-// every 250ms until finish. pid 0 gives a no-op sampler.
-func startServerSampler(pid int) *serverSampler {
-	s := &serverSampler{pid: pid, t0: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
-	if pid == 0 {
+// startServerSampler records the CPU time of every pid now and samples
+// their RSS every 250ms until finish. No pids give a no-op sampler.
+func startServerSampler(pids []int) *serverSampler {
+	s := &serverSampler{pids: pids, t0: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	if len(pids) == 0 {
 		close(s.done)
 		return s
 	}
-	s.cpu0, s.firstErr = procCPU(pid)
+	s.cpu0 = make([]time.Duration, len(pids))
+	s.writes0 = make([]int64, len(pids))
+	s.maxRSS = make([]int64, len(pids))
+	for i, pid := range pids {
+		var err error
+		if s.cpu0[i], err = procCPU(pid); err != nil && s.firstErr == nil {
+			s.firstErr = err
+		}
+		if s.writes0[i], err = procWrites(pid); err != nil {
+			s.writes0[i] = -1
+		}
+	}
 	s.sampleRSS()
 	go func() {
 		defer close(s.done)
@@ -149,55 +180,179 @@ func startServerSampler(pid int) *serverSampler {
 }
 
 func (s *serverSampler) sampleRSS() {
-	rss, err := procRSS(s.pid)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
-		if s.firstErr == nil {
-			s.firstErr = err
+	for i, pid := range s.pids {
+		rss, err := procRSS(pid)
+		s.mu.Lock()
+		if err != nil {
+			if s.firstErr == nil {
+				s.firstErr = err
+			}
+		} else {
+			s.maxRSS[i] = max(s.maxRSS[i], rss)
 		}
-		return
+		s.mu.Unlock()
 	}
-	s.maxRSS = max(s.maxRSS, rss)
 }
 
-// serverStats are the server-side figures of a window.
+// serverStats are the server-side figures of a window. For several
+// processes (-pid A,B,C) CPU is their sum, RSS the sum of each one's
+// maximum, PID the first one's, and Nodes holds each one's figures.
 type serverStats struct {
 	PID       int     `json:"server_pid"`
 	CPUSec    float64 `json:"server_cpu_s"`
 	CPUPct    float64 `json:"server_cpu_pct"`
 	MaxRSS    int64   `json:"server_rss_max_bytes"`
 	SampleErr string  `json:"server_sample_error,omitempty"`
+	// Writes are the write system calls made in the window (nil when
+	// /proc/PID/io cannot be read): on a fan-out, how well the server
+	// batches messages to one connection into one write.
+	Writes *int64        `json:"server_write_syscalls,omitempty"`
+	Nodes  []serverStats `json:"server_nodes,omitempty"`
 }
 
-// finish ends the window; nil without a pid.
+// finish ends the window; nil without pids.
 func (s *serverSampler) finish() *serverStats {
-	if s.pid == 0 {
+	if len(s.pids) == 0 {
 		return nil
 	}
-	cpu1, err := procCPU(s.pid)
+	cpu1 := make([]time.Duration, len(s.pids))
+	errs := make([]error, len(s.pids))
+	writes := make([]*int64, len(s.pids))
+	for i, pid := range s.pids {
+		cpu1[i], errs[i] = procCPU(pid)
+		if w, err := procWrites(pid); err == nil && s.writes0[i] >= 0 {
+			w -= s.writes0[i]
+			writes[i] = &w
+		}
+	}
 	s.sampleRSS()
 	close(s.stop)
 	<-s.done
-	el := time.Since(s.t0)
-	st := &serverStats{PID: s.pid}
+	el := time.Since(s.t0).Seconds()
+	nodes := make([]serverStats, len(s.pids))
+	sum := &serverStats{PID: s.pids[0]}
 	s.mu.Lock()
-	st.MaxRSS = s.maxRSS
-	if s.firstErr == nil {
-		s.firstErr = err
+	for i, pid := range s.pids {
+		n := serverStats{PID: pid, MaxRSS: s.maxRSS[i], Writes: writes[i]}
+		if errs[i] == nil {
+			cpu := (cpu1[i] - s.cpu0[i]).Seconds()
+			sum.CPUSec += cpu
+			n.CPUSec = round2(cpu)
+			if el > 0 {
+				n.CPUPct = round2(100 * cpu / el)
+			}
+		} else {
+			n.SampleErr = errs[i].Error()
+			if s.firstErr == nil {
+				s.firstErr = errs[i]
+			}
+		}
+		sum.MaxRSS += n.MaxRSS
+		nodes[i] = n
 	}
 	if s.firstErr != nil {
-		st.SampleErr = s.firstErr.Error()
+		sum.SampleErr = s.firstErr.Error()
 	}
 	s.mu.Unlock()
-	if err == nil {
-		st.CPUSec = (cpu1 - s.cpu0).Seconds()
-		if el > 0 {
-			st.CPUPct = round2(100 * st.CPUSec / el.Seconds())
-		}
-		st.CPUSec = round2(st.CPUSec)
+	if el > 0 {
+		sum.CPUPct = round2(100 * sum.CPUSec / el)
 	}
-	return st
+	sum.CPUSec = round2(sum.CPUSec)
+	var w int64
+	for _, n := range nodes {
+		if n.Writes == nil {
+			w = -1
+			break
+		}
+		w += *n.Writes
+	}
+	if w >= 0 {
+		sum.Writes = &w
+	}
+	if len(nodes) > 1 {
+		sum.Nodes = nodes
+	}
+	return sum
+}
+
+// procRSSSum is the RSS of every pid, summed.
+func procRSSSum(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		v, err := procRSS(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
+// machineCPU reads the first line of /proc/stat: the time every CPU spent
+// running processes (user, nice, system), in interrupts (irq, softirq:
+// on loopback mostly the TCP traffic of the run itself, which no
+// process's utime and stime include) and stolen by the hypervisor.
+func machineCPU() (proc, irq, steal time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, 0, errors.New("/proc/stat: unexpected format")
+	}
+	var v [8]int64
+	for i := range v {
+		if v[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	tick := func(n int64) time.Duration { return time.Duration(n * int64(time.Second) / clkTck()) }
+	// user nice system idle iowait irq softirq steal
+	return tick(v[0] + v[1] + v[2]), tick(v[5] + v[6]), tick(v[7]), nil
+}
+
+// machineStats is the whole machine over a window, in % of one core like
+// the other CPU figures. OthersPct is the process time that was neither
+// moonbench's, the server's nor the broker's: other processes, which
+// disturb the measurement.
+type machineStats struct {
+	BusyPct   float64 `json:"machine_cpu_pct"`
+	IRQPct    float64 `json:"machine_irq_pct"`
+	StealPct  float64 `json:"machine_steal_pct"`
+	OthersPct float64 `json:"others_cpu_pct"`
+	CPUs      int     `json:"machine_cpus"`
+}
+
+type machineSampler struct {
+	proc0, irq0, steal0 time.Duration
+	t0                  time.Time
+	err                 error
+}
+
+func startMachineSampler() machineSampler {
+	m := machineSampler{t0: time.Now()}
+	m.proc0, m.irq0, m.steal0, m.err = machineCPU()
+	return m
+}
+
+// finish is the window's figures; ours is the CPU seconds of moonbench,
+// the server and the broker.
+func (m machineSampler) finish(ours float64) *machineStats {
+	proc, irq, steal, err := machineCPU()
+	el := time.Since(m.t0).Seconds()
+	if m.err != nil || err != nil || el <= 0 {
+		return nil
+	}
+	p, i := (proc - m.proc0).Seconds(), (irq - m.irq0).Seconds()
+	return &machineStats{
+		BusyPct:   round2(100 * (p + i) / el),
+		IRQPct:    round2(100 * i / el),
+		StealPct:  round2(100 * (steal - m.steal0).Seconds() / el),
+		OthersPct: round2(100 * max(0, p-ours) / el),
+		CPUs:      runtime.NumCPU(),
+	}
 }
 
 // clientStats are moonbench's own figures over the same window: CPU time

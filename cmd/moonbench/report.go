@@ -31,12 +31,18 @@ type common struct {
 	WindowS    float64 `json:"window_s"`
 	WarmupS    float64 `json:"warmup_s"`
 	*serverStats
+	// Broker is -broker-pid's process (Redis, NATS) over the same window.
+	Broker *serverStats `json:"broker,omitempty"`
 	clientStats
+	// The whole machine over the window (echo and broadcast): others'
+	// CPU use disturbs the figures.
+	*machineStats
 	// CPU microseconds per operation (round trip, delivery, connect), the
 	// client's and the server's: the generator is not the bottleneck while
 	// its figure is well below the server's.
 	ClientUsPerOp *float64 `json:"client_cpu_us_per_op,omitempty"`
 	ServerUsPerOp *float64 `json:"server_cpu_us_per_op,omitempty"`
+	BrokerUsPerOp *float64 `json:"broker_cpu_us_per_op,omitempty"`
 	opName        string
 	// The busiest epoll worker's share of the window spent outside
 	// epoll_wait, and the ready connections per wakeup: a generator that
@@ -94,6 +100,10 @@ func (c *common) perOp(ops int64, name string) {
 		w := round2(s.CPUSec * 1e6 / float64(ops))
 		c.ServerUsPerOp = &w
 	}
+	if b := c.Broker; b != nil && b.SampleErr == "" {
+		w := round2(b.CPUSec * 1e6 / float64(ops))
+		c.BrokerUsPerOp = &w
+	}
 }
 
 func newCommon(cfg *config, fdLimit uint64) common {
@@ -127,6 +137,12 @@ func (c *common) rows() [][2]string {
 		v := fmt.Sprintf("client %.2fµs", *c.ClientUsPerOp)
 		if c.ServerUsPerOp != nil {
 			v += fmt.Sprintf(", server %.2fµs", *c.ServerUsPerOp)
+			if n := len(c.serverStats.Nodes); n > 1 {
+				v += fmt.Sprintf(" (%d nodes together)", n)
+			}
+		}
+		if c.BrokerUsPerOp != nil {
+			v += fmt.Sprintf(", broker %.2fµs", *c.BrokerUsPerOp)
 		}
 		r = append(r, [2]string{"CPU per " + c.opName, v})
 	}
@@ -134,13 +150,37 @@ func (c *common) rows() [][2]string {
 		r = append(r, [2]string{"client workers", fmt.Sprintf("busiest %.0f%% busy (not in epoll_wait), %.2f ready connections per wakeup", *c.ClientBusyPct, *c.ClientEventsPer)})
 	}
 	if s := c.serverStats; s != nil {
-		r = append(r,
-			[2]string{"server CPU", fmt.Sprintf("%.2fs (%.0f%% of one core), pid %d", s.CPUSec, s.CPUPct, s.PID)},
-			[2]string{"server RSS (max)", fmtBytes(s.MaxRSS)},
-		)
+		if len(s.Nodes) > 1 {
+			r = append(r,
+				[2]string{"server CPU", fmt.Sprintf("%.2fs (%.0f%% of one core), %d nodes together", s.CPUSec, s.CPUPct, len(s.Nodes))},
+				[2]string{"server RSS (max)", fmtBytes(s.MaxRSS) + " (sum of each node's maximum)"},
+			)
+			for i, n := range s.Nodes {
+				v := fmt.Sprintf("CPU %.2fs (%.0f%% of one core), RSS max %s, pid %d", n.CPUSec, n.CPUPct, fmtBytes(n.MaxRSS), n.PID)
+				if n.SampleErr != "" {
+					v += ", error: " + n.SampleErr
+				}
+				r = append(r, [2]string{fmt.Sprintf("  node %d", i+1), v})
+			}
+		} else {
+			r = append(r,
+				[2]string{"server CPU", fmt.Sprintf("%.2fs (%.0f%% of one core), pid %d", s.CPUSec, s.CPUPct, s.PID)},
+				[2]string{"server RSS (max)", fmtBytes(s.MaxRSS)},
+			)
+		}
 		if s.SampleErr != "" {
 			r = append(r, [2]string{"server sampling", "error: " + s.SampleErr})
 		}
+	}
+	if b := c.Broker; b != nil {
+		v := fmt.Sprintf("%.2fs (%.0f%% of one core), RSS max %s, pid %d", b.CPUSec, b.CPUPct, fmtBytes(b.MaxRSS), b.PID)
+		if b.SampleErr != "" {
+			v += ", error: " + b.SampleErr
+		}
+		r = append(r, [2]string{"broker CPU", v})
+	}
+	if m := c.machineStats; m != nil {
+		r = append(r, [2]string{"machine CPU", fmt.Sprintf("%.0f%% busy of %d00%% (interrupts %.0f%%), %.0f%% stolen; other processes %.0f%%", m.BusyPct, m.CPUs, m.IRQPct, m.StealPct, m.OthersPct)})
 	}
 	return r
 }

@@ -129,7 +129,8 @@ func startBaselineChild(ctx context.Context, cfg *config) (*baselineChild, error
 	u.Scheme = "ws"
 	u.Host = addr
 	cfg.url = u.String()
-	cfg.pid = cmd.Process.Pid
+	cfg.urls = []string{cfg.url}
+	cfg.pids = pidList{cmd.Process.Pid}
 	cfg.baselineKind = kind
 	return c, nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,11 +108,13 @@ func newDialer(cfg *config) (*dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := sourceAddrs(cfg.sources, cfg.url)
-	if err != nil {
-		return nil, err
+	var srcs []net.IP
+	for _, u := range cfg.urls {
+		if srcs, err = sourceAddrs(cfg.sources, u); err != nil {
+			return nil, err
+		}
 	}
-	return &dialer{url: cfg.url, header: h, timeout: cfg.dialTimeout, sources: srcs}, nil
+	return &dialer{urls: cfg.urls, header: h, timeout: cfg.dialTimeout, sources: srcs}, nil
 }
 
 // sleepUntil sleeps until the monotonic time t (ns since epoch) or ctx ends.
