@@ -180,7 +180,7 @@ func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, erro
 		}
 	}
 	rc := &recovery{}
-	s.rooms.addRecovering(room, c, rc)
+	s.rooms.addWith(room, c, rc)
 	x.rooms = append(x.rooms, room)
 	c.mu.Unlock()
 

@@ -36,7 +36,13 @@ type room struct {
 	recovering map[*Conn]*recovery
 }
 
-func (s *roomSet) add(name string, c *Conn) {
+func (s *roomSet) add(name string, c *Conn) { s.addWith(name, c, nil) }
+
+// addWith adds c to the room; with rc, as a member whose messages go
+// through rc until its replay is done. Both happen under one hold of the
+// room's lock: a fan-out in between would hand c a live message ahead of
+// its replay.
+func (s *roomSet) addWith(name string, c *Conn, rc *recovery) {
 	s.mu.Lock()
 	if s.rooms == nil {
 		s.rooms = make(map[string]*room)
@@ -57,24 +63,12 @@ func (s *roomSet) add(name string, c *Conn) {
 		if s.presence != nil {
 			s.presence.PresenceJoin(name, c.id, c.presenceInfo())
 		}
-	}
-	r.mu.Unlock()
-}
-
-// addRecovering adds c to the room as a member whose messages go through
-// rc until its replay is done.
-func (s *roomSet) addRecovering(name string, c *Conn, rc *recovery) {
-	s.add(name, c)
-	r := s.get(name)
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	if _, ok := r.index[c]; ok {
-		if r.recovering == nil {
-			r.recovering = make(map[*Conn]*recovery)
+		if rc != nil {
+			if r.recovering == nil {
+				r.recovering = make(map[*Conn]*recovery)
+			}
+			r.recovering[c] = rc
 		}
-		r.recovering[c] = rc
 	}
 	r.mu.Unlock()
 }

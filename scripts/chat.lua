@@ -145,8 +145,12 @@ function M.on_open(conn)
     local want = conn:query("epoch")
     if not since then
       -- A newcomer: replay the last settings.history messages.
-      local _, top, epoch = ws.history(room, { since = LAST })
-      since, want = math.max(0, (top or 0) - setting("history", 0)), epoch
+      local entries, top, epoch = ws.history(room, { since = LAST })
+      if not entries then
+        conn:close(1013, "history unavailable, reconnect")
+        return
+      end
+      since, want = math.max(0, top - setting("history", 0)), epoch
     end
     local ok, offset, ep, why = conn:recover(room, since, want)
     if ok == nil then
