@@ -35,8 +35,9 @@ const (
 )
 
 // maxPending bounds the live messages held for one recovering connection
-// while its replay is read; past it the recovery reports that it could
-// not recover (the client reloads its state) rather than hold more.
+// while its replay is read (and Config.WriteQueue their bytes); past
+// either the recovery reports that it could not recover (the client
+// reloads its state) rather than hold more.
 const maxPending = 10_000
 
 // BroadcastOptions are the optional parts of a broadcast.
@@ -231,8 +232,9 @@ type recovery struct {
 	mu       sync.Mutex
 	replayed bool
 	floor    uint64 // after the replay: the last offset the client has
-	held     []heldMsg
-	overflow bool
+	held      []heldMsg
+	heldBytes int
+	overflow  bool
 }
 
 type heldMsg struct {
@@ -289,11 +291,15 @@ func (rc *recovery) take(c *Conn, offset uint64, kind Kind, data []byte, m *outM
 	defer rc.mu.Unlock()
 	switch {
 	case !rc.replayed:
-		if len(rc.held) >= maxPending {
+		// Held messages are bounded like the write queue they are bound
+		// for, in count and in bytes: past either, the client reloads.
+		if rc.overflow || len(rc.held) >= maxPending || rc.heldBytes+len(data) > c.srv.c().WriteQueue {
 			rc.overflow = true
+			rc.held, rc.heldBytes = nil, 0
 			return false, false
 		}
 		rc.held = append(rc.held, heldMsg{offset, kind, append([]byte(nil), data...)})
+		rc.heldBytes += len(data)
 		return false, false
 	case offset <= rc.floor:
 		return false, false
