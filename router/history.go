@@ -229,9 +229,9 @@ func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, erro
 // held until the replay is queued, then delivered if newer than the
 // replay's last offset.
 type recovery struct {
-	mu       sync.Mutex
-	replayed bool
-	floor    uint64 // after the replay: the last offset the client has
+	mu        sync.Mutex
+	replayed  bool
+	floor     uint64 // after the replay: the last offset the client has
 	held      []heldMsg
 	heldBytes int
 	overflow  bool
