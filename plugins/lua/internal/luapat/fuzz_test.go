@@ -136,14 +136,17 @@ func pmDiverges(p string) bool {
 	if strings.Contains(p, "%f") || strings.Contains(p, "()") && strings.ContainsAny(p, "123456789") {
 		return true
 	}
-	// A '-' next to an escape inside a set.
+	// A '-' next to an escape inside a set, or a second '-' in a set
+	// ("[0-0-0]": the reference reads the range 0-0, then '-' and '0'
+	// as literals; pm does not).
 	in := false
+	dashes := 0
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
 		case !in && c == '%':
 			i++
 		case !in && c == '[':
-			in = true
+			in, dashes = true, 0
 			if i+1 < len(p) && p[i+1] == '^' {
 				i++
 			}
@@ -157,6 +160,10 @@ func pmDiverges(p string) bool {
 			i++
 		case in && c == ']':
 			in = false
+		case in && c == '-':
+			if dashes++; dashes >= 2 {
+				return true
+			}
 		}
 	}
 	return false
