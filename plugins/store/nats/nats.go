@@ -51,7 +51,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -63,6 +62,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	redactpkg "github.com/moonwire/moonwire/internal/redact"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/plugins/store/internal/codec"
 )
@@ -697,28 +697,5 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// redact returns raw without passwords or tokens, for each server of a
-// list.
-func redact(raw string) string {
-	parts := strings.Split(raw, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p != "" && !strings.Contains(p, "://") {
-			p = "nats://" + p // as nats.go reads it
-		}
-		u, err := url.Parse(p)
-		switch {
-		case err != nil:
-			p = "(unparsable URL)"
-		case u.User != nil:
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx") // a token
-			}
-			p = u.String()
-		}
-		parts[i] = p
-	}
-	return strings.Join(parts, ",")
-}
+// redact hides the credentials of a server URL for messages and logs.
+func redact(raw string) string { return redactpkg.URLs(raw, "nats", true) }

@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +38,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	redactpkg "github.com/moonwire/moonwire/internal/redact"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/plugins/store/internal/codec"
 )
@@ -359,11 +359,5 @@ func ttlArg(ttl time.Duration) string {
 	return strconv.FormatInt(millis(ttl).Milliseconds(), 10)
 }
 
-// redact returns raw without its password.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
+// redact hides the credentials of a server URL for messages and logs.
+func redact(raw string) string { return redactpkg.URLs(raw, "", false) }

@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +36,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	redactpkg "github.com/moonwire/moonwire/internal/redact"
 	"github.com/moonwire/moonwire/router/broker"
 )
 
@@ -692,29 +692,5 @@ func (l *limiter) allow() (held uint64, ok bool) {
 	return l.held.Swap(0), true
 }
 
-// redact hides passwords and tokens in a (comma-separated) server URL for
-// messages and logs. nats.go reads a lone user name as a token, so that is
-// hidden too.
-func redact(raw string) string {
-	parts := strings.Split(raw, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p != "" && !strings.Contains(p, "://") {
-			p = "nats://" + p // as nats.go reads it
-		}
-		u, err := url.Parse(p)
-		switch {
-		case err != nil:
-			p = "(unparsable URL)"
-		case u.User != nil:
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx")
-			}
-			p = u.String()
-		}
-		parts[i] = p
-	}
-	return strings.Join(parts, ",")
-}
+// redact hides the credentials of a server URL for messages and logs.
+func redact(raw string) string { return redactpkg.URLs(raw, "nats", true) }

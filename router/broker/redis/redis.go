@@ -22,13 +22,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	redactpkg "github.com/moonwire/moonwire/internal/redact"
 	"github.com/moonwire/moonwire/router/broker"
 )
 
@@ -417,11 +417,5 @@ func (slogPrintf) Printf(ctx context.Context, format string, v ...any) {
 	slog.Default().DebugContext(ctx, fmt.Sprintf(format, v...), "library", "go-redis")
 }
 
-// redact hides the password of a URL for messages and logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
+// redact hides the credentials of a server URL for messages and logs.
+func redact(raw string) string { return redactpkg.URLs(raw, "", false) }
