@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -119,21 +120,30 @@ func RegisterStore(st StoreInfo) {
 	}
 }
 
-// newStore makes the store backend [store] kind names.
-func newStore(cfg *config.Config, log *slog.Logger) (store.Backend, error) {
+// lookup returns the registration of name in m (the brokers or the
+// stores), or the error for [what] kind that names the registered ones.
+func lookup[T any](m map[string]registered[T], what, name, file string) (T, error) {
 	registry.mu.Lock()
-	st, ok := registry.stores[cfg.Store.Kind]
-	names := make([]string, 0, len(registry.stores))
-	for n := range registry.stores {
-		names = append(names, n)
+	r, ok := m[name]
+	var names []string
+	if !ok {
+		names = slices.Sorted(maps.Keys(m))
 	}
 	registry.mu.Unlock()
 	if !ok {
-		slices.Sort(names)
-		return nil, config.Errors{{File: cfg.File, Key: "store.kind",
-			Msg: fmt.Sprintf("no store %q is registered in this build (registered: %s)", cfg.Store.Kind, strings.Join(names, ", "))}}
+		return r.info, config.Errors{{File: file, Key: what + ".kind",
+			Msg: fmt.Sprintf("no %s %q is registered in this build (registered: %s)", what, name, strings.Join(names, ", "))}}
 	}
-	b, err := st.info.New(StoreContext{Store: cfg.Store, Broker: cfg.Broker, Logger: log.With("store", cfg.Store.Kind)})
+	return r.info, nil
+}
+
+// newStore makes the store backend [store] kind names.
+func newStore(cfg *config.Config, log *slog.Logger) (store.Backend, error) {
+	st, err := lookup(registry.stores, "store", cfg.Store.Kind, cfg.File)
+	if err != nil {
+		return nil, err
+	}
+	b, err := st.New(StoreContext{Store: cfg.Store, Broker: cfg.Broker, Logger: log.With("store", cfg.Store.Kind)})
 	if err != nil {
 		return nil, config.Errors{{File: cfg.File, Key: "store.url", Msg: fmt.Sprintf("store %s: %v", cfg.Store.Kind, err)}}
 	}
@@ -425,20 +435,12 @@ func (ms *modules) close(keep map[string]lua.Module) {
 
 // newBroker makes the broker [broker] kind names.
 func newBroker(cfg *config.Config, log *slog.Logger) (broker.Broker, error) {
-	registry.mu.Lock()
-	b, ok := registry.brokers[cfg.Broker.Kind]
-	names := make([]string, 0, len(registry.brokers))
-	for n := range registry.brokers {
-		names = append(names, n)
-	}
-	registry.mu.Unlock()
-	if !ok {
-		slices.Sort(names)
-		return nil, config.Errors{{File: cfg.File, Key: "broker.kind",
-			Msg: fmt.Sprintf("no broker %q is registered in this build (registered: %s)", cfg.Broker.Kind, strings.Join(names, ", "))}}
+	b, err := lookup(registry.brokers, "broker", cfg.Broker.Kind, cfg.File)
+	if err != nil {
+		return nil, err
 	}
 	name := cfg.Broker.Kind
-	br, err := b.info.New(BrokerContext{Broker: cfg.Broker, Config: cfg.Plugin(name), Server: cfg, Logger: log.With("plugin", name)})
+	br, err := b.New(BrokerContext{Broker: cfg.Broker, Config: cfg.Plugin(name), Server: cfg, Logger: log.With("plugin", name)})
 	if err != nil {
 		if _, ok := errors.AsType[config.Errors](err); ok {
 			return nil, err // the plugin named its key already
