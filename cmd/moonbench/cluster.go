@@ -134,14 +134,9 @@ func parseClusterFlags(args []string, stderr io.Writer) (*clusterOpts, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	for _, b := range splitList(*brokers) {
-		if b == "" {
-			continue
-		}
-		if b != "redis" && b != "nats" {
-			return nil, fmt.Errorf("-brokers: unknown kind %q (redis, nats)", b)
-		}
-		o.brokers = append(o.brokers, b)
+	var err error
+	if o.brokers, err = parseBrokers(*brokers); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.nodes < 2 || o.nodes > 9:
@@ -892,4 +887,19 @@ func met(ok bool) string {
 		return "met"
 	}
 	return "NOT met"
+}
+
+// parseBrokers reads -brokers: a comma-separated list of redis and nats.
+func parseBrokers(list string) ([]string, error) {
+	var out []string
+	for _, b := range splitList(list) {
+		if b == "" {
+			continue
+		}
+		if b != "redis" && b != "nats" {
+			return nil, fmt.Errorf("-brokers: unknown kind %q (redis, nats)", b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }

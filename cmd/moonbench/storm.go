@@ -123,14 +123,9 @@ func parseStormFlags(args []string, stderr io.Writer) (*stormOpts, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	for _, b := range splitList(*brokers) {
-		if b == "" {
-			continue
-		}
-		if b != "redis" && b != "nats" {
-			return nil, fmt.Errorf("-brokers: unknown kind %q (redis, nats)", b)
-		}
-		o.brokers = append(o.brokers, b)
+	var err error
+	if o.brokers, err = parseBrokers(*brokers); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.clients < 3:
