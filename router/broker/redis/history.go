@@ -158,8 +158,12 @@ func (b *Broker) runHistory(batch []*histReq) error {
 	defer cancel()
 	pipe := b.client.Pipeline()
 	cmds := make([]*goredis.Cmd, len(batch))
+	// The epoch a room takes if it has none: one per batch is enough (an
+	// epoch tells one room's histories apart, not rooms), and saves a
+	// random read per message.
+	epoch := broker.NewEpoch()
 	for i, r := range batch {
-		keys, args := b.historyArgs(r)
+		keys, args := b.historyArgs(r, epoch)
 		cmds[i] = publishScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	_, err := pipe.Exec(ctx)
@@ -193,7 +197,7 @@ func (b *Broker) runHistory(batch []*histReq) error {
 	return nil
 }
 
-func (b *Broker) historyArgs(r *histReq) ([]string, []any) {
+func (b *Broker) historyArgs(r *histReq, epoch string) ([]string, []any) {
 	m := &r.m
 	var flags byte
 	if m.Binary {
@@ -212,7 +216,7 @@ func (b *Broker) historyArgs(r *histReq) ([]string, []any) {
 	}
 	ttl := max(r.ttl.Milliseconds(), 1)
 	return []string{b.histKey(m.Room, "m"), b.histKey(m.Room, "s")},
-		[]any{head, mid, m.Data, r.size, ttl, broker.NewEpoch(), b.node, r.id, stamp, b.roomChannel(m.Room)}
+		[]any{head, mid, m.Data, r.size, ttl, epoch, b.node, r.id, stamp, b.roomChannel(m.Room)}
 }
 
 // ReadHistory implements broker.History.
