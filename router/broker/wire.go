@@ -28,18 +28,34 @@ var ErrWire = errors.New("broker: malformed message")
 
 // AppendWire appends the wire form of m to dst and returns the result.
 func AppendWire(dst []byte, m *Message) []byte {
+	dst = AppendWireHead(dst, m)
+	dst = binary.AppendUvarint(dst, m.Offset)
+	dst = AppendWireFields(dst, m)
+	dst = binary.AppendUvarint(dst, uint64(len(m.Epoch)))
+	dst = append(dst, m.Epoch...)
+	return append(dst, m.Data...)
+}
+
+// AppendWireHead appends what precedes the offset in m's wire form, and
+// AppendWireFields what lies between the offset and the epoch: a broker
+// that assigns the offset and epoch elsewhere (the Redis history script)
+// puts the message together around them.
+func AppendWireHead(dst []byte, m *Message) []byte {
 	var flags byte
 	if m.Binary {
 		flags |= flagBinary
 	}
 	dst = append(dst, wireVersion, byte(m.Op), flags)
-	dst = binary.AppendUvarint(dst, uint64(m.Code))
-	dst = binary.AppendUvarint(dst, m.Offset)
-	for _, s := range [...]string{m.Origin, m.Room, m.Target, m.Except, m.To, m.Reason, m.Epoch} {
+	return binary.AppendUvarint(dst, uint64(m.Code))
+}
+
+// AppendWireFields: see AppendWireHead.
+func AppendWireFields(dst []byte, m *Message) []byte {
+	for _, s := range [...]string{m.Origin, m.Room, m.Target, m.Except, m.To, m.Reason} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
 	}
-	return append(dst, m.Data...)
+	return dst
 }
 
 // DecodeWire parses a message in wire form. The returned Data aliases b.

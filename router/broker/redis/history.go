@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -199,17 +198,9 @@ func (b *Broker) runHistory(batch []*histReq) error {
 
 func (b *Broker) historyArgs(r *histReq, epoch string) ([]string, []any) {
 	m := &r.m
-	var flags byte
-	if m.Binary {
-		flags = 1
-	}
 	// The wire form, cut where the script puts the offset and the epoch.
-	head := binary.AppendUvarint([]byte{1, byte(m.Op), flags}, uint64(m.Code))
-	var mid []byte
-	for _, s := range [...]string{m.Origin, m.Room, m.Target, m.Except, m.To, m.Reason} {
-		mid = binary.AppendUvarint(mid, uint64(len(s)))
-		mid = append(mid, s...)
-	}
+	head := broker.AppendWireHead(nil, m)
+	mid := broker.AppendWireFields(nil, m)
 	stamp := "0"
 	if m.Stamp {
 		stamp = "1"
