@@ -69,6 +69,11 @@ function M.on_message(conn, data)
     conn:send("incr " .. tostring(n or err))
   elseif cmd == "get" then conn:send("get " .. tostring(store.get("hits")))
   elseif cmd == "name" then conn:presence({ name = arg }); conn:send("named")
+  elseif cmd == "enter" then
+    if arg == "" then conn:join("j") else conn:join("j", { joined = "hi " .. arg, left = "bye " .. arg }) end
+    conn:send("entered")
+  elseif cmd == "exit" then conn:leave("j"); conn:send("exited")
+  elseif cmd == "jall" then ws.broadcast("j", arg, { except = conn })
   elseif cmd == "size" then conn:send("size " .. ws.room_size("r") .. " " .. #ws.room_members("r"))
   elseif cmd == "who" then
     local names = {}
@@ -240,6 +245,61 @@ func TestClusterPresence(t *testing.T) {
 			agree("who n0,n1,n2", "size 3 3")
 			ms[2].Close(1000)
 			agree("who n0,n1", "size 2 2")
+		})
+	}
+}
+
+// TestClusterJoinLeave: a member's joined and left messages reach the
+// room's members on the other nodes, the left one whether it leaves or
+// its connection closes.
+func TestClusterJoinLeave(t *testing.T) {
+	for _, nb := range networkBrokers {
+		t.Run(nb.kind, func(t *testing.T) {
+			t.Parallel()
+			files := clusterFiles(t, nb.kind, nb.url, nb.addr)
+			nodes := []*moontest.Server{moontest.Start(t, files), moontest.Start(t, files), moontest.Start(t, files)}
+			ms := []member{join(t, nodes[0]), join(t, nodes[1]), join(t, nodes[2])}
+			ms[0].Send("enter")
+			ms[0].Expect("entered")
+			// Node 0's subscription to "j" is in place once a broadcast
+			// from another node reaches it.
+			ms[1].Send("enter")
+			ms[1].Expect("entered")
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				ms[1].Send("jall probe")
+				if f, err := ms[0].ReadFrame(100 * time.Millisecond); err == nil && f.Text() == "probe" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("node 0 never heard room j")
+				}
+			}
+			ms[1].Send("exit")
+			ms[1].Expect("exited")
+
+			ms[1].Send("enter bea")
+			ms[1].Expect("entered")
+			if got := ms[0].next(t); got != "hi bea" {
+				t.Fatalf("node 0 heard %q, want hi bea", got)
+			}
+			ms[2].Send("enter cy")
+			ms[2].Expect("entered")
+			if got := ms[0].next(t); got != "hi cy" {
+				t.Fatalf("node 0 heard %q, want hi cy", got)
+			}
+			if got := ms[1].next(t); got != "hi cy" {
+				t.Fatalf("node 1 heard %q, want hi cy", got)
+			}
+			ms[1].Send("exit")
+			ms[1].Expect("exited")
+			if got := ms[0].next(t); got != "bye bea" {
+				t.Fatalf("node 0 heard %q, want bye bea", got)
+			}
+			ms[2].Close(1000)
+			if got := ms[0].next(t); got != "bye cy" {
+				t.Fatalf("node 0 heard %q, want bye cy", got)
+			}
 		})
 	}
 }

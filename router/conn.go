@@ -116,6 +116,7 @@ type connExtras struct {
 	attrs       map[string]any
 	presence    []byte // JSON shown in the cluster's presence of its rooms
 	rooms       []string
+	left        map[string]string // room -> what its members hear when c leaves (JoinOptions.Left)
 	rawQuery    string
 	query       url.Values
 	subprotocol string // immutable once the connection is shared
@@ -243,32 +244,123 @@ func (c *Conn) Rooms() []string {
 
 // Join adds the connection to room. It fails with ErrClosed on a closed
 // connection.
-func (c *Conn) Join(room string) error {
+func (c *Conn) Join(room string) error { return c.JoinWith(room, JoinOptions{}) }
+
+// MaxAnnouncement bounds JoinOptions.Joined and Left: the Left message is
+// kept for as long as the connection is in the room.
+const MaxAnnouncement = 4096
+
+// ErrAnnouncement is returned for a JoinOptions message over
+// MaxAnnouncement.
+var ErrAnnouncement = errors.New("join/leave announcement longer than 4096 bytes")
+
+// JoinOptions are what a room's other members hear of a member coming and
+// going: text messages broadcast to the room, on every node, through the
+// same path as Broadcast (stamped with the offset where the room keeps
+// history). "" announces nothing.
+type JoinOptions struct {
+	// Joined is broadcast to the room's other members once the
+	// connection has joined.
+	Joined string
+	// Left is broadcast to the room's remaining members when the
+	// connection leaves it, whatever the cause: Leave, its close, an
+	// eviction, the server's shutdown. A node that dies outright sends
+	// none; its members drop out of presence within the broker's TTL.
+	Left string
+}
+
+func (o JoinOptions) check() error {
+	if len(o.Joined) > MaxAnnouncement || len(o.Left) > MaxAnnouncement {
+		return ErrAnnouncement
+	}
+	return nil
+}
+
+// JoinWith is Join with announcements. Joining a room the connection is
+// already in announces nothing but replaces the Left message.
+func (c *Conn) JoinWith(room string, o JoinOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state == stateClosed {
+		c.mu.Unlock()
 		return ErrClosed
 	}
 	x := c.extras()
-	if slices.Contains(x.rooms, room) {
-		return nil
+	joined := !slices.Contains(x.rooms, room)
+	if joined {
+		c.srv.rooms.add(room, c)
+		x.rooms = append(x.rooms, room)
 	}
-	c.srv.rooms.add(room, c)
-	x.rooms = append(x.rooms, room)
+	x.setLeft(room, o.Left)
+	c.mu.Unlock()
+	if joined && o.Joined != "" {
+		c.srv.announce(room, o.Joined, c)
+	}
 	return nil
+}
+
+// setLeft records what the room hears when the connection leaves it.
+// c.mu is held.
+func (x *connExtras) setLeft(room, left string) {
+	switch {
+	case left != "":
+		if x.left == nil {
+			x.left = make(map[string]string)
+		}
+		x.left[room] = left
+	case x.left != nil:
+		delete(x.left, room)
+	}
+}
+
+// announce broadcasts a join or leave message to room (except c), stamped
+// where the room keeps history. It may wait for the broker's offset, so
+// it runs with no lock held.
+func (s *Server) announce(room, msg string, except *Conn) {
+	s.BroadcastWith(room, Text, msg, BroadcastOptions{Except: except, Stamp: true})
 }
 
 // Leave removes the connection from room.
 func (c *Conn) Leave(room string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.ext == nil || c.state == stateClosed {
+		c.mu.Unlock()
 		return
 	}
+	left := ""
 	if i := slices.Index(c.ext.rooms, room); i >= 0 {
 		c.srv.rooms.remove(room, c)
 		c.ext.rooms = slices.Delete(c.ext.rooms, i, i+1)
+		left = c.ext.left[room]
+		delete(c.ext.left, room)
 	}
+	c.mu.Unlock()
+	if left != "" {
+		c.srv.announce(room, left, nil)
+	}
+}
+
+// announceLeft broadcasts the Left messages of the rooms the closed
+// connection was in. It runs on the lane, ahead of the handler's Close.
+func (c *Conn) announceLeft() {
+	c.mu.Lock()
+	var left map[string]string
+	if c.ext != nil {
+		left, c.ext.left = c.ext.left, nil
+	}
+	c.mu.Unlock()
+	for room, msg := range left {
+		c.srv.announce(room, msg, nil)
+	}
+}
+
+// hasLeft reports whether the connection has Left messages to announce.
+func (c *Conn) hasLeft() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ext != nil && len(c.ext.left) > 0
 }
 
 // Send queues a message. It returns ErrClosed once the connection is
@@ -581,6 +673,14 @@ func (c *Conn) end(linger bool) {
 func (c *Conn) closeEvent(code int, reason string) {
 	l := c.lane
 	done := false
+	if c.hasLeft() {
+		// Announcing may wait for the broker: on the lane, not here.
+		if !l.push(task{kind: taskClose, c: c, code: code, reason: reason}) {
+			c.announceLeft()
+			c.finished()
+		}
+		return
+	}
 	l.tryInline(func() {
 		// The lane's handler, read while holding the lane: the one a
 		// queued Close would have run on.

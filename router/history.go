@@ -163,6 +163,15 @@ type Recovery struct {
 // waits for the broker (the room's subscription, one history read) up to
 // Config.BrokerWait. A connection already in the room gets an error.
 func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, error) {
+	return c.RecoverWith(room, offset, epoch, JoinOptions{})
+}
+
+// RecoverWith is Recover with announcements (see JoinWith); Joined is
+// broadcast once the replay is queued.
+func (c *Conn) RecoverWith(room string, offset uint64, epoch string, o JoinOptions) (Recovery, error) {
+	if err := o.check(); err != nil {
+		return Recovery{}, err
+	}
 	s := c.srv
 	size, _ := s.historyOf(room)
 	if size == 0 {
@@ -183,7 +192,11 @@ func (c *Conn) Recover(room string, offset uint64, epoch string) (Recovery, erro
 	rc := &recovery{}
 	s.rooms.addWith(room, c, rc)
 	x.rooms = append(x.rooms, room)
+	x.setLeft(room, o.Left)
 	c.mu.Unlock()
+	if o.Joined != "" {
+		defer s.announce(room, o.Joined, c)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.c().BrokerWait)
 	defer cancel()

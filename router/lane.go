@@ -198,6 +198,7 @@ func (l *lane) runTask(t *task) {
 	case taskOpen:
 		l.open(t.c)
 	case taskClose:
+		t.c.announceLeft()
 		l.close(t.c, t.code, t.reason)
 		t.c.finished()
 	case taskHandshake:

@@ -2,6 +2,7 @@ package lua
 
 import (
 	"encoding/json"
+	"fmt"
 	"unicode/utf8"
 
 	glua "github.com/yuin/gopher-lua"
@@ -220,9 +221,41 @@ func connQuery(L *glua.LState) int {
 	return 1
 }
 
+// conn:join(room [, { joined = msg, left = msg }]) -> true | nil, err
 func connJoin(L *glua.LState) int {
 	lc := checkConn(L, 1)
-	return result(L, lc.c.Join(L.CheckString(2)))
+	room := L.CheckString(2)
+	return result(L, lc.c.JoinWith(room, checkJoinOptions(L, 3)))
+}
+
+// checkJoinOptions reads the optional { joined = msg, left = msg } table
+// of conn:join and conn:recover.
+func checkJoinOptions(L *glua.LState, n int) router.JoinOptions {
+	var o router.JoinOptions
+	switch t := L.Get(n).(type) {
+	case *glua.LNilType:
+	case *glua.LTable:
+		get := func(key string) string {
+			switch v := t.RawGetString(key).(type) {
+			case *glua.LNilType:
+				return ""
+			case glua.LString:
+				return string(v)
+			default:
+				L.ArgError(n, key+" must be a string")
+				return ""
+			}
+		}
+		o.Joined, o.Left = get("joined"), get("left")
+		t.ForEach(func(k, _ glua.LValue) {
+			if ks, ok := k.(glua.LString); !ok || (ks != "joined" && ks != "left") {
+				L.ArgError(n, fmt.Sprintf("unknown option %v (joined, left)", k))
+			}
+		})
+	default:
+		L.ArgError(n, "options must be a table")
+	}
+	return o
 }
 
 // conn:recover(room, offset, epoch) -> recovered, offset, epoch [, reason]
@@ -241,7 +274,7 @@ func connRecover(L *glua.LState) int {
 	default:
 		L.ArgError(4, "epoch must be a string")
 	}
-	res, err := lc.c.Recover(room, offset, epoch)
+	res, err := lc.c.RecoverWith(room, offset, epoch, checkJoinOptions(L, 5))
 	if err != nil && res.Epoch == "" && !res.Recovered {
 		return result(L, err)
 	}

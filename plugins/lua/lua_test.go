@@ -769,3 +769,61 @@ end }
 	c.Send("go")
 	c.Expect("third ran")
 }
+
+// TestJoinLeaveAnnouncements: conn:join's joined message reaches the
+// room's other members, its left message reaches those who stay whether
+// the member leaves or closes, and the options are checked.
+func TestJoinLeaveAnnouncements(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+local M = {}
+function M.on_open(conn)
+  local name = conn:query("name")
+  if name then
+    assert(conn:join("lobby", { joined = "hi " .. name, left = "bye " .. name }))
+  else
+    assert(conn:join("lobby"))
+  end
+  conn:send("in")
+end
+function M.on_message(conn, data)
+  if data == "leave" then conn:leave("lobby"); conn:send("out")
+  elseif data == "quiet" then conn:join("lobby", {}); conn:send("quiet")
+  elseif data == "bad" then
+    local errs = {}
+    for _, o in ipairs({ { joined = 1 }, { lef = "x" }, "x" }) do
+      local ok, err = pcall(conn.join, conn, "x", o)
+      errs[#errs + 1] = tostring(ok) .. ":" .. tostring(err):match("%(anonymous%) %((.*)%)$")
+    end
+    local ok, err = conn:join("y", { left = string.rep("x", 5000) })
+    errs[#errs + 1] = tostring(ok) .. ":" .. tostring(err)
+    conn:send(table.concat(errs, "|"))
+  end
+end
+return M
+`, "")
+	watcher := moontest.Dial(t, s.URL("/t"))
+	watcher.Expect("in")
+	ann := moontest.Dial(t, s.URL("/t?name=ann"))
+	ann.Expect("in") // ann does not hear her own hello
+	watcher.Expect("hi ann")
+	ann.Send("leave")
+	ann.Expect("out")
+	watcher.Expect("bye ann")
+
+	bob := moontest.Dial(t, s.URL("/t?name=bob"))
+	bob.Expect("in")
+	watcher.Expect("hi bob")
+	bob.Close(1000)
+	watcher.Expect("bye bob")
+
+	// Joining again without options withdraws the left message.
+	cy := moontest.Dial(t, s.URL("/t?name=cy"))
+	cy.Expect("in")
+	watcher.Expect("hi cy")
+	cy.Send("quiet")
+	cy.Expect("quiet")
+	cy.Close(1000)
+	watcher.Send("bad")
+	watcher.Expect("false:joined must be a string|false:unknown option lef (joined, left)|false:options must be a table|nil:join/leave announcement longer than 4096 bytes")
+}
