@@ -356,13 +356,6 @@ func (c *Conn) announceLeft() {
 	}
 }
 
-// hasLeft reports whether the connection has Left messages to announce.
-func (c *Conn) hasLeft() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ext != nil && len(c.ext.left) > 0
-}
-
 // Send queues a message. It returns ErrClosed once the connection is
 // closing, and ErrSlowConsumer when the write queue is full (the
 // connection is then closed or the message dropped, per the slow-consumer
@@ -641,7 +634,9 @@ func (c *Conn) end(linger bool) {
 	}
 	c.state = stateClosed
 	code, reason := c.closeCode, c.closeReason
+	announce := false
 	if c.ext != nil {
+		announce = len(c.ext.left) > 0
 		for _, r := range c.ext.rooms {
 			c.srv.rooms.remove(r, c)
 		}
@@ -662,18 +657,18 @@ func (c *Conn) end(linger bool) {
 		c.route.releaseIP(hostOf(c.remoteAddr))
 	}
 	c.srv.stats.closes(code)
-	c.closeEvent(code, reason)
+	c.closeEvent(code, reason, announce)
 }
 
 // closeEvent runs the handler's Close, then finished, on the lane behind
 // the connection's pending events. When the handler has nothing to do on
 // close (CloseSkipper) and the lane is idle, finished runs here instead:
 // no handler code, and a lane wake-up saved for every connection that
-// ends.
-func (c *Conn) closeEvent(code int, reason string) {
+// ends. With announce, the connection's Left messages go out first.
+func (c *Conn) closeEvent(code int, reason string, announce bool) {
 	l := c.lane
 	done := false
-	if c.hasLeft() {
+	if announce {
 		// Announcing may wait for the broker: on the lane, not here.
 		if !l.push(task{kind: taskClose, c: c, code: code, reason: reason}) {
 			c.announceLeft()
