@@ -375,9 +375,14 @@ func (s *Server) Start() error {
 		s.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 		go func() { _ = s.admin.Serve(aln) }()
 	}
+	if err := s.startAPI(cfg); err != nil {
+		s.closeAdmin()
+		return err
+	}
 	ln, err := router.Listen(context.Background(), addr)
 	if err != nil {
 		s.closeAdmin()
+		s.closeAPI()
 		return fmt.Errorf("%s: server.listen: %w", cfg.File, err)
 	}
 	if s.certs != nil {
@@ -414,6 +419,7 @@ func (s *Server) closeAdmin() {
 	if s.admin != nil {
 		_ = s.admin.Close()
 	}
+	s.closeAPI()
 }
 
 // Serve serves on ln (TLS, if the server has a certificate, is the

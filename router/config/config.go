@@ -25,6 +25,8 @@ type Config struct {
 	Admin     Admin
 	Broker    Broker
 	Store     Store
+	API       API        // [api]: the server HTTP API (api.go)
+	HTTP      HTTPClient // [http]: outbound HTTP from scripts (httpclient.go)
 	// History lists the rooms that keep a history ([history]), most
 	// specific first; see HistoryFor.
 	History []HistoryRule

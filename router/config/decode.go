@@ -24,6 +24,8 @@ type rawFile struct {
 	Admin     toml.Primitive `toml:"admin"`
 	Broker    toml.Primitive `toml:"broker"`
 	Store     toml.Primitive `toml:"store"`
+	API       toml.Primitive `toml:"api"`
+	HTTP      toml.Primitive `toml:"http"`
 	Routes    toml.Primitive `toml:"routes"`
 	History   value          `toml:"history"` // room patterns: read by history()
 	Plugins   value          `toml:"plugins"` // each plugin decodes its own table

@@ -79,6 +79,8 @@ func parse(data []byte, src source) (*Config, error) {
 	c.Warnings = l.admin(&c.Admin, &adm, c.Server.Listen)
 	l.broker(&c.Broker, &brk)
 	l.store(&c.Store, &sto, &c.Broker)
+	l.api(tree, c, raw.API)
+	l.httpClient(tree, c, raw.HTTP)
 	l.history(c, raw.History)
 	l.plugins(c, raw.Plugins, string(data))
 	if hasRoutes {
