@@ -1,7 +1,6 @@
 package moonwire
 
 import (
-	"github.com/moonwire/moonwire/plugins/crypto"
 	"github.com/moonwire/moonwire/plugins/json"
 	"github.com/moonwire/moonwire/plugins/lua"
 	"github.com/moonwire/moonwire/plugins/metrics"
@@ -20,9 +19,7 @@ func init() {
 	RegisterModule(ModuleInfo{Name: "json", New: func(ModuleContext) (lua.Module, error) {
 		return json.New(json.Limits{}), nil
 	}})
-	RegisterModule(ModuleInfo{Name: "crypto", New: func(ModuleContext) (lua.Module, error) {
-		return crypto.New(crypto.Options{}), nil
-	}})
+	RegisterModule(ModuleInfo{Name: "crypto", New: newCryptoModule}) // httpclient.go
 	RegisterModule(ModuleInfo{Name: "store", New: func(ctx ModuleContext) (lua.Module, error) {
 		b, err := newStore(ctx.Server, ctx.Logger)
 		if err != nil {
@@ -43,6 +40,7 @@ func init() {
 	RegisterStore(StoreInfo{Name: "nats", New: func(ctx StoreContext) (store.Backend, error) {
 		return storenats.New(storenats.Options{URL: ctx.Store.URL, Prefix: ctx.Broker.Prefix, Timeout: ctx.Broker.Timeout})
 	}})
+	registerHTTP() // httpclient.go
 	RegisterModule(ModuleInfo{Name: "metrics", New: func(ctx ModuleContext) (lua.Module, error) {
 		return metrics.New(ctx.Metrics, metrics.Options{}), nil
 	}})

@@ -113,6 +113,7 @@ func diffConfigs(old, cfg *config.Config, oldH, newH map[string]*lua.Route) relo
 		{"scripts", old.Scripts, cfg.Scripts},
 		{"admin", old.Admin, cfg.Admin},
 		{"store", old.Store, cfg.Store},
+		{"api", old.API, cfg.API},
 	} {
 		d.server = append(d.server, changedFields(sec.name, sec.old, sec.new)...)
 	}
@@ -280,6 +281,7 @@ func (s *Server) liveCompatible(old, cfg *config.Config) error {
 		{"server.tls_key", old.Server.TLSKey, cfg.Server.TLSKey},
 		{"server.compression", old.Server.Compression, cfg.Server.Compression},
 		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
+		{"api.listen", old.API.Listen, cfg.API.Listen}, // keys and max_body apply live
 		{"admin.pprof", old.Admin.Pprof, cfg.Admin.Pprof},
 		{"admin.pprof_public", old.Admin.PprofPublic, cfg.Admin.PprofPublic},
 		{"admin.token", old.Admin.Token != cfg.Admin.Token, false}, // never print a token

@@ -80,6 +80,7 @@ type Server struct {
 	served   chan error
 	admin    *http.Server
 	adminLn  net.Listener
+	api      atomic.Pointer[apiServer] // the server API listener (api.go); nil: off
 	draining atomic.Bool
 	certs    *certStore    // nil without TLS
 	broker   broker.Broker // made by the broker plugin; nil: the router's own

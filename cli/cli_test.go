@@ -108,7 +108,7 @@ func TestCheckShippedConfigs(t *testing.T) {
 		if filepath.Base(filepath.Dir(cfg)) == "plugin" {
 			// The custom build's config needs its plugin, which the stock
 			// command does not have: it says so.
-			want := `plugins.greet: no plugin of that name is registered (registered: crypto, json, memory, metrics, nats, redis, store)`
+			want := `plugins.greet: no plugin of that name is registered (registered: crypto, http, json, memory, metrics, nats, redis, store)`
 			if code != 1 || !strings.Contains(out, want) {
 				t.Errorf("check %q: exit %d, want 1 and %q\n%s%s", cfg, code, want, out, errOut)
 			}

@@ -5,6 +5,7 @@ package examples_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,6 +29,22 @@ var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 	"autobahn": autobahn,
 	"plugin":   plugin,
 	"cluster":  cluster,
+	"backend":  backend,
+}
+
+// backend runs the backend example's config without its backend: the
+// handshake's question to it fails, so joins are refused 503.
+// backend/backend_test.go runs the whole example, backend included.
+func backend(t *testing.T, cfg *config.Config) {
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.HTTP.Allow = []string{"127.0.0.1:1"}
+	settings(cfg, "/chat/{room}")["backend"] = "http://127.0.0.1:1"
+	s := moontest.StartConfig(t, cfg)
+	_, err := moontest.TryDial(t, s.URL("/chat/lobby?token=ann-token"))
+	var r *moontest.Refusal
+	if !errors.As(err, &r) || r.Status != 503 {
+		t.Fatalf("without the backend: %v, want a 503 refusal", err)
+	}
 }
 
 // cluster runs two nodes of the cluster example in-process, over the

@@ -679,7 +679,8 @@ func (c *Conn) closeEvent(code int, reason string, announce bool) {
 	l.tryInline(func() {
 		// The lane's handler, read while holding the lane: the one a
 		// queued Close would have run on.
-		if sk, ok := l.h.(CloseSkipper); ok && sk.SkipClose() {
+		// A held connection's Close waits behind its suspended event.
+		if sk, ok := l.h.(CloseSkipper); ok && l.holdOf(c) == nil && sk.SkipClose() {
 			c.finished()
 			done = true
 		}

@@ -39,14 +39,16 @@ const (
 //
 // Handler methods other than Start and Stop run on lanes and must return in
 // bounded time: while a Message call runs, the router reads nothing more from
-// that connection.
+// that connection. A handler that must wait (on the network) returns instead
+// and finishes later in a task it posts to the lane: Conn.Hold keeps the
+// connection's later events waiting meanwhile, Request.Defer the verdict.
 type Handler interface {
 	// Start is called once before the route serves, with the route's
 	// runtime. The handler may Post work to lanes from then on.
 	Start(rt *Route) error
 	// Handshake decides on an upgrade request. It runs on lane before the
 	// connection exists; the connection, if accepted, is pinned to the same
-	// lane.
+	// lane. It may answer later instead (Request.Defer).
 	Handshake(lane int, req *Request) Verdict
 	// Open is the first event of an accepted connection.
 	Open(lane int, c *Conn)
@@ -98,6 +100,30 @@ type Request struct {
 	Subprotocols []string
 
 	query url.Values
+	// deferred is set by Defer: the verdict comes later, on answer.
+	deferred bool
+	answer   chan Verdict
+}
+
+// Defer lets Handshake decide later (a script asking a backend): it
+// returns the function that delivers the verdict, and the Verdict
+// Handshake returns is then ignored. The function may be called from
+// any goroutine; calls after the first are ignored. The router waits for
+// the verdict until the handshake timeout and refuses the upgrade with
+// 503 after it, so a verdict that comes too late is dropped. Only
+// Handshake may call Defer, while it runs.
+func (r *Request) Defer() func(Verdict) {
+	r.deferred = true
+	if r.answer == nil {
+		r.answer = make(chan Verdict, 1)
+	}
+	ch := r.answer
+	return func(v Verdict) {
+		select {
+		case ch <- v:
+		default: // answered already
+		}
+	}
 }
 
 // Header holds request headers as name, value pairs, names lower-case and

@@ -59,7 +59,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	rt, params := s.routes.Load().lookup(reqPath)
-	if rt == nil || rl.method != http.MethodGet {
+	if rt == nil || rl.method != http.MethodGet || plainRequest(rt, br) {
 		s.handOffHTTP(nc, br)
 		return
 	}
@@ -498,6 +498,9 @@ func (hs *handshake) ask() (Verdict, error) {
 	}
 	var v Verdict
 	if hs.lane.tryInline(func() { v = hs.lane.handshake(&hs.req) }) {
+		if hs.req.deferred {
+			return hs.await(hs.req.answer)
+		}
 		if time.Now().After(hs.deadline) {
 			// Decided too late to be honoured: the answer is the same as
 			// when waiting for a busy lane.
@@ -505,14 +508,21 @@ func (hs *handshake) ask() (Verdict, error) {
 		}
 		return v, nil
 	}
+	// The lane answers on done, now or (Request.Defer) later.
 	ph := &pendingHandshake{req: &hs.req, done: make(chan Verdict, 1)}
+	hs.req.answer = ph.done
 	if !hs.lane.push(task{kind: taskHandshake, hs: ph}) {
 		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "route stopped")
 	}
+	return hs.await(ph.done)
+}
+
+// await waits for the handler's verdict until the handshake deadline.
+func (hs *handshake) await(done <-chan Verdict) (Verdict, error) {
 	t := time.NewTimer(time.Until(hs.deadline))
 	defer t.Stop()
 	select {
-	case v := <-ph.done:
+	case v := <-done:
 		return v, nil
 	case <-t.C:
 		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "handshake timed out")

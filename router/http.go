@@ -128,16 +128,17 @@ func (h *httpHandoff) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if rt, _ := h.s.routes.Load().lookup(reqPath); rt != nil {
-		// A route path requested without an upgrade (or not with GET).
-		skipBody(w, r)
-		w.Header().Set("Upgrade", "websocket")
-		w.Header().Set("Sec-WebSocket-Version", "13")
-		if r.Method != http.MethodGet {
-			http.Error(w, "WebSocket upgrades use GET", http.StatusMethodNotAllowed)
+	if rt, params := h.s.routes.Load().lookup(reqPath); rt != nil {
+		// A route path requested without an upgrade (or not with GET):
+		// the route's handler answers if it serves plain HTTP (a script's
+		// on_http), else 426.
+		// An upgrade asked for on a kept-alive plain connection cannot be
+		// given (net/http owns it): 426 tells the client to ask anew.
+		if hh, ok := rt.Handler().(HTTPHandler); ok && hh.ServesHTTP() && r.Header.Get("Upgrade") == "" {
+			h.serveRoute(w, r, rt, reqPath, params)
 			return
 		}
-		http.Error(w, "this path serves WebSocket connections: upgrade required", http.StatusUpgradeRequired)
+		noUpgrade(w, r)
 		return
 	}
 	if hh := h.s.c().HTTP; hh != nil {
@@ -168,14 +169,24 @@ func skipBody(w http.ResponseWriter, r *http.Request) {
 // never waits on a slow client. It answers 413 or 408 itself, closing the
 // connection, and reports false then.
 func (h *httpHandoff) readBody(w http.ResponseWriter, r *http.Request) bool {
+	body, ok := h.readBodyBytes(w, r)
+	if ok && body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	return ok
+}
+
+// readBodyBytes is readBody's reading: it returns the body, nil when the
+// request has none.
+func (h *httpHandoff) readBodyBytes(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return true
+		return nil, true
 	}
 	limit := h.s.c().MaxRequestBody
 	if r.ContentLength > limit {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		return false
+		return nil, false
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	var ne net.Error
@@ -183,18 +194,17 @@ func (h *httpHandoff) readBody(w http.ResponseWriter, r *http.Request) bool {
 	case int64(len(body)) > limit:
 		w.Header().Set("Connection", "close")
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		return false
+		return nil, false
 	case errors.As(err, &ne) && ne.Timeout():
 		w.Header().Set("Connection", "close")
 		http.Error(w, "request timeout: the request did not arrive in time", http.StatusRequestTimeout)
-		return false
+		return nil, false
 	case err != nil:
 		w.Header().Set("Connection", "close")
 		http.Error(w, "bad request body", http.StatusBadRequest)
-		return false
+		return nil, false
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	return true
+	return body, true
 }
 
 // chanListener is a net.Listener fed by the router's accept loop.

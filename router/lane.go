@@ -59,6 +59,19 @@ type lane struct {
 	stopped bool
 	wake    chan struct{}
 	done    chan struct{}
+
+	// holds are the lane's connections whose handler suspended an event
+	// (Conn.Hold). Lane only; kept here rather than in Conn, which must
+	// stay in its size class, and empty on every lane that never waits.
+	holds map[*Conn]*connHold
+}
+
+// holdOf returns c's hold, or nil. Lane only.
+func (l *lane) holdOf(c *Conn) *connHold {
+	if len(l.holds) == 0 {
+		return nil
+	}
+	return l.holds[c]
 }
 
 func newLane(rt *Route, index int, h Handler) *lane {
@@ -175,6 +188,16 @@ func (l *lane) giveBack() {
 }
 
 func (l *lane) runTask(t *task) {
+	if t.c != nil && len(l.holds) > 0 {
+		if h := l.holds[t.c]; h != nil && h.on {
+			// The connection's handler is suspended (Conn.Hold): its
+			// later events wait, in order, until Release. A held message
+			// keeps its place in the read turn, so the socket stays
+			// unarmed meanwhile.
+			h.queue = append(h.queue, *t)
+			return
+		}
+	}
 	switch t.kind {
 	case taskMessage:
 		c := t.c
@@ -194,7 +217,13 @@ func (l *lane) runTask(t *task) {
 		if t.owned {
 			releaseOwned(t.data)
 		}
-		c.taskDone()
+		if h := l.holdOf(c); h != nil && h.on {
+			// The handler suspended this message: the read turn stays
+			// held (no re-arm, TCP backpressure) until Release.
+			h.owed++
+		} else {
+			c.taskDone()
+		}
 	case taskOpen:
 		l.open(t.c)
 	case taskClose:
@@ -202,7 +231,10 @@ func (l *lane) runTask(t *task) {
 		l.close(t.c, t.code, t.reason)
 		t.c.finished()
 	case taskHandshake:
-		t.hs.finish(l.handshake(t.hs.req))
+		v := l.handshake(t.hs.req)
+		if !t.hs.req.deferred {
+			t.hs.finish(v)
+		}
 	case taskFunc:
 		l.call(t.fn)
 	default:
@@ -252,6 +284,8 @@ func (l *lane) close(c *Conn, code int, reason string) {
 func (l *lane) handshake(req *Request) (v Verdict) {
 	defer func() {
 		if r := recover(); r != nil {
+			// A deferred verdict that will never come: answer now.
+			req.deferred = false
 			l.logPanic(r, nil)
 			v = Verdict{Reject: true, Status: 500, Body: "internal error"}
 		}
@@ -279,4 +313,63 @@ func (l *lane) logPanic(r any, c *Conn) {
 		attrs = append(attrs, "conn", c.id)
 	}
 	l.rt.srv.log.Error("handler panic", attrs...)
+}
+
+// connHold is the state of a connection whose handler suspended one of
+// its events (Conn.Hold). Lane only.
+type connHold struct {
+	on    bool
+	queue []task // the connection's events that came meanwhile, in order
+	owed  int    // read-turn releases (taskDone) deferred by held messages
+}
+
+// Hold tells the connection's lane that the handler has suspended the
+// event it is running for c (a script waiting on the network): until
+// Release, c's later events — messages, Close, Resume, the router's own
+// tasks for c — wait, in order, while the lane serves its other
+// connections. A message suspended this way keeps the read turn, so
+// nothing more is read from c's socket (TCP backpressure) until Release.
+// Only c's lane may call it, while running one of c's events or a task
+// posted to that lane.
+func (c *Conn) Hold() {
+	l := c.lane
+	h := l.holdOf(c)
+	if h == nil {
+		if l.holds == nil {
+			l.holds = make(map[*Conn]*connHold)
+		}
+		h = new(connHold)
+		l.holds[c] = h
+	}
+	h.on = true
+}
+
+// Held reports whether c is held (see Hold). Only c's lane may call it.
+func (c *Conn) Held() bool {
+	h := c.lane.holdOf(c)
+	return h != nil && h.on
+}
+
+// Release ends a Hold: the events held for c run now, in order, on the
+// calling task (c's lane), until one of them holds c again. Releasing a
+// connection that is not held does nothing.
+func (c *Conn) Release() {
+	h := c.lane.holdOf(c)
+	if h == nil || !h.on {
+		return
+	}
+	h.on = false
+	for !h.on && h.owed > 0 {
+		h.owed--
+		c.taskDone()
+	}
+	for !h.on && len(h.queue) > 0 {
+		t := h.queue[0]
+		h.queue[0] = task{}
+		h.queue = h.queue[1:]
+		c.lane.runTask(&t)
+	}
+	if !h.on && len(h.queue) == 0 && c.lane.holds[c] == h {
+		delete(c.lane.holds, c) // nothing kept once it is over
+	}
 }

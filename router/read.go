@@ -187,7 +187,7 @@ func (c *Conn) finishAfterDelivered(act func()) {
 		return
 	}
 	c.mu.Lock()
-	queued := c.state != stateClosed && c.lane.push(task{kind: taskFunc, fn: act})
+	queued := c.state != stateClosed && c.lane.push(task{kind: taskFunc, c: c, fn: act})
 	c.mu.Unlock()
 	if !queued {
 		act()

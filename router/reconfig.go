@@ -144,7 +144,7 @@ func (s *Server) updateRoute(rt *Route, spec RouteSpec) {
 			if c.route == rt {
 				c.mu.Lock()
 				if c.state != stateClosed {
-					c.lane.push(task{kind: taskFunc, fn: func() { c.lane.resume(rs, c) }})
+					c.lane.push(task{kind: taskFunc, c: c, fn: func() { c.lane.resume(rs, c) }})
 				}
 				c.mu.Unlock()
 			}

@@ -37,6 +37,10 @@ Usage:
              start moonwire nodes and compare broadcast on one node with a cluster (-h for more)
   moonbench reconnect-storm [-brokers redis,nats] [-clients 5000] [-rate 20] ...
              SIGKILL one of 3 chat nodes under followers and measure their recovery (-h for more)
+  moonbench api-publish [-url ws://127.0.0.1:8765/room] [-api http://127.0.0.1:8766] [-subs 1000] [-pubs 8]
+             publish through the server HTTP API to a room of subscribers (-h for more)
+  moonbench handshake-backend [-conns 8] [-duration 5s] [-backend-delay 0]
+             connects/s when on_handshake asks a backend over HTTP, against Lua alone (-h for more)
 
 Scenarios:
   echo       -conns connections, each keeping -inflight messages of -size bytes outstanding
@@ -267,6 +271,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == stormCmd {
 		return reconnectStorm(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == apiPublishCmd {
+		return apiPublish(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == hsBackendCmd {
+		return hsBackend(args[1:], stdout, stderr)
 	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {

@@ -42,6 +42,7 @@
 //
 //	moonwire_handler_duration_seconds{route,callback}    histogram
 //	moonwire_handler_errors_total{route,callback,kind}   counter (kind "timeout" or "error")
+//	moonwire_http_responses_total{route,status}          counter (on_http's answers, HTTPResponse)
 //
 // New also registers the standard Go runtime (go_*) and process
 // (process_*) collectors.

@@ -32,6 +32,7 @@ var HandlerBuckets = prometheus.ExponentialBuckets(0.00005, 2.5, 12)
 type Observer struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+	http     *prometheus.CounterVec // see HTTPResponse
 
 	// cache maps (route, callback) to its resolved series. It is copied on
 	// write under mu (new pairs are rare: routes times callback kinds) and
@@ -71,6 +72,12 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 	}
 	if err := reg.Register(o.errors); err != nil {
 		reg.Unregister(o.duration)
+		return nil, err
+	}
+	o.http = newHTTPResponses()
+	if err := reg.Register(o.http); err != nil {
+		reg.Unregister(o.duration)
+		reg.Unregister(o.errors)
 		return nil, err
 	}
 	empty := map[callbackKey]*callbackSeries{}

@@ -9,13 +9,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
-
-	"github.com/moonwire/moonwire/plugins/internal/luavalue"
 )
 
 // MaxRandomBytes bounds random(n): enough for any key or token, small enough
@@ -33,12 +34,39 @@ type Options struct {
 	// Now is the clock jwt_verify checks exp and nbf against; nil means
 	// time.Now. Tests inject a fixed clock.
 	Now func() time.Time
+	// HTTPClient fetches crypto.jwks documents. nil: DefaultHTTPClient(),
+	// which allows https only (and http to loopback). The server passes
+	// the client its [http] allow-list governs, so that key sets reach
+	// what scripts may reach and nothing else. Whatever the client,
+	// responses are cut at MaxJWKSBytes.
+	HTTPClient *http.Client
+	// JWKSRefresh is how often a key set is fetched again, unless the
+	// script asks for another period; 0: DefaultJWKSRefresh.
+	JWKSRefresh time.Duration
+	// JWKSMinRefresh is KeySetOptions.MinRefresh: 0 is
+	// DefaultJWKSMinRefresh, negative no limit (tests).
+	JWKSMinRefresh time.Duration
+	// JWKSTimeout bounds each fetch; 0: DefaultJWKSTimeout.
+	JWKSTimeout time.Duration
+	// Logger hears about key set fetches; nil: slog.Default().
+	Logger *slog.Logger
 }
 
-// Module is the crypto Lua module. It holds no secrets and no per-script
-// state, so one Module serves every LState concurrently.
+// Module is the crypto Lua module. It holds no per-script state, so one
+// Module serves every LState concurrently. It caches the PEM keys scripts
+// pass (parsed once), and owns the key sets they load with crypto.jwks: one
+// per URL, shared by every VM and route and kept across reloads until
+// Close (at most MaxKeySets).
 type Module struct {
-	now func() time.Time
+	now  func() time.Time
+	opts Options
+	// Parsed PEM keys; apart, so that a private key's text given to
+	// jwt_verify raises instead of finding the parsed private key.
+	pubKeys, privKeys keyCache
+
+	mu     sync.Mutex
+	sets   map[string]*moduleSet
+	closed bool
 }
 
 // New returns the crypto module.
@@ -46,7 +74,10 @@ func New(opts Options) *Module {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Module{now: opts.Now}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Module{now: opts.Now, opts: opts, sets: make(map[string]*moduleSet)}
 }
 
 // Name is the name scripts require: "crypto".
@@ -55,7 +86,7 @@ func (m *Module) Name() string { return "crypto" }
 // Open pushes a fresh module table. It is an lua.LGFunction meant for
 // L.PreloadModule(m.Name(), m.Open).
 func (m *Module) Open(L *lua.LState) int {
-	mod := L.CreateTable(0, 8)
+	mod := L.CreateTable(0, 9)
 	for name, fn := range map[string]lua.LGFunction{
 		"sha256":        sha256Hex,
 		"hmac_sha256":   hmacSHA256,
@@ -64,12 +95,39 @@ func (m *Module) Open(L *lua.LState) int {
 		"base64_encode": base64Encode,
 		"base64_decode": base64Decode,
 		"jwt_verify":    m.jwtVerify,
-		"jwt_sign":      jwtSign,
+		"jwt_sign":      m.jwtSign,
 	} {
 		mod.RawSetString(name, L.NewFunction(fn))
 	}
+	// The key set metatable is this state's; __metatable keeps scripts
+	// from reading or replacing it.
+	mt := L.NewTable()
+	mt.RawSetString("__metatable", lua.LString(keySetType))
+	mt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
+		ks, ok := L.CheckUserData(1).Value.(*KeySet)
+		if !ok {
+			L.ArgError(1, keySetType+" expected")
+		}
+		L.Push(lua.LString(keySetType + "(" + ks.display + ")"))
+		return 1
+	}))
+	mod.RawSetString("jwks", L.NewFunction(func(L *lua.LState) int { return m.jwks(L, mt) }))
 	L.Push(mod)
 	return 1
+}
+
+// Close stops the refreshes of every key set and waits for their fetches.
+// crypto.jwks fails from then on.
+func (m *Module) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	sets := m.sets
+	m.sets = nil
+	m.mu.Unlock()
+	for _, ms := range sets {
+		_ = ms.ks.Close()
+	}
+	return nil
 }
 
 // sha256(s) -> hex
@@ -146,92 +204,6 @@ func DecodeBase64(s string) ([]byte, error) {
 		return nil, fmt.Errorf("base64: %w", err)
 	}
 	return b, nil
-}
-
-// jwt_verify(token, secret [, {leeway=, iss=, aud=, require_exp=}]) -> claims | nil, err
-func (m *Module) jwtVerify(L *lua.LState) int {
-	token := L.CheckString(1)
-	secret := L.CheckString(2)
-	if secret == "" {
-		// A missing setting must not turn into "accept every token signed
-		// with the empty key".
-		L.ArgError(2, "secret must not be empty")
-	}
-	opts := verifyOptions(L, 3)
-	claims, err := VerifyHS256(token, []byte(secret), m.now(), opts)
-	if err != nil {
-		return fail(L, err.Error())
-	}
-	L.Push(luavalue.ToLua(L, claims))
-	return 1
-}
-
-// verifyOptions reads the options table strictly: a misspelt option would
-// otherwise silently switch a check off.
-func verifyOptions(L *lua.LState, n int) VerifyOptions {
-	var opts VerifyOptions
-	t := L.OptTable(n, nil)
-	if t == nil {
-		return opts
-	}
-	for k, v := t.Next(lua.LNil); k != lua.LNil; k, v = t.Next(k) {
-		switch k.String() {
-		case "leeway":
-			s, ok := v.(lua.LNumber)
-			if !ok || s < 0 || math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
-				L.ArgError(n, "leeway must be a non-negative number of seconds")
-			}
-			opts.Leeway = time.Duration(float64(s) * float64(time.Second))
-		case "iss":
-			s, ok := v.(lua.LString)
-			if !ok {
-				L.ArgError(n, "iss must be a string")
-			}
-			opts.Issuer = string(s)
-		case "aud":
-			s, ok := v.(lua.LString)
-			if !ok {
-				L.ArgError(n, "aud must be a string")
-			}
-			opts.Audience = string(s)
-		case "require_exp":
-			b, ok := v.(lua.LBool)
-			if !ok {
-				L.ArgError(n, "require_exp must be a boolean")
-			}
-			opts.RequireExp = bool(b)
-		default:
-			L.ArgError(n, fmt.Sprintf("unknown option %q (want leeway, iss, aud or require_exp)", k.String()))
-		}
-	}
-	return opts
-}
-
-// jwt_sign(claims, secret) -> token | nil, err
-func jwtSign(L *lua.LState) int {
-	claims := L.CheckTable(1)
-	secret := L.CheckString(2)
-	if secret == "" {
-		L.ArgError(2, "secret must not be empty")
-	}
-	// The context so that a handler timeout ends a long encoding, which
-	// the VM cannot interrupt (a table reached by many paths).
-	payload, err := luavalue.AppendJSONWith(nil, claims, luavalue.Options{
-		MaxSize: MaxClaimsBytes,
-		Context: L.Context(),
-	})
-	if err != nil {
-		return fail(L, "jwt: claims: "+err.Error())
-	}
-	if payload[0] != '{' {
-		return fail(L, "jwt: claims must be an object, not an array")
-	}
-	token, err := SignHS256(payload, []byte(secret))
-	if err != nil {
-		return fail(L, err.Error())
-	}
-	L.Push(lua.LString(token))
-	return 1
 }
 
 func fail(L *lua.LState, msg string) int {

@@ -2,37 +2,45 @@ package crypto
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
+	stdcrypto "crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // MaxTokenBytes bounds the token jwt_verify will look at. Real tokens are a
-// few hundred bytes; the bound keeps a hostile header from making the server
-// hash and parse megabytes.
+// few hundred bytes (an IdP's with many claims, a few KiB); the bound keeps a
+// hostile token from making the server decode and hash megabytes.
 const MaxTokenBytes = 16 << 10
 
 // Verification failures. Their texts are what scripts see, so they are part
 // of the Lua API; compare with errors.Is on the Go side.
 var (
-	ErrMalformed      = errors.New("jwt: malformed")
-	ErrTokenTooLarge  = errors.New("jwt: token too large")
-	ErrUnsupportedAlg = errors.New("jwt: unsupported alg") // wrapped with the alg: "jwt: unsupported alg RS256"
-	ErrCrit           = errors.New("jwt: unsupported crit header")
-	ErrBadSignature   = errors.New("jwt: bad signature")
-	ErrExpired        = errors.New("jwt: expired")
-	ErrNoExpiry       = errors.New("jwt: no exp claim")
-	ErrNotYetValid    = errors.New("jwt: not yet valid")
-	ErrIssuer         = errors.New("jwt: bad issuer")
-	ErrAudience       = errors.New("jwt: bad audience")
-	ErrEmptySecret    = errors.New("jwt: empty secret")
+	ErrMalformed         = errors.New("jwt: malformed")
+	ErrTokenTooLarge     = errors.New("jwt: token too large")
+	ErrUnsupportedAlg    = errors.New("jwt: unsupported alg") // wrapped with the alg: "jwt: unsupported alg RS256"
+	ErrCrit              = errors.New("jwt: unsupported crit header")
+	ErrUnknownKeyID      = errors.New("jwt: unknown key id")
+	ErrKeySetUnavailable = errors.New("jwt: key set unavailable")
+	ErrBadSignature      = errors.New("jwt: bad signature")
+	ErrExpired           = errors.New("jwt: expired")
+	ErrNoExpiry          = errors.New("jwt: no exp claim")
+	ErrNotYetValid       = errors.New("jwt: not yet valid")
+	ErrIssuer            = errors.New("jwt: bad issuer")
+	ErrAudience          = errors.New("jwt: bad audience")
+	ErrEmptySecret       = errors.New("jwt: empty secret")
 )
 
 // VerifyOptions are the checks beyond signature and lifetime. The zero value
@@ -47,29 +55,184 @@ type VerifyOptions struct {
 	// RequireExp refuses a token without an exp claim (ErrNoExpiry): one
 	// that would otherwise be valid forever, however it leaked.
 	RequireExp bool
+	// Algs, when set, are the only algs accepted (each still only with a
+	// key of its family). Empty: every alg the key's type allows, except
+	// HS384 and HS512, which a secret accepts only when listed here (a
+	// secret used to mean HS256 alone, and a script written then must not
+	// start accepting more).
+	Algs []string
 }
 
-// hs256Header is the only header SignHS256 writes, pre-encoded.
-var hs256Header = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+// family is the kind of key an alg needs. A token names its alg, but the
+// family of the key that verifies it is the caller's: the key decides, so
+// that no token can pick how it is checked (an HS256 token "verified" with
+// a public key used as an HMAC secret is the classic forgery).
+type family uint8
 
-// b64 decodes segments strictly: unpadded URL alphabet and canonical trailing
-// bits, so one token has exactly one spelling.
-var b64 = base64.RawURLEncoding.Strict()
+const (
+	famNone family = iota
+	famHMAC
+	famRSA
+	famP256
+	famP384
+	famP521
+	famEd25519
+)
 
-// VerifyHS256 checks a compact JWS with an HS256 signature and returns its
-// claims as decoded by encoding/json with UseNumber.
-//
-// The order of checks is fixed and fails closed: size, shape, header (alg
-// must be exactly HS256, so "none" and every asymmetric alg are refused
-// before any key is used; crit is refused as RFC 7515 requires for unknown
-// extensions), signature in constant time, then claims, then exp (now must
-// be before exp+leeway), nbf (now must not be before nbf-leeway), iss and aud.
-// Claims are not parsed until the signature holds, so unauthenticated input
-// never reaches the JSON decoder beyond the small header.
-func VerifyHS256(token string, secret []byte, now time.Time, opts VerifyOptions) (map[string]any, error) {
-	if len(secret) == 0 {
+// algs are the supported algs and the key family each needs. "none" is not
+// among them: an unsigned token is never valid.
+var algs = map[string]family{
+	"HS256": famHMAC, "HS384": famHMAC, "HS512": famHMAC,
+	"RS256": famRSA, "RS384": famRSA, "RS512": famRSA,
+	"PS256": famRSA, "PS384": famRSA, "PS512": famRSA,
+	"ES256": famP256, "ES384": famP384, "ES512": famP521,
+	"EdDSA": famEd25519,
+}
+
+// SupportedAlg reports whether alg is one Verify and Sign know.
+func SupportedAlg(alg string) bool { return algs[alg] != famNone }
+
+// keyFamily returns the family of a verification or signing key, famNone
+// for a type no alg takes.
+func keyFamily(key any) family {
+	switch k := key.(type) {
+	case []byte:
+		return famHMAC
+	case *rsa.PublicKey:
+		return famRSA
+	case *rsa.PrivateKey:
+		return famRSA
+	case *ecdsa.PublicKey:
+		return curveFamily(k.Curve)
+	case *ecdsa.PrivateKey:
+		return curveFamily(k.Curve)
+	case ed25519.PublicKey:
+		return famEd25519
+	case ed25519.PrivateKey:
+		return famEd25519
+	}
+	return famNone
+}
+
+func curveFamily(c elliptic.Curve) family {
+	switch c {
+	case elliptic.P256():
+		return famP256
+	case elliptic.P384():
+		return famP384
+	case elliptic.P521():
+		return famP521
+	}
+	return famNone
+}
+
+// defaultAlg is what Sign uses for a key when no alg is asked for.
+var defaultAlg = map[family]string{
+	famHMAC: "HS256", famRSA: "RS256", famP256: "ES256", famP384: "ES384", famP521: "ES512", famEd25519: "EdDSA",
+}
+
+func (o *VerifyOptions) allows(alg string) bool {
+	if len(o.Algs) == 0 {
+		return alg != "HS384" && alg != "HS512"
+	}
+	for _, a := range o.Algs {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// Keys is where Verify finds the key for a token: SingleKey, KeysByID or a
+// *KeySet (a JWKS).
+type Keys interface {
+	// keysFor returns the keys that may have signed a token whose header
+	// names kid (hasKID false: no kid). Only this package implements it.
+	keysFor(kid string, hasKID bool) ([]verificationKey, error)
+}
+
+// verificationKey is one candidate key, with the only alg it may verify
+// when its source says so (a JWK's "alg"); the empty alg: any of its family.
+type verificationKey struct {
+	key any
+	alg string
+}
+
+// SingleKey is one key, used whatever kid a token names: a []byte HMAC
+// secret, or an *rsa.PublicKey, *ecdsa.PublicKey (P-256, P-384, P-521) or
+// ed25519.PublicKey.
+type SingleKey struct{ Key any }
+
+func (s SingleKey) keysFor(string, bool) ([]verificationKey, error) {
+	if b, ok := s.Key.([]byte); ok && len(b) == 0 {
 		return nil, ErrEmptySecret
 	}
+	return []verificationKey{{key: publicOf(s.Key)}}, nil
+}
+
+// KeysByID are keys by id: a token must name one in its kid header
+// (otherwise ErrUnknownKeyID). Values are what SingleKey takes.
+type KeysByID map[string]any
+
+func (m KeysByID) keysFor(kid string, hasKID bool) ([]verificationKey, error) {
+	k, ok := m[kid]
+	if !hasKID || !ok {
+		return nil, ErrUnknownKeyID
+	}
+	return SingleKey{k}.keysFor(kid, hasKID)
+}
+
+// parser decodes base64url strictly (canonical trailing bits) so that one
+// token has one spelling; claims are decoded by claims.UnmarshalJSON.
+var parser = jwt.NewParser(jwt.WithStrictDecoding())
+
+// claims keeps the claims as encoding/json with UseNumber decodes them (the
+// shape luavalue.ToLua gives scripts), and refuses what is not an object.
+// It is a jwt.Claims so that the parser decodes into it; the registered
+// claims are checked by checkClaims, not by the library's validator (see
+// Verify).
+type claims struct{ jwt.MapClaims }
+
+// UnmarshalJSON implements json.Unmarshaler. The parser calls it through
+// json.Unmarshal, which has checked that b is one JSON value with nothing
+// after it.
+func (c *claims) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	if m == nil {
+		return ErrMalformed
+	}
+	c.MapClaims = m
+	return nil
+}
+
+// Verify checks a compact JWS against keys and returns its claims as decoded
+// by encoding/json with UseNumber. golang-jwt parses the token and checks
+// the signature; the order of the checks and their errors are this
+// package's, and documented for scripts:
+//
+// size; shape (three strict base64url segments, header and claims JSON
+// objects, alg a string); alg (a supported one, allowed by opts.Algs; so
+// "none" is refused before any key is looked at); crit (refused as RFC 7515
+// requires for unknown extensions); the key (by kid, for KeysByID and
+// KeySet); the alg against the key's family (an HS256 token and a public
+// key: ErrUnsupportedAlg, never an HMAC with the key's bytes); the
+// signature (HMAC compared in constant time); then exp (now must be before
+// exp+leeway), nbf (now must not be before nbf-leeway), iss and aud.
+//
+// golang-jwt decodes the claims with the header, before any key is used:
+// unauthenticated JSON, bounded by MaxTokenBytes, reaches encoding/json;
+// only claims whose signature holds reach the caller.
+//
+// The registered claims are checked here rather than by golang-jwt's
+// validator because the documented semantics differ from it: exp and nbf may
+// be fractional (the library truncates them to seconds), and a non-numeric
+// exp is ErrMalformed.
+func Verify(token string, keys Keys, now time.Time, opts VerifyOptions) (map[string]any, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, ErrTokenTooLarge
 	}
@@ -78,45 +241,66 @@ func VerifyHS256(token string, secret []byte, now time.Time, opts VerifyOptions)
 	if strings.IndexFunc(token, notTokenChar) >= 0 {
 		return nil, ErrMalformed
 	}
-	h64, rest, ok := strings.Cut(token, ".")
-	if !ok {
+	var c claims
+	t, parts, err := parser.ParseUnverified(token, &c)
+	// ErrTokenUnverifiable: header and claims decoded, but the alg is
+	// missing or one golang-jwt does not know; sorted out below.
+	if err != nil && !errors.Is(err, jwt.ErrTokenUnverifiable) {
 		return nil, ErrMalformed
 	}
-	p64, s64, ok := strings.Cut(rest, ".")
-	if !ok || strings.Contains(s64, ".") {
+	alg, ok := t.Header["alg"].(string)
+	if !ok || c.MapClaims == nil {
 		return nil, ErrMalformed
 	}
-	var header map[string]any
-	if err := decodeSegment(h64, &header); err != nil || header == nil {
-		return nil, ErrMalformed
-	}
-	alg, ok := header["alg"].(string)
-	if !ok {
-		return nil, ErrMalformed
-	}
-	if alg != "HS256" {
+	fam := algs[alg]
+	if fam == famNone || !opts.allows(alg) {
 		return nil, fmt.Errorf("%w %s", ErrUnsupportedAlg, printable(alg))
 	}
-	if _, ok := header["crit"]; ok {
+	if err != nil {
+		return nil, ErrMalformed // not reached: every supported alg is registered
+	}
+	if _, ok := t.Header["crit"]; ok {
 		return nil, ErrCrit
 	}
-	sig, err := b64.DecodeString(s64)
+	kid, hasKID := t.Header["kid"]
+	kidStr, ok := kid.(string)
+	if hasKID && !ok {
+		return nil, ErrMalformed
+	}
+	if keys == nil {
+		return nil, ErrUnknownKeyID
+	}
+	cands, err := keys.keysFor(kidStr, hasKID)
 	if err != nil {
-		return nil, ErrMalformed
-	}
-	mac := hmac.New(sha256.New, secret)
-	io.WriteString(mac, token[:len(h64)+1+len(p64)])
-	if !hmac.Equal(sig, mac.Sum(nil)) {
-		return nil, ErrBadSignature
-	}
-	var claims map[string]any
-	if err := decodeSegment(p64, &claims); err != nil || claims == nil {
-		return nil, ErrMalformed
-	}
-	if err := checkClaims(claims, now, opts); err != nil {
 		return nil, err
 	}
-	return claims, nil
+	signing := token[:len(parts[0])+1+len(parts[1])]
+	matched := false
+	for _, k := range cands {
+		if keyFamily(k.key) != fam || (k.alg != "" && k.alg != alg) {
+			continue
+		}
+		matched = true
+		if t.Method.Verify(signing, t.Signature, k.key) == nil {
+			if err := checkClaims(c.MapClaims, now, opts); err != nil {
+				return nil, err
+			}
+			return c.MapClaims, nil
+		}
+	}
+	if !matched {
+		return nil, fmt.Errorf("%w %s", ErrUnsupportedAlg, alg)
+	}
+	return nil, ErrBadSignature
+}
+
+// VerifyHS256 is Verify with one HMAC secret and the HS256 alg alone.
+func VerifyHS256(token string, secret []byte, now time.Time, opts VerifyOptions) (map[string]any, error) {
+	if len(secret) == 0 {
+		return nil, ErrEmptySecret
+	}
+	opts.Algs = []string{"HS256"}
+	return Verify(token, SingleKey{secret}, now, opts)
 }
 
 func checkClaims(claims map[string]any, now time.Time, opts VerifyOptions) error {
@@ -183,25 +367,6 @@ func hasAudience(aud any, want string) bool {
 	return false
 }
 
-// decodeSegment decodes one base64url JSON object; a non-object leaves v nil.
-func decodeSegment(seg string, v *map[string]any) error {
-	raw, err := b64.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var x any
-	if err := dec.Decode(&x); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return ErrMalformed
-	}
-	*v, _ = x.(map[string]any)
-	return nil
-}
-
 // printable keeps attacker-chosen alg names from writing control bytes or
 // kilobytes into logs.
 func printable(s string) string {
@@ -214,6 +379,9 @@ func printable(s string) string {
 	return fmt.Sprintf("%+q", s)
 }
 
+// hs256Header is the header SignHS256 writes, pre-encoded.
+var hs256Header = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+
 // SignHS256 returns a compact JWS of payload, which must be a JSON object
 // already encoded; SignHS256 does not check it, so that any encoder may be
 // used (the Lua binding uses luavalue's, for output identical to json.encode).
@@ -221,14 +389,140 @@ func SignHS256(payload, secret []byte) (string, error) {
 	if len(secret) == 0 {
 		return "", ErrEmptySecret
 	}
+	return Sign(payload, secret, "HS256", "")
+}
+
+// Sign returns a compact JWS of payload (a JSON object already encoded, as
+// for SignHS256) signed with key: a []byte secret, or an *rsa.PrivateKey,
+// *ecdsa.PrivateKey or ed25519.PrivateKey. alg "" is the key's default
+// (HS256, RS256, ES256/ES384/ES512 by curve, EdDSA); another must be of the
+// key's family. kid, when set, goes in the header. The header's keys are
+// in sorted order (alg, kid, typ), so that HMAC and EdDSA tokens are the
+// same for the same claims; ECDSA and PSS signatures are randomized.
+func Sign(payload []byte, key any, alg, kid string) (string, error) {
+	fam := keyFamily(key)
+	switch k := key.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		fam = famNone // a public key cannot sign
+	case []byte:
+		if len(k) == 0 {
+			return "", ErrEmptySecret
+		}
+	}
+	if fam == famNone {
+		return "", fmt.Errorf("jwt: cannot sign with a %T", key)
+	}
+	if alg == "" {
+		alg = defaultAlg[fam]
+	}
+	if algs[alg] != fam {
+		return "", fmt.Errorf("%w %s for this key", ErrUnsupportedAlg, printable(alg))
+	}
 	enc := base64.RawURLEncoding
-	buf := make([]byte, 0, len(hs256Header)+2+enc.EncodedLen(len(payload))+enc.EncodedLen(sha256.Size))
-	buf = append(buf, hs256Header...)
+	var head string
+	if alg == "HS256" && kid == "" {
+		head = hs256Header
+	} else {
+		h, err := json.Marshal(struct {
+			Alg string `json:"alg"`
+			Kid string `json:"kid,omitempty"`
+			Typ string `json:"typ"`
+		}{alg, kid, "JWT"})
+		if err != nil {
+			return "", fmt.Errorf("jwt: header: %w", err)
+		}
+		head = enc.EncodeToString(h)
+	}
+	buf := make([]byte, 0, len(head)+2+enc.EncodedLen(len(payload))+enc.EncodedLen(512))
+	buf = append(buf, head...)
 	buf = append(buf, '.')
 	buf = enc.AppendEncode(buf, payload)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(buf)
+	sig, err := jwt.GetSigningMethod(alg).Sign(string(buf), key)
+	if err != nil {
+		return "", fmt.Errorf("jwt: sign %s: %w", alg, err)
+	}
 	buf = append(buf, '.')
-	buf = enc.AppendEncode(buf, mac.Sum(nil))
+	buf = enc.AppendEncode(buf, sig)
 	return string(buf), nil
+}
+
+// IsPEM reports whether s looks like PEM text (a "-----BEGIN " line),
+// which the Lua binding takes for a key rather than an HMAC secret.
+func IsPEM(s string) bool {
+	return strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "-----BEGIN ")
+}
+
+// ParsePublicKeyPEM parses the first PEM block of s: a PUBLIC KEY (PKIX:
+// RSA, ECDSA on P-256/P-384/P-521, Ed25519), an RSA PUBLIC KEY (PKCS #1),
+// or a CERTIFICATE, whose key is taken (the certificate itself is not
+// checked: it is only a container here).
+func ParsePublicKeyPEM(s string) (any, error) {
+	block, _ := pem.Decode([]byte(strings.TrimLeft(s, " \t\r\n")))
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	case "CERTIFICATE":
+		var cert *x509.Certificate
+		cert, err = x509.ParseCertificate(block.Bytes)
+		if err == nil {
+			key = cert.PublicKey
+		}
+	default:
+		if strings.Contains(block.Type, "PRIVATE") {
+			return nil, fmt.Errorf("a %s: verifying needs the public key", block.Type)
+		}
+		return nil, fmt.Errorf("unsupported PEM block %q", block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", block.Type, err)
+	}
+	if keyFamily(key) == famNone {
+		return nil, fmt.Errorf("unsupported key type %T", key)
+	}
+	return key, nil
+}
+
+// ParsePrivateKeyPEM parses the first PEM block of s: a PRIVATE KEY (PKCS
+// #8: RSA, ECDSA, Ed25519), an RSA PRIVATE KEY (PKCS #1) or an EC PRIVATE
+// KEY (SEC 1).
+func ParsePrivateKeyPEM(s string) (any, error) {
+	block, _ := pem.Decode([]byte(strings.TrimLeft(s, " \t\r\n")))
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("unsupported PEM block %q (want a private key)", block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", block.Type, err)
+	}
+	if keyFamily(key) == famNone {
+		return nil, fmt.Errorf("unsupported key type %T", key)
+	}
+	return key, nil
+}
+
+// publicOf returns the public half of a key a JWKS carried with its
+// private parts (a misconfigured IdP); a public key is returned as is.
+func publicOf(key any) any {
+	if s, ok := key.(interface{ Public() stdcrypto.PublicKey }); ok {
+		return s.Public()
+	}
+	return key
 }

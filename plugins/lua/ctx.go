@@ -12,6 +12,7 @@ import (
 	glua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/internal/budget"
+	"github.com/moonwire/moonwire/plugins/internal/suspend"
 )
 
 // ErrTimeout is wrapped by the ScriptError of a callback stopped for running
@@ -52,10 +53,17 @@ func newVMCtx(v *vm) *vmCtx {
 func (c *vmCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *vmCtx) Done() <-chan struct{}       { return c.done }
 
-// Value offers the VM's account to module plugins (see budget.Charge).
+// Value offers the VM's account (see budget.Charge) and its suspender
+// (see suspend.Do) to module plugins.
 func (c *vmCtx) Value(key any) any {
-	if _, ok := key.(budget.Key); ok && c.v != nil {
+	if c.v == nil {
+		return nil
+	}
+	switch key.(type) {
+	case budget.Key:
 		return vmCharger{c.v}
+	case suspend.Key:
+		return suspender{c.v}
 	}
 	return nil
 }

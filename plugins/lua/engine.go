@@ -126,6 +126,10 @@ type Engine struct {
 	// any more.
 	loadStop atomic.Bool
 
+	// work counts the goroutines running suspended callbacks' work
+	// (resume.go); Close waits for them.
+	work sync.WaitGroup
+
 	// The VMs the watchdog watches.
 	wmu      sync.Mutex
 	watched  map[*vm]struct{}
@@ -214,6 +218,8 @@ func (e *Engine) StopLoading() { e.loadStop.Store(true) }
 func (e *Engine) Close() {
 	e.stopOnce.Do(func() { close(e.stop) })
 	<-e.done
+	// Stopped routes cancelled their work; it ends promptly.
+	e.work.Wait()
 }
 
 func (e *Engine) watch() {

@@ -2,6 +2,7 @@ package lua
 
 import (
 	"container/heap"
+	"errors"
 	"math"
 	"time"
 
@@ -266,9 +267,17 @@ func (q *timers) fire(t *timer, ranAt time.Duration) {
 		t.active = false
 		q.live--
 	}
-	v.L.Push(t.fn)
-	if err := v.call("timer", 0, 0); err != nil {
-		v.fail("timer", err)
+	if v.resumable {
+		v.start("timer", nil, t.fn, func(_ []glua.LValue, err error) {
+			if err != nil && !errors.Is(err, errDropped) {
+				v.fail("timer", err)
+			}
+		})
+	} else {
+		v.L.Push(t.fn)
+		if err := v.call("timer", 0, 0); err != nil {
+			v.fail("timer", err)
+		}
 	}
 	if t.active && t.every > 0 && !q.closed {
 		q.schedule(t, ranAt+t.every)

@@ -215,6 +215,19 @@ func (r *Route) Stop() {
 	}
 }
 
+// suspends reports whether one of the route's modules may suspend a
+// callback (SuspendingModule): its callbacks then run resumably.
+func (r *Route) suspends() bool {
+	for _, ms := range [][]Module{r.eng.modules, r.cfg.Modules} {
+		for _, m := range ms {
+			if sm, ok := m.(SuspendingModule); ok && sm.Suspends() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // SkipHandshake implements router.HandshakeSkipper.
 func (r *Route) SkipHandshake() bool { return r.vms[0].onHandshake == nil }
 
@@ -228,6 +241,9 @@ func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 		return router.Verdict{}
 	}
 	L := v.L
+	if v.resumable {
+		return r.handshakeResumable(v, req)
+	}
 	L.Push(v.onHandshake)
 	L.Push(v.requestTable(req))
 	if err := v.call("on_handshake", 1, 3); err != nil {
@@ -236,6 +252,47 @@ func (r *Route) Handshake(lane int, req *router.Request) router.Verdict {
 	}
 	r1, r2, r3 := L.Get(-3), L.Get(-2), L.Get(-1)
 	L.Pop(3)
+	return r.verdict(v, r1, r2, r3)
+}
+
+// handshakeResumable runs on_handshake as a resumable callback: when it
+// waits (asking a backend), the verdict is deferred to when it ends.
+func (r *Route) handshakeResumable(v *vm, req *router.Request) router.Verdict {
+	var (
+		verdict router.Verdict
+		answer  func(router.Verdict)
+	)
+	p := v.start("on_handshake", nil, v.onHandshake, func(rets []glua.LValue, err error) {
+		var vd router.Verdict
+		switch {
+		case errors.Is(err, errDropped):
+			vd = router.Verdict{Reject: true, Status: http.StatusServiceUnavailable, Body: "route reloading; retry"}
+		case err != nil:
+			v.fail("on_handshake", err)
+			vd = router.Verdict{Reject: true, Status: http.StatusInternalServerError, Body: "internal error"}
+		default:
+			get := func(i int) glua.LValue {
+				if i < len(rets) {
+					return rets[i]
+				}
+				return glua.LNil
+			}
+			vd = r.verdict(v, get(0), get(1), get(2))
+		}
+		if answer != nil {
+			answer(vd)
+		} else {
+			verdict = vd
+		}
+	}, v.requestTable(req))
+	if p.waiting {
+		answer = req.Defer()
+	}
+	return verdict
+}
+
+// verdict reads on_handshake's results.
+func (r *Route) verdict(v *vm, r1, r2, r3 glua.LValue) router.Verdict {
 	switch r1 := r1.(type) {
 	case *glua.LNilType:
 		return router.Verdict{}
@@ -295,6 +352,10 @@ func (v *vm) connCallback(c *router.Conn, fn *glua.LFunction, name string) {
 		return
 	}
 	ud := v.connUD(c)
+	if v.resumable {
+		v.start(name, c, fn, v.finishConnFn, ud)
+		return
+	}
 	v.cur = c
 	v.L.Push(fn)
 	v.L.Push(ud)
@@ -313,6 +374,14 @@ func (r *Route) Message(lane int, c *router.Conn, kind router.Kind, data []byte)
 		return
 	}
 	ud := v.connUD(c)
+	if v.resumable {
+		kindV := v.kindText
+		if kind == router.Binary {
+			kindV = v.kindBinary
+		}
+		v.start("on_message", c, v.onMessage, v.finishConnFn, ud, glua.LString(data), kindV)
+		return
+	}
 	L := v.L
 	v.cur = c
 	L.Push(v.onMessage)
@@ -345,6 +414,14 @@ func (r *Route) Close(lane int, c *router.Conn, code int, reason string) {
 		return
 	}
 	ud := v.connUD(c)
+	if v.resumable {
+		v.start("on_close", c, v.onClose, func(_ []glua.LValue, err error) {
+			if err != nil && !errors.Is(err, errDropped) {
+				v.fail("on_close", err)
+			}
+		}, ud, glua.LNumber(code), glua.LString(reason))
+		return
+	}
 	v.cur = c
 	v.L.Push(v.onClose)
 	v.L.Push(ud)

@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -26,6 +27,7 @@ type vm struct {
 	ws     *glua.LTable // the ws module
 
 	onHandshake, onOpen, onMessage, onClose, onStart, onReload *glua.LFunction
+	onHTTP                                                     *glua.LFunction // see onhttp.go
 
 	origFormat, origCreate *glua.LFunction
 
@@ -58,6 +60,19 @@ type vm struct {
 
 	coroutines int // created during the current callback
 
+	// Resumable callbacks (see resume.go). resumable is fixed at build:
+	// the route has a module that waits.
+	resumable bool
+	threads   []*glua.LState          // idle threads, for reuse
+	cb        *resumable              // the resumable callback running now
+	suspended map[*resumable]struct{} // callbacks waiting for their work
+	workCtx   context.Context         // cancelled when the VM closes
+	stopWork  context.CancelFunc
+	spare     *resumable // a finished callback's record, for the next
+	ending    string     // the callback whose finish runs (end1)
+	// finishConnFn is finishConn as a value, made once.
+	finishConnFn func([]glua.LValue, error)
+
 	// spent counts the bytes the builtins made for the running callback
 	// (string.rep, gsub, table.concat, json.encode, ...): the memory
 	// watchdog blames the callback that allocates, not whichever runs.
@@ -75,6 +90,10 @@ func newVM(r *Route, lane int) (*vm, error) {
 		kindBinary: glua.LString("binary"),
 	}
 	v.timers.init(v)
+	v.resumable = r.suspends()
+	if v.resumable {
+		v.newWorkCtx()
+	}
 	v.ctx = newVMCtx(v)
 	v.L.SetContext(v.ctx)
 	v.loaded = v.L.NewTable()
@@ -122,6 +141,7 @@ func newVM(r *Route, lane int) (*vm, error) {
 		{"on_close", &v.onClose},
 		{"on_start", &v.onStart},
 		{"on_reload", &v.onReload},
+		{"on_http", &v.onHTTP},
 	} {
 		switch f := mod.RawGetString(cb.name).(type) {
 		case *glua.LFunction:
@@ -188,6 +208,12 @@ func (v *vm) pcall(nargs, nret int) error {
 	if err == nil {
 		return nil
 	}
+	return v.scriptError(err, timedOut)
+}
+
+// scriptError turns a failed call's error into a *ScriptError, naming
+// the watchdog's reason when it stopped the call.
+func (v *vm) scriptError(err error, timedOut bool) error {
 	se := scriptErrorFrom(err, v.route.display(v.route.cfg.Script))
 	switch {
 	case timedOut && v.aborted:
@@ -333,6 +359,9 @@ func (v *vm) close() {
 	}
 	v.closed = true
 	v.timers.close()
+	if v.resumable {
+		v.dropSuspended()
+	}
 	v.eng.removeVM(v)
 	v.L.Close()
 }

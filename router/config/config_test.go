@@ -229,6 +229,7 @@ vms = 0
 		Admin:     Admin{Listen: "127.0.0.1:9090", Pprof: true, Token: "s3cret"},
 		Broker:    Broker{Kind: "nats", URL: "nats://a:4222, tls://b:4222", Prefix: "app-1", Timeout: 2 * time.Second, Outbox: 500, StartDegraded: true, PresenceTTL: 3 * time.Second},
 		Store:     Store{Kind: "nats", URL: "nats://a:4222, tls://b:4222", MaxBytes: 16 << 20, MaxKeys: 500, MaxValueSize: 64 << 10},
+		HTTP:      DefaultHTTPClient,
 		Routes: []Route{
 			{
 				Path: "/echo", Script: "echo.lua",

@@ -127,6 +127,7 @@ var schema = map[string][]string{
 	"admin":             tomlNames(rawAdmin{}),
 	"broker":            tomlNames(rawBroker{}),
 	"store":             tomlNames(rawStore{}),
+	"api":               tomlNames(rawAPI{}),
 	"routes":            tomlNames(rawRoute{}),
 	"routes.heartbeat":  tomlNames(rawHeartbeat{}),
 	"routes.rate_limit": tomlNames(rawRateLimit{}),
