@@ -1,7 +1,6 @@
 package crypto
 
 import (
-	"bytes"
 	stdcrypto "crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -183,32 +182,9 @@ func (m KeysByID) keysFor(kid string, hasKID bool) ([]verificationKey, error) {
 }
 
 // parser decodes base64url strictly (canonical trailing bits) so that one
-// token has one spelling; claims are decoded by claims.UnmarshalJSON.
-var parser = jwt.NewParser(jwt.WithStrictDecoding())
-
-// claims keeps the claims as encoding/json with UseNumber decodes them (the
-// shape luavalue.ToLua gives scripts), and refuses what is not an object.
-// It is a jwt.Claims so that the parser decodes into it; the registered
-// claims are checked by checkClaims, not by the library's validator (see
-// Verify).
-type claims struct{ jwt.MapClaims }
-
-// UnmarshalJSON implements json.Unmarshaler. The parser calls it through
-// json.Unmarshal, which has checked that b is one JSON value with nothing
-// after it.
-func (c *claims) UnmarshalJSON(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return err
-	}
-	if m == nil {
-		return ErrMalformed
-	}
-	c.MapClaims = m
-	return nil
-}
+// token has one spelling; claims are decoded with UseNumber (the shape
+// luavalue.ToLua gives scripts), and what is not an object is refused.
+var parser = jwt.NewParser(jwt.WithStrictDecoding(), jwt.WithJSONNumber())
 
 // Verify checks a compact JWS against keys and returns its claims as decoded
 // by encoding/json with UseNumber. golang-jwt parses the token and checks
@@ -241,7 +217,7 @@ func Verify(token string, keys Keys, now time.Time, opts VerifyOptions) (map[str
 	if strings.IndexFunc(token, notTokenChar) >= 0 {
 		return nil, ErrMalformed
 	}
-	var c claims
+	var c jwt.MapClaims // a pointer to it: JSON null leaves it nil, which is refused
 	t, parts, err := parser.ParseUnverified(token, &c)
 	// ErrTokenUnverifiable: header and claims decoded, but the alg is
 	// missing or one golang-jwt does not know; sorted out below.
@@ -249,7 +225,7 @@ func Verify(token string, keys Keys, now time.Time, opts VerifyOptions) (map[str
 		return nil, ErrMalformed
 	}
 	alg, ok := t.Header["alg"].(string)
-	if !ok || c.MapClaims == nil {
+	if !ok || c == nil {
 		return nil, ErrMalformed
 	}
 	fam := algs[alg]
@@ -282,10 +258,10 @@ func Verify(token string, keys Keys, now time.Time, opts VerifyOptions) (map[str
 		}
 		matched = true
 		if t.Method.Verify(signing, t.Signature, k.key) == nil {
-			if err := checkClaims(c.MapClaims, now, opts); err != nil {
+			if err := checkClaims(c, now, opts); err != nil {
 				return nil, err
 			}
-			return c.MapClaims, nil
+			return c, nil
 		}
 	}
 	if !matched {
