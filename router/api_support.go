@@ -1,8 +1,6 @@
 package router
 
 import (
-	"context"
-	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -114,19 +112,7 @@ func (s *Server) BroadcastExcept(room string, kind Kind, data string, exceptID s
 		return BroadcastResult{N: n}
 	}
 	m.Stamp = stamp
-	n := s.rooms.size(room)
-	s.stats.broadcasts.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), s.c().OffsetWait)
-	defer cancel()
-	pos, err := s.history.PublishHistory(ctx, m, size, ttl)
-	if err != nil {
-		if !errors.Is(err, broker.ErrQueued) {
-			s.stats.brokerErrors.Add(1)
-			s.log.Warn("broadcast with history failed", "room", room, "err", err)
-		}
-		return BroadcastResult{N: n, Err: err}
-	}
-	return BroadcastResult{N: n, Offset: pos.Offset, Epoch: pos.Epoch}
+	return s.publishHistory(m, s.rooms.size(room), size, ttl)
 }
 
 // HistoryKept reports whether room keeps a history ([history] names it).

@@ -89,6 +89,13 @@ func (s *Server) BroadcastWith(room string, kind Kind, data string, o BroadcastO
 			n--
 		}
 	}
+	return s.publishHistory(m, n, size, ttl)
+}
+
+// publishHistory hands a broadcast to a room with history to the broker,
+// which assigns its offset and delivers it on every node, this one
+// included; n is the number of local recipients.
+func (s *Server) publishHistory(m broker.Message, n, size int, ttl time.Duration) BroadcastResult {
 	s.stats.broadcasts.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), s.c().OffsetWait)
 	defer cancel()
@@ -96,7 +103,7 @@ func (s *Server) BroadcastWith(room string, kind Kind, data string, o BroadcastO
 	if err != nil {
 		if !errors.Is(err, broker.ErrQueued) {
 			s.stats.brokerErrors.Add(1)
-			s.log.Warn("broadcast with history failed", "room", room, "err", err)
+			s.log.Warn("broadcast with history failed", "room", m.Room, "err", err)
 		}
 		return BroadcastResult{N: n, Err: err}
 	}
