@@ -1,0 +1,1 @@
+// moonwire.js: the browser client (being written).
