@@ -48,6 +48,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -116,9 +117,19 @@ type Backend struct {
 	stream   jetstream.Stream
 	maxValue atomic.Int64 // MaxValueBytes
 
+	// writers serialise this node's read-compute-write rounds per key
+	// (striped): two callbacks of one node incrementing one counter would
+	// only lose to each other at the server, so that only other nodes
+	// race for a key's revision.
+	seed    maphash.Seed
+	writers [keyStripes]sync.Mutex
+
 	stop, done chan struct{} // janitor; nil when disabled
 	once       sync.Once
 }
+
+// keyStripes is the number of locks update spreads keys over.
+const keyStripes = 256
 
 var _ store.Backend = (*Backend)(nil)
 
@@ -143,6 +154,7 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("store: nats: prefix %q: a bucket name allows letters, digits, - and _ only", opts.Prefix)
 	}
 	b := &Backend{
+		seed:    maphash.MakeSeed(),
 		url:     redact(opts.URL),
 		bucket:  bucket,
 		subject: "$KV." + bucket + ".",
@@ -370,6 +382,9 @@ const (
 func (b *Backend) update(op, key string, decide func(c current) (action, []byte, error)) error {
 	ctx, cancel := b.ctx()
 	defer cancel()
+	mu := &b.writers[maphash.String(b.seed, key)%keyStripes]
+	mu.Lock()
+	defer mu.Unlock()
 	k := kvKey(key)
 	for attempt := 1; ; attempt++ {
 		c, err := b.read(ctx, k, key)
