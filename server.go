@@ -130,23 +130,32 @@ func RouteConfig(cfg *config.Config, rc config.Route) lua.RouteConfig {
 // in a sandbox. It returns one error per problem: *lua.ScriptError values
 // ("file:line: message") for scripts, config.Errors for plugin tables.
 func Check(cfg *config.Config) []error {
+	problems, _ := CheckLint(cfg)
+	return problems
+}
+
+// CheckLint is Check that also lints every route's scripts (see
+// lua.Route.Lint and lintRoute): the warnings, deduplicated, in route
+// order. A script that failed to build is not linted.
+func CheckLint(cfg *config.Config) ([]error, []lua.Diagnostic) {
 	log := slog.New(slog.DiscardHandler)
 	b, err := newBroker(cfg, log)
 	if err != nil {
-		return []error{err}
+		return []error{err}, nil
 	}
 	if b != nil {
 		_ = b.Close()
 	}
 	mods, err := buildModules(cfg, log, nil, nil)
 	if err != nil {
-		return []error{err}
+		return []error{err}, nil
 	}
 	defer mods.close(nil)
 	eng := lua.New(lua.Options{Logger: log, Modules: mods.global()})
 	defer eng.Close()
 	var problems []error
-	for _, rc := range cfg.Routes {
+	var warnings []lua.Diagnostic
+	for i, rc := range cfg.Routes {
 		spec := RouteConfig(cfg, rc)
 		spec.Modules = mods.route(rc)
 		spec.VMs = 1 // one VM proves the script
@@ -155,9 +164,10 @@ func Check(cfg *config.Config) []error {
 			problems = append(problems, err)
 			continue
 		}
+		warnings = appendNew(warnings, lintRoute(cfg, i, r)...)
 		r.Release()
 	}
-	return problems
+	return problems, warnings
 }
 
 // adminSource shows the node to the admin surface.
@@ -306,6 +316,7 @@ func (s *Server) routerConfig(cfg *config.Config, handlers map[string]*lua.Route
 	if cfg.Server.StaticFS != nil {
 		rcfg.HTTP = static.Handler(cfg.Server.StaticFS)
 	}
+	rcfg.HTTP = consoleHTTP(cfg, rcfg.HTTP) // the dev console and /_moonwire.js, when on (console.go)
 	for _, rc := range cfg.Routes {
 		h := handlers[rc.Path]
 		spec := router.RouteSpec{

@@ -5,7 +5,8 @@
 //
 //	moonwire                      # the embedded default config and scripts
 //	moonwire -config FILE         # FILE (TOML); scripts relative to it
-//	moonwire check -config FILE   # load and compile everything, report, exit 0/1
+//	moonwire check -config FILE   # load and compile everything, report, exit 0/1 (-strict: 1 on warnings)
+//	moonwire test -config FILE    # run the scripts folder's *_test.lua files (test.go)
 //	moonwire version
 //
 // It parses flags, loads the configuration, hands it to the moonwire
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready c
 		return serve(args, stdout, stderr, sigs, ready)
 	case "check":
 		return check(args, stdout, stderr)
+	case "test":
+		return test(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "moonwire", versionString())
 		return 0
@@ -72,7 +75,8 @@ func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready c
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   moonwire [-config FILE] [-log-level LEVEL] [-log-format text|json]
-  moonwire check [-config FILE]
+  moonwire check [-config FILE] [-strict]
+  moonwire test [-config FILE] [-run REGEXP] [-v] [-json] [-timeout D] [PATH...]
   moonwire version
 
 Without -config, moonwire serves its built-in scripts (/echo, /chat,
@@ -110,6 +114,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "config file to check (default: the embedded one)")
+	strict := fs.Bool("strict", false, "exit 1 on warnings too (for CI)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -121,11 +126,18 @@ func check(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "%s: warning: %s\n", cfg.File, w)
 	}
-	problems := moonwire.Check(cfg)
+	problems, lint := moonwire.CheckLint(cfg)
+	for _, d := range lint {
+		fmt.Fprintln(stdout, d.String())
+	}
 	for _, err := range problems {
 		printProblems(stdout, err)
 	}
 	if len(problems) > 0 {
+		return 1
+	}
+	if warnings := len(cfg.Warnings) + len(lint); *strict && warnings > 0 {
+		fmt.Fprintf(stdout, "%s: %d warning(s), failing (-strict)\n", cfg.File, warnings)
 		return 1
 	}
 	routes := "routes"

@@ -30,6 +30,40 @@ var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 	"plugin":   plugin,
 	"cluster":  cluster,
 	"backend":  backend,
+	// browser-chat/browser_test.go runs the page in Chromium.
+	"browser-chat": browserChat,
+}
+
+// browserChat serves the browser-chat example over the machine's Redis:
+// the page, the client it imports, and a chat room that stamps offsets.
+func browserChat(t *testing.T, cfg *config.Config) {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:6379", 2*time.Second); err != nil {
+		t.Skipf("no Redis at 127.0.0.1:6379 (%v)", err)
+	} else {
+		c.Close()
+	}
+	cfg.Broker.Prefix = fmt.Sprintf("example-%d", time.Now().UnixNano())
+	s := moontest.StartConfig(t, cfg)
+	for path, want := range map[string]string{"/": `from "/_moonwire.js"`, "/_moonwire.js": "export class MoonWire"} {
+		resp, err := http.Get(s.HTTPURL(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		_, err = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(body.String(), want) {
+			t.Fatalf("GET %s: %d %v, want %q in the body", path, resp.StatusCode, err, want)
+		}
+	}
+	c := moontest.Dial(t, s.URL("/chat/ex"))
+	var join struct {
+		Type, Epoch string
+		Offset      uint64
+	}
+	if err := json.Unmarshal(c.Next().Payload, &join); err != nil || join.Type != "join" || join.Offset == 0 || join.Epoch == "" {
+		t.Fatalf("first message %+v (%v), want a join stamped with an offset and an epoch", join, err)
+	}
 }
 
 // backend runs the backend example's config without its backend: the

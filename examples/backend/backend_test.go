@@ -53,16 +53,19 @@ func TestBackendExample(t *testing.T) {
 	refused("/chat/secret?token=bob-token", 403)
 
 	ann := moontest.Dial(t, s.URL("/chat/lobby?token=ann-token"))
+	// Her first message coming back proves ann is in the room (on_open
+	// runs before on_message): only then can she hear bob join.
+	ann.Send("hello")
+	ann.Expect(`{"id":1,"text":"hello","type":"message","user":"ann"}`)
 	bob := moontest.Dial(t, s.URL("/chat/lobby?token=bob-token"))
 	ann.Expect(`{"type":"join","user":"bob"}`)
 
 	// Messages are stored first, then broadcast with the backend's id, in
 	// the order sent.
-	for _, text := range []string{"hello", "how", "are you"} {
-		ann.Send(text)
-	}
-	for i, text := range []string{"hello", "how", "are you"} {
-		want := `{"id":` + string(rune('1'+i)) + `,"text":"` + text + `","type":"message","user":"ann"}`
+	ann.Send("how")
+	ann.Send("are you")
+	for i, text := range []string{"how", "are you"} {
+		want := `{"id":` + string(rune('2'+i)) + `,"text":"` + text + `","type":"message","user":"ann"}`
 		ann.Expect(want)
 		bob.Expect(want)
 	}
@@ -79,6 +82,8 @@ func TestBackendExample(t *testing.T) {
 
 	// Something outside the chat: the backend publishes through the API.
 	order := moontest.Dial(t, s.URL("/chat/order-42?token=bob-token"))
+	order.Send("where is it?") // its echo proves bob is in the room
+	order.Expect(`{"id":4,"text":"where is it?","type":"message","user":"bob"}`)
 	resp, err = http.Post(hs.URL+"/orders/42/ship", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)

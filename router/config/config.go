@@ -74,6 +74,9 @@ type Server struct {
 	// for this long, so a client that stops reading cannot pin its queue.
 	WriteTimeout time.Duration
 	Compression  bool // permessage-deflate when the client offers it
+	// Console is the dev console and the served JavaScript client
+	// (console.go).
+	Console Console
 }
 
 // Heartbeat is the protocol-level ping/pong policy: [heartbeat], or a

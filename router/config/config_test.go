@@ -373,6 +373,7 @@ func TestValidationErrors(t *testing.T) {
 		{"script missing", "[[routes]]\npath = \"/x\"\n", "routes[0].script", "required"},
 		{"script empty", "[[routes]]\npath = \"/x\"\nscript = \"\"\n", "routes[0].script", "required"},
 		{"script not lua", "[[routes]]\npath = \"/x\"\nscript = \"echo.js\"\n", "routes[0].script", `"echo.js": must be a .lua file`},
+		{"script is a test file", "[[routes]]\npath = \"/x\"\nscript = \"echo_test.lua\"\n", "routes[0].script", "holds tests for moonwire test, not a route script"},
 		{"script absolute", "[[routes]]\npath = \"/x\"\nscript = \"/echo.lua\"\n", "routes[0].script", "must be relative to scripts.dir"},
 		{"script escapes", "[[routes]]\npath = \"/x\"\nscript = \"rooms/../../echo.lua\"\n", "routes[0].script", "must stay inside scripts.dir"},
 		{"script backslash", "[[routes]]\npath = \"/x\"\nscript = 'rooms\\lobby.lua'\n", "routes[0].script", "use forward slashes"},

@@ -45,6 +45,10 @@ type rawServer struct {
 	DrainTimeout     value `toml:"drain_timeout"`
 	WriteTimeout     value `toml:"write_timeout"`
 	Compression      value `toml:"compression"`
+	// Dev console and /_moonwire.js: read by console() (console.go).
+	Console       value `toml:"console"`
+	ConsolePublic value `toml:"console_public"`
+	ClientJS      value `toml:"client_js"`
 }
 
 type rawHeartbeat struct {

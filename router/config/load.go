@@ -322,6 +322,7 @@ func (l *loader) server(s *Server, r *rawServer) {
 	l.positiveDuration("server.drain_timeout", r.DrainTimeout, &s.DrainTimeout)
 	l.positiveDuration("server.write_timeout", r.WriteTimeout, &s.WriteTimeout)
 	l.boolean("server.compression", r.Compression, &s.Compression)
+	l.console(&s.Console, r, s.Listen)
 }
 
 // heartbeat reads [heartbeat]; it reports whether the result is usable as
@@ -660,6 +661,11 @@ func (l *loader) script(key, s string, scr *Scripts) string {
 		return ""
 	case !strings.HasSuffix(s, ".lua"):
 		l.errorf(key, "%q: must be a .lua file", s)
+		return ""
+	case strings.HasSuffix(s, "_test.lua"):
+		// A test file (moonwire test) drives the server; served as a
+		// route it would run with nothing to test.
+		l.errorf(key, "%q: a _test.lua file holds tests for moonwire test, not a route script", s)
 		return ""
 	}
 	clean := path.Clean(s)
