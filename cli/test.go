@@ -12,6 +12,7 @@ import (
 	"github.com/moonwire/moonwire"
 	"github.com/moonwire/moonwire/internal/scripttest"
 	"github.com/moonwire/moonwire/plugins/lua"
+	"github.com/moonwire/moonwire/router"
 )
 
 // test is `moonwire test`: it runs *_test.lua files against fresh servers
@@ -85,7 +86,11 @@ func (s testServer) Close() error {
 
 // startTestServer is the scripttest.StartFunc of the moonwire command.
 func startTestServer(f scripttest.Fresh) (scripttest.Server, error) {
-	n, err := moonwire.New(moonwire.Options{Config: f.Config, Logger: f.Logger, Listen: "127.0.0.1:0"})
+	n, err := moonwire.New(moonwire.Options{
+		Config: f.Config, Logger: f.Logger, Listen: "127.0.0.1:0",
+		// Heartbeats and script timers run on the test's virtual clock.
+		Router: func(rc *router.Config) { rc.Clock = f.Clock },
+	})
 	if err != nil {
 		return nil, err
 	}

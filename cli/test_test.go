@@ -335,3 +335,126 @@ end)
 		t.Errorf("exit %d\n%s", code, out)
 	}
 }
+
+// clockConfig has a route whose script starts timers on request and a
+// route with a short heartbeat, for t:advance.
+const clockConfig = `
+[scripts]
+dir = "."
+
+[[routes]]
+path = "/tick"
+script = "tick.lua"
+
+[[routes]]
+path = "/echo"
+script = "echo.lua"
+heartbeat = { interval = "10s", timeout = "30s" }
+`
+
+// tick.lua: "every" starts a 1s timer.every that reports how many times it
+// ran and the virtual seconds since it started; "after" a 5s timer.after.
+// Each is acknowledged, so the test knows the timer exists.
+const tickScript = `
+local M = {}
+function M.on_message(conn, data)
+  local t0 = time.now()
+  if data == "every" then
+    local n = 0
+    timer.every(1, function()
+      n = n + 1
+      conn:send(string.format("tick %d %.3f", n, time.now() - t0))
+    end)
+  elseif data == "after" then
+    timer.after(5, function() conn:send(string.format("after %.3f", time.now() - t0)) end)
+  elseif data == "fast" then
+    timer.every(0.01, function() end)
+  end
+  conn:send("started " .. data)
+end
+return M
+`
+
+// TestLuaTestsVirtualClock: t:advance fires timers a known number of
+// times at their virtual times, time.now() follows the clock, and a
+// silent client is evicted by the heartbeat at its timeout, not before.
+func TestLuaTestsVirtualClock(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": clockConfig, "echo.lua": echoScript, "tick.lua": tickScript, "x_test.lua": `
+test("every and after", function(t)
+  local c = t:connect("/tick")
+  c:send("every")
+  c:expect("started every")
+  c:send("after")
+  c:expect("started after")
+  t:advance(0.5)
+  t:eq({ c:recv(0.05) }, { nil, "timeout" }, "nothing due yet")
+  t:advance("4s")
+  for i = 1, 4 do c:expect(string.format("tick %d %d.000", i, i)) end
+  t:eq({ c:recv(0.05) }, { nil, "timeout" }, "four ticks in 4.5s")
+  t:advance(0.5)
+  -- Both due at 5s: the after was set first (at 0s, the tick's next run
+  -- at 4s), so it runs first.
+  c:expect("after 5.000")
+  c:expect("tick 5 5.000")
+  t:advance(20) -- 25.5s in all: under the heartbeat's 30s timeout
+  local n = 0
+  while true do
+    local data = c:recv(0.05)
+    if not data then break end
+    n = n + 1
+  end
+  t:eq(n, 20, "one tick a second")
+end)
+
+test("heartbeat timeout", function(t)
+  local c = t:connect("/echo")
+  t:advance("29.5s")
+  t:eq({ c:closed(0.05) }, { nil, "timeout" }, "open before the timeout")
+  t:advance(1)
+  t:eq({ c:closed() }, { 1001, "heartbeat timeout" })
+end)
+
+test("a client that sends stays", function(t)
+  local c = t:connect("/echo")
+  t:advance(20)
+  c:send("alive")
+  c:expect("alive")
+  t:advance(29)
+  t:eq({ c:closed(0.05) }, { nil, "timeout" }, "30s not yet silent")
+  t:advance(2)
+  t:eq({ c:closed() }, { 1001, "heartbeat timeout" })
+end)
+
+test("bad durations", function(t)
+  t:fails(function() t:advance(-1) end, "between 0 and 86400 seconds")
+  t:fails(function() t:advance("25h") end, "up to 24h0m0s")
+  t:fails(function() t:advance("soon") end, "bad duration")
+  t:fails(function() t:advance({}) end, "a number of seconds or a duration string")
+end)
+`})
+	code, out, errOut := runCmd(t, "test", "-v", "-config", filepath.Join(dir, "moonwire.toml"))
+	if code != 0 || !strings.Contains(out, "4 passed, 0 failed") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestLuaTestsAdvanceBounded: a t:advance over a timer that fires 100
+// times a second for 24 hours is stopped by the test's -timeout.
+func TestLuaTestsAdvanceBounded(t *testing.T) {
+	t.Parallel()
+	dir := writeFiles(t, map[string]string{
+		"moonwire.toml": clockConfig, "echo.lua": echoScript, "tick.lua": tickScript, "x_test.lua": `
+test("runaway", function(t)
+  local c = t:connect("/tick")
+  c:send("fast")
+  c:expect("started fast")
+  t:advance("24h")
+end)
+`})
+	code, out, errOut := runCmd(t, "test", "-timeout", "500ms", "-config", filepath.Join(dir, "moonwire.toml"))
+	if code != 1 || !strings.Contains(out, "test timed out after 500ms") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -561,7 +561,7 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		params:     hs.req.Params,
 		header:     hs.req.Header.clip(),
 		remoteAddr: hs.req.RemoteAddr,
-		created:    time.Now().UnixNano(),
+		created:    s.nowNs(),
 		maxMsg:     spec.MaxMessageSize,
 		ipCounted:  hs.holdsIP,
 	}

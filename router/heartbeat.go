@@ -1,6 +1,7 @@
 package router
 
 import (
+	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -29,6 +30,34 @@ func (s *Server) sweep() {
 			t.Reset(s.sweepInterval())
 		}
 	}
+}
+
+// startVirtualSweep is sweep on a virtual clock (Config.Clock): the
+// rounds run from the clock's Advance, at the clock's time, so a test sees
+// a heartbeat's ping or timeout as soon as it advances past it. A
+// goroutine stops the rounds when the server stops.
+func (s *Server) startVirtualSweep() {
+	var mu sync.Mutex // orders the round's Reset before the Stop
+	stopped := false
+	var t *VirtualTimer
+	t = s.clock.AfterFunc(s.sweepInterval(), func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		s.sweepOnce(s.clock.Now())
+		t.Reset(s.sweepInterval())
+	})
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		<-s.sweepStop
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}()
 }
 
 // sweepInterval is a quarter of the shortest interval or timeout in use,

@@ -124,7 +124,7 @@ func (c *Conn) prepareBuffer() {
 func (c *Conn) consume(n int, err error) {
 	if n > 0 {
 		c.w += n
-		c.lastSeen.Store(time.Now().UnixNano())
+		c.lastSeen.Store(c.srv.nowNs())
 		c.bytesIn.Add(int64(n))
 		c.route.bytesIn.Add(int64(n))
 	}

@@ -82,6 +82,10 @@ type Config struct {
 	// NoPoller reads every connection with its own goroutine even where
 	// epoll is available (the portable path; tests use it).
 	NoPoller bool
+	// Clock, when set, is the time heartbeats run on, instead of the wall
+	// clock: a test's virtual clock (`moonwire test`), which Advance moves.
+	// Fixed at New.
+	Clock *VirtualClock
 }
 
 func (c *Config) setDefaults() {
@@ -138,6 +142,8 @@ type Server struct {
 	ready  chan uint64 // tokens reported by the poller, for the workers
 	flushq chan *Conn  // queues to write, for the flush workers
 	http   *httpHandoff
+
+	clock *VirtualClock // Config.Clock; nil: the wall clock
 
 	broker       broker.Broker
 	history      broker.History  // the broker, when it keeps history
@@ -229,6 +235,7 @@ func New(cfg Config) (*Server, error) {
 		stopped:      make(chan struct{}),
 		idleShakers:  make(chan net.Conn),
 		sweepStop:    make(chan struct{}),
+		clock:        cfg.Clock,
 		activeChange: make(chan struct{}, 1),
 	}
 	s.live.Store(lc)
@@ -249,6 +256,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.routes.Store(table)
+	if s.clock != nil {
+		s.clock.onSettle(s.settle)
+	}
 
 	if !cfg.NoPoller {
 		p, err := poll.New(s.onReady)
@@ -389,6 +399,11 @@ func (s *Server) startBackground() {
 				}
 			}()
 		}
+	}
+	if s.clock != nil {
+		// Set before New returns, so that no Advance can miss a round.
+		s.startVirtualSweep()
+		return
 	}
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.sweep() }()

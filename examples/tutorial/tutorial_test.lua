@@ -67,8 +67,24 @@ end)
 
 local monitor = { headers = { ["X-Monitor-Token"] = "monitor_token_2025" } }
 
-test("4 a silent monitor client is closed", { settings = { silent_timeout = 0.05, check_every = 0.02 } }, function(t)
+test("4 a silent monitor client is closed", { settings = { silent_timeout = 5, check_every = 2 } }, function(t)
   local c = t:connect("/monitor", monitor)
+  -- Checks at 2s and 4s find it silent for no more than 5s; the one at 6s
+  -- closes it. The virtual clock makes that take microseconds.
+  t:advance("5s")
+  t:eq({ c:closed(0.05) }, { nil, "timeout" }, "still open at 5s")
+  t:advance("1s")
+  t:eq({ c:closed() }, { 1001, "Heartbeat timeout" })
+end)
+
+test("4 a monitor client that reports stays", { settings = { silent_timeout = 5, check_every = 2 } }, function(t)
+  local c = t:connect("/monitor", monitor)
+  t:advance("4s")
+  c:send("ping")
+  c:expect("pong") -- seen at 4s
+  t:advance("5s")
+  t:eq({ c:closed(0.05) }, { nil, "timeout" }, "silent for 5s at 9s: not more than 5s")
+  t:advance("1s")
   t:eq({ c:closed() }, { 1001, "Heartbeat timeout" })
 end)
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -26,6 +27,7 @@ func (f *fileRun) registerTypes() {
 	mt := L.NewTypeMetatable(testType)
 	L.SetField(mt, "__index", L.SetFuncs(L.NewTable(), map[string]lua.LGFunction{
 		"connect": tConnect,
+		"advance": tAdvance,
 		"http":    tHTTP,
 		"eq":      tEq,
 		"ok":      tOk,
@@ -97,6 +99,40 @@ func waitArg(L *lua.LState, n int) time.Duration {
 		return d
 	}
 	L.ArgError(n, "timeout must be a number of seconds or a duration string")
+	return 0
+}
+
+// maxAdvance bounds one t:advance: the heartbeat rounds alone cost a
+// firing per second advanced, and a day of them is enough for any test.
+const maxAdvance = 24 * time.Hour
+
+// t:advance(duration): moves the test server's virtual clock forward
+// (seconds, or a duration string such as "30s"), firing every script
+// timer and heartbeat due on the way, in deadline order; when it returns
+// their effects (messages sent, connections closed) are queued for the
+// clients to read.
+func tAdvance(L *lua.LState) int {
+	t := checkT(L)
+	var d time.Duration
+	switch v := L.Get(2).(type) {
+	case lua.LNumber:
+		if math.IsNaN(float64(v)) || v < 0 || float64(v) > maxAdvance.Seconds() {
+			L.ArgError(2, fmt.Sprintf("duration must be between 0 and %d seconds", int(maxAdvance.Seconds())))
+		}
+		d = time.Duration(float64(v) * float64(time.Second))
+	case lua.LString:
+		var err error
+		d, err = time.ParseDuration(string(v))
+		if err != nil || d < 0 || d > maxAdvance {
+			L.ArgError(2, fmt.Sprintf("bad duration %q: want a duration such as \"30s\", up to %s", string(v), maxAdvance))
+		}
+	default:
+		L.ArgError(2, "duration must be a number of seconds or a duration string")
+	}
+	if err := t.shared.clock.Advance(t.ctx, d); err != nil {
+		t.ctxErr(L, err)
+		L.RaiseError("%v", err)
+	}
 	return 0
 }
 

@@ -14,6 +14,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/json"
+	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -181,6 +182,7 @@ type shared struct {
 	mu      sync.Mutex
 	clients []*client
 	logs    *logBuffer
+	clock   *router.VirtualClock // the server's time, moved by t:advance
 }
 
 func (s *shared) add(c *client) bool {
@@ -207,10 +209,14 @@ func (f *fileRun) runTest(d *testDecl) string {
 			c.shutdown()
 		}
 	}()
+	// The clock starts at the wall clock's time, so that time.now() reads
+	// plausibly; from there it moves only with t:advance.
+	t.shared.clock = router.NewVirtualClock(time.Now())
 	srv, err := f.opts.Start(Fresh{
 		Config: FreshConfig(f.opts.Config, d.settings),
 		Store:  d.store,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Clock:  t.shared.clock,
 	})
 	if err != nil {
 		t.failed = true

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moonwire/moonwire/router"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -46,6 +47,10 @@ type Fresh struct {
 	Store map[string]any
 	// Logger receives the server's log; it is shown with a failure.
 	Logger *slog.Logger
+	// Clock is the test's virtual clock: the StartFunc must run the
+	// server's heartbeats and script timers on it (router.Config.Clock),
+	// so that they fire only when the test calls t:advance.
+	Clock *router.VirtualClock
 }
 
 // StartFunc starts a fresh server, listening, for one test.

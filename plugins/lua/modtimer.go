@@ -52,6 +52,14 @@ var wallClock = timerClock{
 	afterFunc: func(d time.Duration, f func()) alarm { return time.AfterFunc(d, f) },
 }
 
+// virtualTimerClock runs timers on vc: they fire from vc.Advance.
+func virtualTimerClock(vc *router.VirtualClock) timerClock {
+	return timerClock{
+		now:       vc.Now,
+		afterFunc: func(d time.Duration, f func()) alarm { return vc.AfterFunc(d, f) },
+	}
+}
+
 // timer is a timer.after or timer.every handle.
 type timer struct {
 	q     *timers
@@ -147,6 +155,12 @@ func (v *vm) newTimer(L *glua.LState, repeat bool) int {
 	}
 	if q.rt == nil {
 		q.rt = v.route.rt // once, before the alarm exists: ring reads it
+		// A server on a virtual clock (`moonwire test`) runs the timers on
+		// it. No timer exists yet, so the epoch can move with the clock.
+		if vc := q.rt.Server().Clock(); vc != nil {
+			q.clock = virtualTimerClock(vc)
+			q.epoch = q.clock.now()
+		}
 	}
 	d := time.Duration(secs * float64(time.Second))
 	t := &timer{q: q, fn: fn, index: -1, active: true}
