@@ -12,6 +12,8 @@ import (
 	glua "github.com/yuin/gopher-lua"
 	"github.com/yuin/gopher-lua/ast"
 	"github.com/yuin/gopher-lua/parse"
+
+	"github.com/moonwire/moonwire/internal/editdist"
 )
 
 // Diagnostic is a warning about a script that loads and runs but probably
@@ -99,7 +101,7 @@ func nearestUnset(key string, reads map[string]bool, settings map[string]any) st
 		if _, set := settings[r]; set {
 			continue
 		}
-		if d := levenshtein(key, r); d < dist || d == dist && r < best {
+		if d := editdist.Distance(key, r); d < dist || d == dist && r < best {
 			best, dist = r, d
 		}
 	}
@@ -156,8 +158,8 @@ func closestCallback(name string) (string, int) {
 	norm := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
 	best, dist := "", 1<<30
 	for _, c := range callbackNames {
-		d := levenshtein(norm(name), norm(c))
-		if d2 := levenshtein(name, c); d2 < d {
+		d := editdist.Distance(norm(name), norm(c))
+		if d2 := editdist.Distance(name, c); d2 < d {
 			d = d2
 		}
 		if d < dist {
@@ -165,27 +167,6 @@ func closestCallback(name string) (string, int) {
 		}
 	}
 	return best, dist
-}
-
-// levenshtein is the edit distance between a and b, in bytes.
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // firstMention is the first line of file that has name as a whole word, 0

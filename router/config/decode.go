@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/moonwire/moonwire/internal/editdist"
 )
 
 // The raw* structs are the schema: their toml tags are the only keys that
@@ -329,28 +331,13 @@ func suggest(k toml.Key) string {
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
+// editDistance is editdist.Distance for a key, with long words (which no
+// typo hint is worth their cost) kept 99 away.
 func editDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 99
 	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			c = min(c, prev[j]+1, cur[j-1]+1)
-			cur[j] = c
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return editdist.Distance(a, b)
 }
 
 // displayKey renders a key for messages, with the route index when known:
