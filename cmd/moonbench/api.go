@@ -12,13 +12,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -148,26 +145,13 @@ func parseAPIFlags(args []string, stderr io.Writer) (*apiOpts, error) {
 }
 
 func apiPublish(args []string, stdout, stderr io.Writer) int {
-	o, err := parseAPIFlags(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	return runMode("moonbench:", args, stderr, parseAPIFlags, func(ctx context.Context, o *apiOpts) error {
+		res, err := runAPIPublish(ctx, o)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintln(stderr, "moonbench:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := runAPIPublish(ctx, o)
-	if err != nil {
-		fmt.Fprintln(stderr, "moonbench:", err)
-		return 1
-	}
-	if err := report(stdout, res, o.cfg.jsonOnly); err != nil {
-		fmt.Fprintln(stderr, "moonbench:", err)
-		return 1
-	}
-	return 0
+		return report(stdout, res, o.cfg.jsonOnly)
+	})
 }
 
 // apiPub is one API publisher's counters.

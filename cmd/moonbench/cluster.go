@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -327,21 +326,9 @@ type clusterRun struct {
 }
 
 func clusterCompare(args []string, stdout, stderr io.Writer) int {
-	o, err := parseClusterFlags(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(stderr, "moonbench cluster-compare:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := runClusterCompare(ctx, o, stdout, stderr); err != nil {
-		fmt.Fprintln(stderr, "moonbench cluster-compare:", err)
-		return 1
-	}
-	return 0
+	return runMode("moonbench cluster-compare:", args, stderr, parseClusterFlags, func(ctx context.Context, o *clusterOpts) error {
+		return runClusterCompare(ctx, o, stdout, stderr)
+	})
 }
 
 func runClusterCompare(ctx context.Context, o *clusterOpts, stdout, stderr io.Writer) error {

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -144,35 +143,26 @@ type hsBackendRow struct {
 }
 
 func hsBackend(args []string, stdout, stderr io.Writer) int {
-	o, err := parseHSBackendFlags(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	return runMode("moonbench:", args, stderr, parseHSBackendFlags, func(ctx context.Context, o *hsBackendOpts) error {
+		rows, err := runHSBackend(ctx, o, stderr)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintln(stderr, "moonbench:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rows, err := runHSBackend(ctx, o, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "moonbench:", err)
-		return 1
-	}
-	if !o.jsonOnly {
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "route\tconnects/s\thandshake p50\tp99\trefused\terrors\tserver CPU/connect\n")
-		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0fµs\t%.0fµs\t%d\t%d\t%.0fµs\n", r.Route, r.ConnectsPS, r.P50us, r.P99us, r.Refused, r.Errors, r.ServerCPUus)
+		if !o.jsonOnly {
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "route\tconnects/s\thandshake p50\tp99\trefused\terrors\tserver CPU/connect\n")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%.0f\t%.0fµs\t%.0fµs\t%d\t%d\t%.0fµs\n", r.Route, r.ConnectsPS, r.P50us, r.P99us, r.Refused, r.Errors, r.ServerCPUus)
+			}
+			tw.Flush()
+			if len(rows) == 2 && rows[0].ConnectsPS > 0 {
+				fmt.Fprintf(stdout, "backend/lua: %.2f× the connects/s (backend delay %s, %d dialers)\n", rows[1].ConnectsPS/rows[0].ConnectsPS, o.backendDelay, o.conns)
+			}
 		}
-		tw.Flush()
-		if len(rows) == 2 && rows[0].ConnectsPS > 0 {
-			fmt.Fprintf(stdout, "backend/lua: %.2f× the connects/s (backend delay %s, %d dialers)\n", rows[1].ConnectsPS/rows[0].ConnectsPS, o.backendDelay, o.conns)
-		}
-	}
-	line, _ := json.Marshal(map[string]any{"mode": hsBackendCmd, "dialers": o.conns, "backend_delay_ms": o.backendDelay.Milliseconds(), "routes": rows})
-	fmt.Fprintln(stdout, string(line))
-	return 0
+		line, _ := json.Marshal(map[string]any{"mode": hsBackendCmd, "dialers": o.conns, "backend_delay_ms": o.backendDelay.Milliseconds(), "routes": rows})
+		fmt.Fprintln(stdout, string(line))
+		return nil
+	})
 }
 
 func runHSBackend(ctx context.Context, o *hsBackendOpts, log io.Writer) ([]hsBackendRow, error) {

@@ -335,3 +335,25 @@ func runScenario(ctx context.Context, cfg *config, log io.Writer) (result, error
 	}
 	return nil, fmt.Errorf("unknown scenario %q", cfg.scenario)
 }
+
+// runMode runs one of moonbench's modes: parse reads its flags
+// (flag.ErrHelp, usage printed: exit 0; any other error: exit 2), then run
+// does the work until it is done or the process is interrupted (an error:
+// exit 1). prefix starts every error line.
+func runMode[O any](prefix string, args []string, stderr io.Writer, parse func([]string, io.Writer) (O, error), run func(context.Context, O) error) int {
+	o, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, prefix, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(stderr, prefix, err)
+		return 1
+	}
+	return 0
+}

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -404,21 +403,9 @@ type stormResult struct {
 }
 
 func reconnectStorm(args []string, stdout, stderr io.Writer) int {
-	o, err := parseStormFlags(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(stderr, "moonbench reconnect-storm:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := runStorm(ctx, o, stdout, stderr); err != nil {
-		fmt.Fprintln(stderr, "moonbench reconnect-storm:", err)
-		return 1
-	}
-	return 0
+	return runMode("moonbench reconnect-storm:", args, stderr, parseStormFlags, func(ctx context.Context, o *stormOpts) error {
+		return runStorm(ctx, o, stdout, stderr)
+	})
 }
 
 func runStorm(ctx context.Context, o *stormOpts, stdout, stderr io.Writer) error {
