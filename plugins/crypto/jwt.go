@@ -428,17 +428,26 @@ func IsPEM(s string) bool {
 	return strings.HasPrefix(strings.TrimLeft(s, " \t\r\n"), "-----BEGIN ")
 }
 
+// firstPEMBlock decodes the first PEM block of s (leading blank space
+// allowed).
+func firstPEMBlock(s string) (*pem.Block, error) {
+	block, _ := pem.Decode([]byte(strings.TrimLeft(s, " \t\r\n")))
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return block, nil
+}
+
 // ParsePublicKeyPEM parses the first PEM block of s: a PUBLIC KEY (PKIX:
 // RSA, ECDSA on P-256/P-384/P-521, Ed25519), an RSA PUBLIC KEY (PKCS #1),
 // or a CERTIFICATE, whose key is taken (the certificate itself is not
 // checked: it is only a container here).
 func ParsePublicKeyPEM(s string) (any, error) {
-	block, _ := pem.Decode([]byte(strings.TrimLeft(s, " \t\r\n")))
-	if block == nil {
-		return nil, errors.New("no PEM block")
+	block, err := firstPEMBlock(s)
+	if err != nil {
+		return nil, err
 	}
 	var key any
-	var err error
 	switch block.Type {
 	case "PUBLIC KEY":
 		key, err = x509.ParsePKIXPublicKey(block.Bytes)
@@ -469,12 +478,11 @@ func ParsePublicKeyPEM(s string) (any, error) {
 // #8: RSA, ECDSA, Ed25519), an RSA PRIVATE KEY (PKCS #1) or an EC PRIVATE
 // KEY (SEC 1).
 func ParsePrivateKeyPEM(s string) (any, error) {
-	block, _ := pem.Decode([]byte(strings.TrimLeft(s, " \t\r\n")))
-	if block == nil {
-		return nil, errors.New("no PEM block")
+	block, err := firstPEMBlock(s)
+	if err != nil {
+		return nil, err
 	}
 	var key any
-	var err error
 	switch block.Type {
 	case "PRIVATE KEY":
 		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
