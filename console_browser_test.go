@@ -1,18 +1,13 @@
 package moonwire_test
 
 import (
-	"context"
-	"flag"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/moonwire/moonwire/internal/browsertest"
 	"github.com/moonwire/moonwire/internal/moontest"
 )
 
@@ -44,54 +39,6 @@ end
 return M
 `
 
-// consoleChromium starts headless Chromium (Debian's chromium) for one test; it
-// skips the test when there is none.
-func consoleChromium(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not found in PATH (Debian: apt install chromium): skipping the browser test")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.WindowSize(1200, 900),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first Run starts the browser; its context must not time out (a
-	// timeout would end the browser), so steps get their own deadlines.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// consoleScreenshots keeps the test's screenshots: under -artifacts in the
-// artifact folder; otherwise in a temporary folder that is removed when
-// the test passes and kept (its path logged) when it fails.
-func consoleScreenshots(t *testing.T) string {
-	t.Helper()
-	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
-		return t.ArtifactDir()
-	}
-	dir, err := os.MkdirTemp("", "moonwire-console-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("screenshots kept in %s", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
-	return dir
-}
-
 // TestConsoleBrowser drives the console in a real browser: the page
 // loads and lists the routes, connects to an echo route picked from the
 // list, sends text and binary (hex) and shows the echoes with their
@@ -100,7 +47,7 @@ func consoleScreenshots(t *testing.T) string {
 // what another member sends to a room.
 func TestConsoleBrowser(t *testing.T) {
 	t.Parallel()
-	ctx := consoleChromium(t)
+	ctx := browsertest.Chromium(t)
 	files := consoleConfig("console = true")
 	files["scripts/rooms.lua"] = consoleRooms
 	files["scripts/flood.lua"] = consoleFlood
@@ -109,58 +56,27 @@ func TestConsoleBrowser(t *testing.T) {
 	files["moonwire.toml"] += "\n[[routes]]\npath = \"/flood\"\nscript = \"flood.lua\"\n"
 	files["moonwire.toml"] = strings.Replace(files["moonwire.toml"], "path = \"/rooms/{room}\"\nscript = \"echo.lua\"", "path = \"/rooms/{room}\"\nscript = \"rooms.lua\"", 1)
 	s := moontest.Start(t, files)
-	shots := consoleScreenshots(t)
+	shots := browsertest.Screenshots(t)
 
 	n := 0
 	shot := func(name string) {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(sctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Logf("screenshot %s: %v", name, err)
-			return
-		}
 		n++
-		p := filepath.Join(shots, fmt.Sprintf("%02d-%s.png", n, name))
-		if err := os.WriteFile(p, png, 0o644); err != nil {
-			t.Logf("screenshot %s: %v", name, err)
-		}
+		browsertest.Shot(t, ctx, shots, fmt.Sprintf("%02d-%s", n, name))
 	}
-	// Deadlines bound a failure, not the speed: generous for a loaded
-	// two-core machine running chromium beside the race detector.
-	const wait = 30 * time.Second
-	// step runs actions with a deadline; on failure it takes a screenshot
-	// of what the page shows and ends the test.
+	// step runs actions with a deadline; on failure it keeps a screenshot
+	// of what the page shows and ends the test (the server's log is
+	// logged by moontest when the test fails).
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			shot("failed")
-			t.Fatalf("%s: %v\nserver log:\n%s", what, err, s.Logs())
-		}
+		browsertest.Step(t, ctx, shots, what, actions...)
 	}
 	text := func(sel string) string {
 		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		v, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			shot("failed")
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
+		return browsertest.Run(t, ctx, shots, "text of "+sel, chromedp.Text(chromedp.CSS(sel)))
 	}
 	eval := func(js string) string {
 		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, wait)
-		defer cancel()
-		v, err := chromedp.Run(sctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			shot("failed")
-			t.Fatalf("evaluate %s: %v", js, err)
-		}
-		return v
+		return browsertest.Run(t, ctx, shots, "evaluate "+js, chromedp.Evaluate[string](js))
 	}
 	check := func(what, got, want string) {
 		t.Helper()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moonwire/moonwire/internal/admin"
 	"github.com/moonwire/moonwire/plugins/lua"
 	"github.com/moonwire/moonwire/router/config"
 )
@@ -49,31 +50,48 @@ var ErrNotReloadable = errors.New("the embedded configuration cannot be reloaded
 // router.Server.Reconfigure). On any error the running version keeps
 // serving, the error is returned and recorded in Status, and nothing is
 // half-applied.
-func (s *Server) Reload() error {
+func (s *Server) Reload() error { return s.ReloadBy("call") }
+
+// ReloadBy is Reload, recording who asked in the reload history the admin
+// dashboard shows: "signal" (SIGHUP), "watch" (scripts.watch), "dashboard"
+// (its reload action); Reload records "call".
+func (s *Server) ReloadBy(by string) error {
+	_, err := s.reloadBy(by)
+	return err
+}
+
+// reloadBy reloads and returns the attempt's history entry.
+func (s *Server) reloadBy(by string) (admin.ReloadEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return ErrClosing // not a failure: nothing is reloaded any more
+		return admin.ReloadEntry{}, ErrClosing // not a failure: nothing is reloaded any more
 	}
 	diff, err := s.reload()
 	if errors.Is(err, lua.ErrStopping) {
-		return ErrClosing // the shutdown cut the build short: not a failure
+		return admin.ReloadEntry{}, ErrClosing // the shutdown cut the build short: not a failure
 	}
 	s.statusMu.Lock()
 	defer s.statusMu.Unlock()
-	s.status.At = time.Now()
+	now := time.Now()
+	s.status.At = now
 	s.status.OK = err == nil
+	e := admin.ReloadEntry{At: now.UnixMilli(), OK: err == nil, By: by}
 	if err != nil {
 		s.status.Failures++
 		s.status.Err = err.Error()
-		s.log.Error("reload failed; the running version keeps serving", "err", err)
-		return err
+		e.Error = s.status.Err
+		s.recordReload(e)
+		s.log.Error("reload failed; the running version keeps serving", "err", err, "by", by)
+		return e, err
 	}
 	s.status.Reloads++
 	s.status.Err = ""
 	s.status.Changed, s.status.Removed, s.status.Server = diff.routes, diff.removed, diff.server
-	s.log.Info("reloaded", "file", s.cfg.File, "changed", diff.routes, "removed", diff.removed, "settings", diff.server)
-	return nil
+	e.Changed, e.Removed, e.Server = slices.Clone(diff.routes), slices.Clone(diff.removed), slices.Clone(diff.server)
+	s.recordReload(e)
+	s.log.Info("reloaded", "file", s.cfg.File, "changed", diff.routes, "removed", diff.removed, "settings", diff.server, "by", by)
+	return e, nil
 }
 
 // reloadDiff is what a reload changed.
@@ -212,8 +230,8 @@ func (s *Server) reload() (reloadDiff, error) {
 	diff := diffConfigs(s.cfg, cfg, s.handlers, handlers)
 	// Handlers no longer used were stopped by the router (retired routes
 	// stop once drained); nothing else holds them.
+	s.live.Store(&served{cfg, handlers, loadedTimes(s.live.Load(), handlers, time.Now())})
 	s.cfg, s.handlers = cfg, handlers
-	s.live.Store(&served{cfg, handlers})
 	if cert != nil {
 		s.certs.cert.Store(cert)
 	}

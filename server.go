@@ -61,6 +61,9 @@ type Options struct {
 	// config sets scripts.memory_limit, since it measures, and collects
 	// garbage in, the whole process.
 	OwnProcess bool
+	// Version is the moonwire version the node reports (the admin
+	// dashboard shows it); "": "devel".
+	Version string
 	// Router, if set, adjusts the router's configuration last, at New and
 	// at every reload (tests use it to pick the goroutine reader or share
 	// a broker between servers).
@@ -84,6 +87,13 @@ type Server struct {
 	draining atomic.Bool
 	certs    *certStore    // nil without TLS
 	broker   broker.Broker // made by the broker plugin; nil: the router's own
+	started  time.Time
+	obs      *admin.Observer // Lua callback timings and errors, for /metrics and the dashboard
+	// adminStop ends the admin surface's sampler; beaconStop the cluster
+	// beacon (dashboard.go), once.
+	adminStop  context.CancelFunc
+	beaconStop func()
+	beaconOnce sync.Once
 
 	mu       sync.Mutex // serialises reloads; guards cfg, mods, handlers, closing, unwatch
 	cfg      *config.Config
@@ -97,6 +107,7 @@ type Server struct {
 	// reload that is building slow scripts under mu.
 	statusMu sync.Mutex
 	status   ReloadStatus
+	reloads  []admin.ReloadEntry  // the latest attempts, newest first (maxReloadHistory)
 	closing  bool                 // Shutdown or Close began: no more reloads
 	unwatch  []context.CancelFunc // stops the file watchers
 	watchers sync.WaitGroup       // the file watchers' goroutines
@@ -116,7 +127,7 @@ func RouteConfig(cfg *config.Config, rc config.Route) lua.RouteConfig {
 	}
 	return lua.RouteConfig{
 		Pattern:        rc.Path,
-		FS:             cfg.Scripts.FS,
+		FS:             scripts.WithShared(cfg.Scripts.FS),
 		Script:         rc.Script,
 		Source:         source,
 		VMs:            rc.VMs,
@@ -210,7 +221,7 @@ func New(opts Options) (*Server, error) {
 	if opts.OwnProcess {
 		lua.LimitArrays()
 	}
-	s := &Server{opts: opts, cfg: cfg, log: log, Metrics: prometheus.NewRegistry()}
+	s := &Server{opts: opts, cfg: cfg, log: log, Metrics: prometheus.NewRegistry(), started: time.Now()}
 	for _, w := range cfg.Warnings {
 		log.Warn(cfg.File + ": " + w)
 	}
@@ -218,6 +229,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.obs = obs
 	if cfg.Server.TLSCert != "" {
 		s.certs = &certStore{certFile: cfg.Server.TLSCert, keyFile: cfg.Server.TLSKey}
 		if err := s.certs.load(); err != nil {
@@ -253,7 +265,8 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.Router, s.handlers = srv, handlers
-	s.live.Store(&served{cfg, handlers})
+	s.live.Store(&served{cfg, handlers, loadedTimes(nil, handlers, s.started)})
+	s.startBeacon()
 	return s, nil
 }
 
@@ -351,6 +364,7 @@ func (s *Server) Config() *config.Config { return s.live.Load().cfg }
 type served struct {
 	cfg      *config.Config
 	handlers map[string]*lua.Route
+	loaded   map[string]time.Time // by route path: when its handler was built
 }
 
 // Routes describes the routes the node serves, in config order.
@@ -375,15 +389,27 @@ func (s *Server) Start() error {
 	cfg := s.Config()
 	addr := cmp.Or(s.opts.Listen, cfg.Server.Listen)
 	if aaddr := cmp.Or(s.opts.AdminListen, cfg.Admin.Listen); aaddr != "" {
-		h, err := admin.New(adminSource{s}, s.Metrics, admin.Options{Pprof: cfg.Admin.Pprof, Token: cfg.Admin.Token})
-		if err != nil {
-			return err
-		}
 		aln, err := net.Listen("tcp", aaddr)
 		if err != nil {
 			return fmt.Errorf("%s: admin.listen: %w", cfg.File, err)
 		}
-		s.adminLn = aln
+		ctx, stop := context.WithCancel(context.Background())
+		h, err := admin.New(adminSource{s}, s.Metrics, admin.Options{
+			Pprof:    cfg.Admin.Pprof,
+			Token:    cfg.Admin.Token,
+			Observer: s.obs,
+			// The bound address decides: "localhost:0" is loopback,
+			// ":9090" is every interface.
+			Public:  !aln.Addr().(*net.TCPAddr).IP.IsLoopback(),
+			Context: ctx,
+			Logger:  s.log,
+		})
+		if err != nil {
+			stop()
+			_ = aln.Close()
+			return err
+		}
+		s.adminLn, s.adminStop = aln, stop
 		s.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 		go func() { _ = s.admin.Serve(aln) }()
 	}
@@ -430,6 +456,9 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 func (s *Server) closeAdmin() {
 	if s.admin != nil {
 		_ = s.admin.Close()
+	}
+	if s.adminStop != nil {
+		s.adminStop()
 	}
 	s.closeAPI()
 }
@@ -517,6 +546,7 @@ func (s *Server) stopReloads() {
 }
 
 func (s *Server) release() {
+	s.stopBeacon()
 	if s.Engine != nil {
 		s.Engine.Close()
 	}

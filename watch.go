@@ -118,7 +118,7 @@ func (s *Server) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce ti
 			}
 			timer.Reset(debounce)
 		case <-timer.C:
-			_ = s.Reload()
+			_ = s.ReloadBy("watch")
 			// The scripts folder may have moved.
 			watchTree(abs, s.Config().Scripts.Dir)
 		}

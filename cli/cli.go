@@ -209,7 +209,7 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 		printProblems(stderr, err)
 		return 1
 	}
-	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: log, OwnProcess: true, Listen: *listen, AdminListen: *adminListen})
+	n, err := moonwire.New(moonwire.Options{Config: cfg, Logger: log, OwnProcess: true, Version: versionString(), Listen: *listen, AdminListen: *adminListen})
 	if err != nil {
 		printProblems(stderr, err)
 		return 1
@@ -248,7 +248,7 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 	defer close(reloads)
 	go func() {
 		for range reloads {
-			_ = n.Reload() // logged either way; the running version keeps serving on error
+			_ = n.ReloadBy("signal") // logged either way; the running version keeps serving on error
 		}
 	}()
 

@@ -12,7 +12,13 @@
 -- A text report that is JSON appears decoded; other text as a string;
 -- binary as base64 ("kind":"binary"). A client that stops answering the
 -- router's pings is dropped by the heartbeat and leaves the snapshot.
+--
+-- A plain GET of the route's path answers the live monitor page
+-- (monitor_page.lua): open http://127.0.0.1:8765/monitor?token=monitor-token
+-- and it plots every client's reported metrics, one line per client.
 local M = {}
+
+local page = require "monitor_page"
 
 local ROOM = "monitor"
 local PREFIX = "monitor:latest:"
@@ -62,6 +68,12 @@ local function snapshot()
     if entry then clients[#clients + 1] = entry end
   end
   ws.broadcast(ROOM, json.encode({ type = "snapshot", at = time.now(), clients = clients }))
+end
+
+-- on_http serves the monitor page. The page carries no secret: the token
+-- is checked by on_handshake when the page connects.
+function M.on_http(req)
+  return page.answer(req)
 end
 
 function M.on_start()

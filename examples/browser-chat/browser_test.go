@@ -16,16 +16,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/moonwire/moonwire"
+	"github.com/moonwire/moonwire/internal/browsertest"
 	"github.com/moonwire/moonwire/internal/moontest"
 	"github.com/moonwire/moonwire/router/config"
 )
@@ -192,7 +190,7 @@ func normalJSON(t *testing.T, s string) string {
 // filled).
 func TestBrowserClientResume(t *testing.T) {
 	t.Parallel()
-	requireChromium(t)
+	browsertest.Skip(t)
 	s := moontest.Start(t, moontest.Files(`
 [server]
 client_js = true
@@ -270,19 +268,11 @@ return M
 	s.WaitLog(t, "fake open", "since=2", "epoch=e", "token=tok-1", "k=v")
 }
 
-// requireChromium skips the test when Debian's chromium is not installed.
-func requireChromium(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("chromium"); err != nil {
-		t.Skip("chromium is not installed (Debian: apt install chromium)")
-	}
-}
-
 // exampleConfig loads the example's config with a Redis prefix of the
 // test's own, or skips when there is no Redis or no Chromium.
 func exampleConfig(t *testing.T) *config.Config {
 	t.Helper()
-	requireChromium(t)
+	browsertest.Skip(t)
 	c, err := net.DialTimeout("tcp", "127.0.0.1:6379", 2*time.Second)
 	if err != nil {
 		t.Skipf("no Redis at 127.0.0.1:6379 (%v)", err)
@@ -359,32 +349,15 @@ func openPage(t *testing.T, addr, pathQuery string) *page {
 		t.Fatalf("%s/_moonwire.js does not serve the client (server.client_js = true)", base)
 	}
 
-	artifacts := os.Getenv("MOONWIRE_ARTIFACTS")
-	if artifacts != "" {
-		artifacts = filepath.Join(artifacts, t.Name())
-		if err := os.MkdirAll(artifacts, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		dir, err := os.MkdirTemp("", "moonwire-"+t.Name()+"-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		artifacts = dir
-	}
-	ctx, cancelCtx := chromedp.NewContext(browserContext(t)) // a tab of its own
-	p := &page{t: t, ctx: ctx, artifacts: artifacts}
+	artifacts := browsertest.Screenshots(t)
+	p := &page{t: t, ctx: browser.Tab(t), artifacts: artifacts} // a tab of its own
 	t.Cleanup(func() {
 		if t.Failed() {
 			p.screenshot("failed")
 			t.Logf("page events: %s", p.tryEval(`JSON.stringify(window.chat?.events ?? "not the chat page")`))
-			t.Logf("screenshots kept in %s", artifacts)
-		} else if os.Getenv("MOONWIRE_ARTIFACTS") == "" {
-			_ = os.RemoveAll(artifacts)
 		}
-		cancelCtx()
 	})
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+pathQuery)); err != nil {
+	if err := chromedp.Do(p.ctx, chromedp.Navigate(base+pathQuery)); err != nil {
 		t.Fatalf("open the page: %v", err)
 	}
 	return p
@@ -393,52 +366,12 @@ func openPage(t *testing.T, addr, pathQuery string) *page {
 // browser is the one headless Chromium the package's tests share, each in
 // a tab of its own: starting a browser is most of a test's time on a
 // loaded machine.
-var browser struct {
-	once   sync.Once
-	ctx    context.Context
-	cancel func()
-	err    error
-}
+var browser = browsertest.Browser{Width: 800, Height: 600}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if browser.cancel != nil {
-		browser.cancel() // waits for Chromium to exit, then removes its profile
-	}
+	browser.Close() // waits for Chromium to exit, then removes its profile
 	os.Exit(code)
-}
-
-// browserContext starts the shared browser on first use.
-func browserContext(t *testing.T) context.Context {
-	t.Helper()
-	browser.once.Do(func() {
-		path, err := exec.LookPath("chromium")
-		if err != nil {
-			browser.err = err
-			return
-		}
-		// chromedp makes the profile folder and removes it after the
-		// browser has exited (not t.TempDir: Chromium's helpers may still
-		// write to it while a test's cleanup removes it).
-		alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-			append(chromedp.DefaultExecAllocatorOptions[:],
-				chromedp.ExecPath(path),
-				chromedp.NoSandbox, chromedp.DisableGPU,
-				chromedp.Flag("disable-background-networking", true),
-				chromedp.WindowSize(800, 600))...)
-		ctx, cancelCtx := chromedp.NewContext(alloc)
-		browser.cancel = func() { cancelCtx(); cancelAlloc() }
-		// The first run starts the browser, which lives as long as ctx.
-		if err := chromedp.Do(ctx); err != nil {
-			browser.err = fmt.Errorf("start chromium: %w", err)
-			return
-		}
-		browser.ctx = ctx
-	})
-	if browser.err != nil {
-		t.Fatal(browser.err)
-	}
-	return browser.ctx
 }
 
 // servesClient reports whether base serves the JavaScript client at
@@ -504,16 +437,7 @@ func (p *page) evalErr(expr string, async bool) (string, error) {
 
 // screenshot saves the page as NAME.png in the test's artifacts folder.
 func (p *page) screenshot(name string) {
-	ctx, cancel := context.WithTimeout(p.ctx, wait)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		p.t.Logf("screenshot %s: %v", name, err)
-		return
-	}
-	if err := os.WriteFile(filepath.Join(p.artifacts, name+".png"), png, 0o644); err != nil {
-		p.t.Logf("screenshot %s: %v", name, err)
-	}
+	browsertest.Shot(p.t, p.ctx, p.artifacts, name)
 }
 
 // checkNoDuplicates checks that the page got every offset of its room

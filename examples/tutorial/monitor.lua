@@ -4,7 +4,15 @@
 -- heartbeat and gets "pong". A client silent (no message) for
 -- settings.silent_timeout seconds is closed with 1001 "Heartbeat timeout";
 -- the check runs every settings.check_every seconds, as in the tutorial.
+--
+-- Additions to the tutorial's server, for browsers: the token is also
+-- accepted as ?token= (a browser cannot set a header on a WebSocket), and
+-- a plain GET of /monitor answers the live monitor page (monitor_page, the
+-- built-in module every config's scripts may require: one line per
+-- reporting client).
 local M = {}
+
+local page = require "monitor_page"
 
 local ROOM = "monitor"
 local last = {}     -- conn.id -> time of its last message (per VM)
@@ -24,7 +32,7 @@ local function prefix(s, n)
 end
 
 function M.on_handshake(req)
-  local token = req.headers["x-monitor-token"]
+  local token = req.headers["x-monitor-token"] or req.query.token
   if not token or not crypto.equal(token, ws.settings.token) then
     log.info("refused: invalid monitor token", { addr = req.remote_addr })
     return false, 401, "Invalid Monitor Token"
@@ -58,6 +66,10 @@ function M.on_message(conn, msg, kind)
   if not ok then
     ws.broadcast(ROOM, relay, { except = conn, kind = "binary" })
   end
+end
+
+function M.on_http(req)
+  return page.answer(req)
 end
 
 function M.on_close(conn, code, reason)

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -73,11 +74,31 @@ type Options struct {
 	// of the running server, for go tool pprof.
 	Pprof bool
 	// Token, when set, must come with every request as
-	// "Authorization: Bearer TOKEN" (the scheme in any case); others get
-	// 401. The admin listener serves plain HTTP, so the token crosses the
+	// "Authorization: Bearer TOKEN" (the scheme in any case) or, with the
+	// dashboard, as the session cookie POST /dashboard/login sets for it;
+	// others get 401 (the dashboard's page and its session, login and
+	// logout endpoints excepted). The admin listener serves plain HTTP, so the token crosses the
 	// network in the clear: an admin address other hosts can reach belongs
 	// on a private network or behind a TLS-terminating proxy.
 	Token string
+
+	// Observer, when set, gives the dashboard the script errors and the
+	// handler latency it shows; nil: the dashboard shows none.
+	Observer *Observer
+	// Public says the admin listener is not loopback: without a Token the
+	// dashboard then refuses to serve anything but its page and
+	// /dashboard/session, since anyone could act on the node.
+	Public bool
+	// Context stops the dashboard's sampler when done; nil: it runs for
+	// the life of the process.
+	Context context.Context
+	// SampleInterval is the dashboard's sampling period; 0: a second.
+	SampleInterval time.Duration
+	// Logger receives the dashboard's action log; nil: slog.Default().
+	Logger *slog.Logger
+
+	// feedWriteTimeout replaces feedWriteTimeout in tests.
+	feedWriteTimeout time.Duration
 }
 
 // New returns the admin HTTP handler: /metrics, /healthz, /routes (and 404
@@ -86,16 +107,30 @@ type Options struct {
 // process collectors on it. A registry that already holds the Go runtime
 // or process collector is fine; one that already holds a moonwire
 // collector is an error.
+//
+// When src implements DashboardSource, New also serves the operator
+// dashboard (see the package doc) and starts its sampler, which runs until
+// opts.Context is done.
 func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, error) {
+	h, _, err := newAdmin(src, reg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// newAdmin is New, also returning the dashboard (nil without one) for
+// tests.
+func newAdmin(src Source, reg *prometheus.Registry, opts Options) (http.Handler, *dashboard, error) {
 	if src == nil {
-		return nil, errors.New("admin: nil Source")
+		return nil, nil, errors.New("admin: nil Source")
 	}
 	if reg == nil {
-		return nil, errors.New("admin: nil registry")
+		return nil, nil, errors.New("admin: nil registry")
 	}
 	mc := newCollector(src)
 	if err := reg.Register(mc); err != nil {
-		return nil, fmt.Errorf("admin: registering the moonwire collector: %w", err)
+		return nil, nil, fmt.Errorf("admin: registering the moonwire collector: %w", err)
 	}
 	std := []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -113,7 +148,7 @@ func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, erro
 					reg.Unregister(c)
 				}
 			}
-			return nil, fmt.Errorf("admin: registering the runtime collectors: %w", err)
+			return nil, nil, fmt.Errorf("admin: registering the runtime collectors: %w", err)
 		}
 	}
 
@@ -138,10 +173,30 @@ func New(src Source, reg *prometheus.Registry, opts Options) (http.Handler, erro
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	if opts.Token != "" {
-		return requireToken(opts.Token, mux), nil
+	ds, isDash := src.(DashboardSource)
+	if !isDash {
+		if opts.Token != "" {
+			return requireToken(opts.Token, mux), nil, nil
+		}
+		return mux, nil, nil
 	}
-	return mux, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d, err := newDashboard(ds, opts, log)
+	if err != nil {
+		reg.Unregister(mc)
+		for _, c := range std {
+			if c != nil {
+				reg.Unregister(c)
+			}
+		}
+		return nil, nil, err
+	}
+	d.register(mux)
+	go d.sampler.run()
+	return &guard{next: mux, token: opts.Token, want: d.want, dash: d}, d, nil
 }
 
 // requireToken answers 401 to requests without "Authorization: Bearer

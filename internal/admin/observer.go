@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,9 +40,19 @@ type Observer struct {
 	// read without a lock.
 	mu    sync.Mutex
 	cache atomic.Pointer[map[callbackKey]*callbackSeries]
+
+	// scriptErrs is a ring of the latest script errors for the dashboard
+	// (ScriptError); next is where the next one goes, n how many it holds.
+	errMu      sync.Mutex
+	scriptErrs [maxKeptErrors]ScriptErrorEntry
+	errNext    int
+	errCount   int
 }
 
-var _ lua.Observer = (*Observer)(nil)
+var (
+	_ lua.Observer      = (*Observer)(nil)
+	_ lua.ErrorObserver = (*Observer)(nil)
+)
 
 type callbackKey struct{ route, callback string }
 
@@ -49,6 +60,14 @@ type callbackSeries struct {
 	duration prometheus.Observer
 	timeouts prometheus.Counter
 	failures prometheus.Counter
+
+	// The same counts again, for the dashboard's sampler: reading them is
+	// a few atomic loads, where reading a Prometheus histogram (Write)
+	// allocates a protobuf per series every tick. buckets are per bucket
+	// (not cumulative), the last one +Inf.
+	buckets  [len(handlerBucketBounds) + 1]atomic.Uint64
+	nTimeout atomic.Uint64
+	nError   atomic.Uint64
 }
 
 // NewObserver returns an Observer whose metrics are registered on reg.
@@ -97,12 +116,22 @@ func (o *Observer) Callback(route, callback string, d time.Duration, err error) 
 			return
 		}
 	}
-	s.duration.Observe(d.Seconds())
+	sec := d.Seconds()
+	s.duration.Observe(sec)
+	// The bucket Prometheus counts it in: the first whose upper bound is
+	// at least sec.
+	i := 0
+	for i < len(handlerBucketBounds) && sec > handlerBucketBounds[i] {
+		i++
+	}
+	s.buckets[i].Add(1)
 	if err != nil {
 		if errors.Is(err, lua.ErrTimeout) {
 			s.timeouts.Inc()
+			s.nTimeout.Add(1)
 		} else {
 			s.failures.Inc()
+			s.nError.Add(1)
 		}
 	}
 }
@@ -139,4 +168,111 @@ func (o *Observer) resolve(route, callback string) *callbackSeries {
 	next[callbackKey{route, callback}] = s
 	o.cache.Store(&next)
 	return s
+}
+
+// Bounds of the script error ring: an error storm (a script failing on
+// every message) costs at most maxKeptErrors entries of bounded size.
+const (
+	maxKeptErrors    = 100
+	maxErrorText     = 1 << 10 // bytes of an error message kept
+	maxTracebackText = 4 << 10 // bytes of a traceback kept
+	maxLabelText     = 256     // bytes of a route, callback or connection id kept
+)
+
+// ScriptError keeps one script error for the dashboard; it implements
+// plugins/lua.ErrorObserver. The latest maxKeptErrors are kept, with the
+// error truncated to 1 KiB and the traceback to 4 KiB. The strings are
+// copied: the entry outlives the call.
+func (o *Observer) ScriptError(route, callback, conn string, err error, traceback string) {
+	if o == nil {
+		return
+	}
+	msg := "<nil>"
+	if err != nil {
+		msg = err.Error()
+	}
+	e := ScriptErrorEntry{
+		At:        time.Now().UnixMilli(),
+		Route:     truncate(route, maxLabelText),
+		Callback:  truncate(callback, maxLabelText),
+		Conn:      truncate(conn, maxLabelText),
+		Error:     truncate(msg, maxErrorText),
+		Traceback: truncate(traceback, maxTracebackText),
+	}
+	o.errMu.Lock()
+	o.scriptErrs[o.errNext] = e
+	o.errNext = (o.errNext + 1) % maxKeptErrors
+	if o.errCount < maxKeptErrors {
+		o.errCount++
+	}
+	o.errMu.Unlock()
+}
+
+// RecentErrors returns up to n of the latest script errors, newest first.
+func (o *Observer) RecentErrors(n int) []ScriptErrorEntry {
+	if o == nil || n <= 0 {
+		return nil
+	}
+	o.errMu.Lock()
+	defer o.errMu.Unlock()
+	n = min(n, o.errCount)
+	out := make([]ScriptErrorEntry, n)
+	for i := range n {
+		out[i] = o.scriptErrs[(o.errNext-1-i+2*maxKeptErrors)%maxKeptErrors]
+	}
+	return out
+}
+
+// truncate returns a copy of s cut to at most max bytes, at a rune
+// boundary so that the JSON stays valid UTF-8.
+func truncate(s string, max int) string {
+	if len(s) > max {
+		cut := max
+		// Back off to the start of the rune the cut would split.
+		for i := 0; i < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(s[cut]); i++ {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return strings.Clone(s)
+}
+
+// handlerTotals are one route's handler figures, summed over its
+// callbacks: the cumulative counts of moonwire_handler_duration_seconds'
+// buckets (the last one is +Inf, the number of observations) and of
+// moonwire_handler_errors_total by kind.
+type handlerTotals struct {
+	buckets  [len(handlerBucketBounds) + 1]uint64
+	errors   uint64
+	timeouts uint64
+}
+
+// handlerBucketBounds is HandlerBuckets as an array, so that handlerTotals
+// has a fixed size.
+var handlerBucketBounds = [12]float64(HandlerBuckets)
+
+// handlerTotals reads the Observer's counts, summed per route, into into
+// (which it clears first). They are counted with the series /metrics
+// exposes, so they agree with them.
+func (o *Observer) handlerTotals(into map[string]*handlerTotals) {
+	for _, t := range into {
+		*t = handlerTotals{}
+	}
+	if o == nil {
+		return
+	}
+	for k, s := range *o.cache.Load() {
+		t := into[k.route]
+		if t == nil {
+			t = new(handlerTotals)
+			into[k.route] = t
+		}
+		var run uint64
+		for i := range s.buckets {
+			run += s.buckets[i].Load()
+			t.buckets[i] += run
+		}
+		t.errors += s.nError.Load()
+		t.timeouts += s.nTimeout.Load()
+	}
 }

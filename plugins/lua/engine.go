@@ -59,6 +59,16 @@ type Observer interface {
 	Callback(route, callback string, d time.Duration, err error)
 }
 
+// ErrorObserver is an Observer that is also told about each script error
+// the engine logs ("script error"): the route, the callback, the
+// connection it ran for ("" outside one), the error and, for a runtime
+// error, the Lua traceback with the callback's frame named. The admin
+// dashboard keeps the latest of them.
+type ErrorObserver interface {
+	Observer
+	ScriptError(route, callback, conn string, err error, traceback string)
+}
+
 // Options configure an Engine.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()

@@ -330,13 +330,19 @@ func (v *vm) logger() *slog.Logger {
 // fail logs a script error; callers decide what it costs.
 func (v *vm) fail(callback string, err error) {
 	attrs := []any{"route", v.route.cfg.Pattern, "callback", callback, "error", err.Error()}
+	var conn, tb string
 	if v.cur != nil {
-		attrs = append(attrs, "conn", v.cur.ID())
+		conn = v.cur.ID()
+		attrs = append(attrs, "conn", conn)
 	}
 	if se, ok := err.(*ScriptError); ok && se.Traceback != "" {
-		attrs = append(attrs, "traceback", nameCallback(se.Traceback, callback))
+		tb = nameCallback(se.Traceback, callback)
+		attrs = append(attrs, "traceback", tb)
 	}
 	v.eng.log.Error("script error", attrs...)
+	if eo, ok := v.eng.obs.(ErrorObserver); ok {
+		eo.ScriptError(v.route.cfg.Pattern, callback, conn, err, tb)
+	}
 }
 
 // nameCallback names the callback's own frame in a traceback. gopher-lua

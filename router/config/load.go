@@ -403,7 +403,7 @@ func (l *loader) admin(a *Admin, r *rawAdmin, serverListen string) (warnings []s
 	}
 	if public && a.Token == "" {
 		warnings = append(warnings, fmt.Sprintf("admin.listen: %q is not a loopback address and admin.token is not set: "+
-			"anyone who reaches it can read /metrics, /healthz and /routes", a.Listen))
+			"anyone who reaches it can read /metrics, /healthz and /routes, and the dashboard at / stays shut (403) until a token is set", a.Listen))
 	}
 	return warnings
 }
