@@ -19,10 +19,12 @@ package nats
 // So offsets are consecutive per room however many nodes append. A node
 // serialises its own appends per room (stripes) so that only other nodes
 // race with it, and remembers the last message it appended to skip the
-// read while nobody else writes. Nats-Msg-Id, one per broadcast and kept
-// across retries and the outage queue, makes the retry of a publish that
-// was stored but not acknowledged a duplicate the server drops (within the
-// stream's duplicate window).
+// read while nobody else writes. The broadcasts that arrive for a room
+// while its append is in flight go together in the next one, a unit of
+// contiguous offsets in one stream message (batch.go). Nats-Msg-Id, one
+// per unit and kept across retries and the outage queue, makes the retry
+// of a publish that was stored but not acknowledged a duplicate the server
+// drops (within the stream's duplicate window).
 //
 // Delivery. The stream republishes what it stores (RePublish, nats-server
 // 2.9+) to PREFIX.live.TOKEN, once per stored message, from the server's
@@ -50,7 +52,13 @@ package nats
 //
 // Outage. While the connection is down (or the queue holds anything, so
 // that one node's broadcasts keep their order) PublishHistory queues, up
-// to opts.Outbox broadcasts, and a goroutine appends them on reconnect.
+// to opts.Outbox broadcasts, and a goroutine appends them on reconnect,
+// a room's consecutive queued broadcasts as one unit.
+//
+// Reading. A read of up to walkMax entries follows the Moonwire-Prev
+// sequences back from the room's last message; a longer one finds the
+// stream message holding its first entry by a binary search (seek) and
+// reads on from there with a consumer, never from the room's start.
 
 import (
 	"context"
@@ -88,10 +96,19 @@ const (
 	// room that a handful of nodes write at full speed stays far below.
 	maxRaces = 200
 	// walkMax: a read of at most this many entries follows the previous-
-	// message sequences back from the last message (one direct get each);
-	// a longer one reads the room's subject with a short-lived consumer.
-	walkMax   = 16
+	// message sequences back from the last message (one direct get per
+	// stored message, fewer than entries when appends were batched); a
+	// longer one finds its start by a binary search (seek) and reads the
+	// room's subject from there with a short-lived consumer. A consumer
+	// costs the server three JetStream API requests, which queue behind
+	// every other node's in a storm of joins; chat.lua's replay of 20 to
+	// a newcomer stays a walk.
+	walkMax   = 32
 	readBatch = 256
+	// scanRetries and scanWait bound the fetches a scan repeats when one
+	// brings nothing before the room's last message (see scan).
+	scanRetries = 3
+	scanWait    = 100 * time.Millisecond
 	// lastCacheMax bounds the rooms whose last append is remembered.
 	lastCacheMax = 4096
 	lockStripes  = 256
@@ -145,11 +162,23 @@ type history struct {
 	idPrefix string
 	ids      atomic.Uint64
 
+	// The outage queue: units in order, qn broadcasts in all (at most
+	// qcap).
 	qmu      sync.Mutex
-	q        []queued
+	q        []*unit
+	qn       int
 	qcap     int
 	qdropped atomic.Uint64
 	wake     chan struct{}
+
+	// The rooms' waiting broadcasts (batch.go): inflight counts those
+	// submitted and not done with, at most qcap; bwg the rooms'
+	// goroutines, which Close waits for once bclosed is set.
+	bmu      sync.Mutex
+	rooms    map[string]*roomQ
+	inflight int
+	bclosed  bool
+	bwg      sync.WaitGroup
 }
 
 // queued is a broadcast waiting for its append.
@@ -157,13 +186,14 @@ type queued struct {
 	m    broker.Message
 	size int
 	ttl  time.Duration
-	id   string // Nats-Msg-Id
 }
 
 // lastMsg is what an append needs of a room's last message.
 type lastMsg struct {
 	seq    uint64 // 0: the room has none
-	offset uint64
+	offset uint64 // its last offset
+	first  uint64 // its first offset (a unit of several: see batch.go)
+	count  uint64 // its broadcasts: offset - first + 1
 	epoch  string
 	oldest uint64 // the oldest offset kept
 	ttl    time.Duration
@@ -181,6 +211,7 @@ func newHistory(prefix string, queue int) *history {
 	return &history{
 		name:     streamName(prefix),
 		last:     make(map[string]lastMsg),
+		rooms:    make(map[string]*roomQ),
 		seed:     maphash.MakeSeed(),
 		idPrefix: hex.EncodeToString(id[:]) + "-",
 		qcap:     max(queue, 1),
@@ -360,7 +391,11 @@ func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, b.opts.Timeout)
 }
 
-// PublishHistory implements broker.History.
+// PublishHistory implements broker.History. The broadcast joins its
+// room's next unit (batch.go) and the call waits for that unit's ack, at
+// most until ctx ends: then it returns ErrQueued, and the broadcast is
+// appended all the same (or, ctx cancelled before its append began, not
+// at all, and the error says so).
 func (b *Broker) PublishHistory(ctx context.Context, m broker.Message, size int, ttl time.Duration) (broker.Position, error) {
 	if b.closed.Load() {
 		return broker.Position{}, errClosed
@@ -371,43 +406,49 @@ func (b *Broker) PublishHistory(ctx context.Context, m broker.Message, size int,
 	if size < 1 || ttl <= 0 {
 		return broker.Position{}, fmt.Errorf("nats: history of room %.40q: size %d and ttl %v must be positive", m.Room, size, ttl)
 	}
-	it := queued{m: m, size: size, ttl: ttl, id: b.h.idPrefix + strconv.FormatUint(b.h.ids.Add(1), 36)}
+	// The caller's buffer is theirs again once we return, which may be
+	// before the append.
+	m.Data = append([]byte(nil), m.Data...)
+	it := queued{m: m, size: size, ttl: ttl}
+	subj := b.histSubject(m.Room)
 	// Behind a queue that is not empty, even when connected again: one
 	// node's broadcasts keep their order.
-	if done, err := b.enqueue(&it, false); done {
+	if done, err := b.enqueue(subj, it); done {
 		return broker.Position{}, err
 	}
-	actx, cancel := context.WithTimeout(ctx, b.opts.Timeout)
-	pos, err := b.appendOnce(actx, &it)
-	cancel()
-	if err == nil {
-		return pos, nil
+	w := &waiter{it: it, done: make(chan appendResult, 1)}
+	if err := b.submit(subj, w); err != nil {
+		return broker.Position{}, err
 	}
-	if (unreachable(err) || !b.nc.IsConnected()) && !errors.Is(ctx.Err(), context.Canceled) && !b.closed.Load() {
-		// Perhaps stored and unacknowledged: the queued retry has the same
-		// Nats-Msg-Id, which the server recognises.
-		_, qerr := b.enqueue(&it, true)
-		if n, ok := b.pubLog.allow(); ok {
-			b.log.Warn("broadcast with history not acknowledged, queued", "room", m.Room, "not_logged", n, "err", err)
-		}
-		return broker.Position{}, qerr
+	select {
+	case r := <-w.done:
+		return r.pos, r.err
+	case <-ctx.Done():
 	}
-	b.errs.Add(1)
-	b.setErr(err)
-	return broker.Position{}, err
+	if errors.Is(ctx.Err(), context.Canceled) && b.withdraw(subj, w) {
+		return broker.Position{}, fmt.Errorf("%w: %w", errWithdrawn, ctx.Err())
+	}
+	// Its unit is on its way (or waits for the one in flight): it is
+	// appended, or queued for the reconnect if the server does not answer.
+	if n, ok := b.pubLog.allow(); ok {
+		b.log.Warn("broadcast with history not acknowledged in time, appended later", "room", m.Room,
+			"not_logged", n, "err", ctx.Err())
+	}
+	return broker.Position{}, broker.ErrQueued
 }
 
 // enqueue queues it when the connection is down or the queue holds
-// anything (always with force), returning ErrQueued, or ErrDropped when
-// the queue is full; done is false when it should be appended now.
-func (b *Broker) enqueue(it *queued, force bool) (done bool, err error) {
+// anything, returning ErrQueued, or ErrDropped when the queue is full;
+// done is false when it should be appended now. It joins the last unit
+// when that one was not sent yet and is of its room.
+func (b *Broker) enqueue(subj string, it queued) (done bool, err error) {
 	h := b.h
 	h.qmu.Lock()
 	defer h.qmu.Unlock()
-	if !force && len(h.q) == 0 && b.nc.IsConnected() {
+	if len(h.q) == 0 && b.nc.IsConnected() {
 		return false, nil
 	}
-	if len(h.q) >= h.qcap {
+	if h.qn >= h.qcap {
 		h.qdropped.Add(1)
 		if held, ok := b.dropLog.allow(); ok {
 			b.log.Warn("broker unreachable and history queue full, broadcasts dropped", "dropped", held+1,
@@ -415,8 +456,12 @@ func (b *Broker) enqueue(it *queued, force bool) (done bool, err error) {
 		}
 		return true, broker.ErrDropped
 	}
-	it.m.Data = append([]byte(nil), it.m.Data...) // the caller's buffer is theirs again
-	h.q = append(h.q, *it)
+	if n := len(h.q); n > 0 && h.q[n-1].subj == subj && h.q[n-1].fits(&it, b.unitLimit()) {
+		h.q[n-1].add(it)
+	} else {
+		h.q = append(h.q, b.newUnit(subj, it))
+	}
+	h.qn++
 	h.poke()
 	return true, broker.ErrQueued
 }
@@ -431,11 +476,11 @@ func (h *history) poke() {
 func (h *history) queueLen() int {
 	h.qmu.Lock()
 	defer h.qmu.Unlock()
-	return len(h.q)
+	return h.qn
 }
 
-// drain appends the queued broadcasts, oldest first, while connected. An
-// entry leaves the queue only once appended (or given up), so that
+// drain appends the queued units, oldest first, while connected. A unit
+// leaves the queue only once appended (or given up), so that
 // PublishHistory keeps queueing behind it until then.
 func (b *Broker) drain() {
 	defer b.wg.Done()
@@ -443,23 +488,24 @@ func (b *Broker) drain() {
 	fails := 0
 	for {
 		h.qmu.Lock()
-		var it queued
-		ok := len(h.q) > 0
-		if ok {
-			it = h.q[0]
+		var u *unit
+		if len(h.q) > 0 {
+			u = h.q[0]
+			u.sent = true // from now on it stays as it is
 		}
 		h.qmu.Unlock()
 		var pause <-chan time.Time
 		switch {
-		case !ok:
+		case u == nil:
 			// Wait for a broadcast.
 		case !b.nc.IsConnected():
 			pause = time.After(retryEvery) // and for the reconnect's poke
 		default:
-			if pause = b.drainOne(&it, &fails); pause == nil {
+			if pause = b.drainOne(u, &fails); pause == nil {
 				h.qmu.Lock()
-				h.q[0] = queued{}
+				h.q[0] = nil
 				h.q = h.q[1:]
+				h.qn -= len(u.items)
 				if len(h.q) == 0 {
 					h.q = nil
 				}
@@ -479,9 +525,9 @@ func (b *Broker) drain() {
 // drainOne appends the head of the queue; nil means it is done with
 // (appended, or dropped after drainTries failures), else it is tried
 // again after the pause.
-func (b *Broker) drainOne(it *queued, fails *int) <-chan time.Time {
+func (b *Broker) drainOne(u *unit, fails *int) <-chan time.Time {
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
-	_, err := b.appendOnce(ctx, it)
+	_, err := b.appendUnit(ctx, u)
 	cancel()
 	switch {
 	case err == nil:
@@ -490,33 +536,49 @@ func (b *Broker) drainOne(it *queued, fails *int) <-chan time.Time {
 	case b.ctx.Err() != nil || unreachable(err) || !b.nc.IsConnected():
 		return time.After(reconnectWait)
 	}
+	room := u.items[0].m.Room
 	if *fails++; *fails < drainTries {
 		if n, ok := b.retryLog.allow(); ok {
-			b.log.Warn("queued broadcast with history failed, retrying", "room", it.m.Room, "not_logged", n, "err", err)
+			b.log.Warn("queued broadcast with history failed, retrying", "room", room, "broadcasts", len(u.items),
+				"not_logged", n, "err", err)
 		}
 		return time.After(retryEvery)
 	}
 	*fails = 0
 	b.errs.Add(1)
 	b.setErr(err)
-	b.log.Error("queued broadcast with history dropped", "room", it.m.Room, "attempts", drainTries, "err", err)
+	b.log.Error("queued broadcasts with history dropped", "room", room, "broadcasts", len(u.items),
+		"attempts", drainTries, "err", err)
 	return nil
 }
 
-// appendOnce appends one broadcast: it returns once the stream has it, or
-// with the error that stopped it.
-func (b *Broker) appendOnce(ctx context.Context, it *queued) (broker.Position, error) {
-	h := b.h
-	m := it.m
-	subj := b.histSubject(m.Room)
-	st, err := b.stream(ctx, it.size, it.ttl)
+// appendOnce appends one broadcast alone under Nats-Msg-Id id (tests).
+func (b *Broker) appendOnce(ctx context.Context, it *queued, id string) (broker.Position, error) {
+	u := &unit{subj: b.histSubject(it.m.Room), size: it.size, ttl: it.ttl, id: id}
+	u.add(*it)
+	ps, err := b.appendUnit(ctx, u)
 	if err != nil {
 		return broker.Position{}, err
+	}
+	return ps[0], nil
+}
+
+// appendUnit appends a unit: it returns its broadcasts' positions once
+// the stream has it, or the error that stopped it.
+func (b *Broker) appendUnit(ctx context.Context, u *unit) ([]broker.Position, error) {
+	h := b.h
+	subj := u.subj
+	st, err := b.stream(ctx, u.size, u.ttl)
+	if err != nil {
+		return nil, err
 	}
 	lock := &h.locks[maphash.String(h.seed, subj)%lockStripes]
 	lock.Lock()
 	defer lock.Unlock()
 
+	n := uint64(len(u.items))
+	ms := make([]broker.Message, n)
+	ps := make([]broker.Position, n)
 	last, known := h.cachedLast(subj)
 	refound := false
 	for races := 0; ; {
@@ -525,71 +587,87 @@ func (b *Broker) appendOnce(ctx context.Context, it *queued) (broker.Position, e
 			if err != nil && noStream(err) && !refound {
 				refound = true
 				h.forgetStream()
-				if st, err = b.stream(ctx, it.size, it.ttl); err != nil {
-					return broker.Position{}, err
+				if st, err = b.stream(ctx, u.size, u.ttl); err != nil {
+					return nil, err
 				}
 				continue
 			}
 			if err != nil {
-				return broker.Position{}, b.jsErr(fmt.Sprintf("stream %s: read the last message of %s", h.name, subj), err)
+				return nil, b.jsErr(fmt.Sprintf("stream %s: read the last message of %s", h.name, subj), err)
 			}
 			known = true
 		}
 		now := time.Now()
-		pos, prev, oldest := broker.Position{Offset: 1, Epoch: broker.NewEpoch()}, uint64(0), uint64(1)
+		// first: the unit's first position; top its last offset.
+		first, prev, oldest := broker.Position{Offset: 1, Epoch: broker.NewEpoch()}, uint64(0), uint64(1)
 		if last.seq != 0 && !last.expired(now) {
-			pos, prev, oldest = broker.Position{Offset: last.offset + 1, Epoch: last.epoch}, last.seq, last.oldest
+			first, prev, oldest = broker.Position{Offset: last.offset + 1, Epoch: last.epoch}, last.seq, last.oldest
 		}
-		if pos.Offset > uint64(it.size) {
-			oldest = max(oldest, pos.Offset-uint64(it.size)+1)
+		top := first.Offset + n - 1
+		if top > uint64(u.size) {
+			oldest = max(oldest, top-uint64(u.size)+1)
 		}
-		m.Offset, m.Epoch, m.Data = pos.Offset, pos.Epoch, it.m.Data
-		if m.Stamp {
-			m.Data = broker.Stamp(m.Data, pos)
+		for i := range ms {
+			ms[i] = u.items[i].m
+			ps[i] = broker.Position{Offset: first.Offset + uint64(i), Epoch: first.Epoch}
+			ms[i].Offset, ms[i].Epoch = ps[i].Offset, ps[i].Epoch
+			if ms[i].Stamp {
+				ms[i].Data = broker.Stamp(ms[i].Data, ps[i])
+			}
 		}
-		msg := &natsgo.Msg{Subject: subj, Data: broker.AppendWire(nil, &m), Header: natsgo.Header{
-			jetstream.MsgIDHeader:               {it.id},
+		hdr := natsgo.Header{
+			jetstream.MsgIDHeader:               {u.id},
 			jetstream.ExpectedStreamHeader:      {h.name},
 			jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(last.seq, 10)},
-			hdrOffset:                           {strconv.FormatUint(pos.Offset, 10)},
-			hdrEpoch:                            {pos.Epoch},
+			hdrOffset:                           {strconv.FormatUint(top, 10)},
+			hdrEpoch:                            {first.Epoch},
 			hdrOldest:                           {strconv.FormatUint(oldest, 10)},
-			hdrTTL:                              {strconv.FormatInt(it.ttl.Milliseconds(), 10)},
+			hdrTTL:                              {strconv.FormatInt(u.ttl.Milliseconds(), 10)},
 			hdrPrev:                             {strconv.FormatUint(prev, 10)},
-		}}
+		}
+		if n > 1 {
+			hdr[hdrCount] = []string{strconv.FormatUint(n, 10)}
+		}
+		msg := &natsgo.Msg{Subject: subj, Data: encodeUnit(ms), Header: hdr}
 		gen := h.gen.Load()
 		ack, err := h.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
 		switch {
 		case err == nil && ack.Duplicate:
-			// An earlier try of this broadcast was stored: its position
-			// is the one to report.
+			// An earlier try of this unit was stored: its positions are
+			// the ones to report.
 			h.forgetLast(subj)
-			b.publishes.Add(1)
+			b.publishes.Add(n)
 			stored, err := st.GetMsg(ctx, ack.Sequence)
 			if err != nil {
-				return broker.Position{}, b.jsErr(fmt.Sprintf("stream %s: broadcast stored as %d on %s, but read it back", h.name, ack.Sequence, subj), err)
+				return nil, b.jsErr(fmt.Sprintf("stream %s: broadcasts stored as %d on %s, but read them back", h.name, ack.Sequence, subj), err)
 			}
 			l, err := parseLast(stored)
 			if err != nil {
-				return broker.Position{}, fmt.Errorf("nats: stream %s: %w", h.name, err)
+				return nil, fmt.Errorf("nats: stream %s: %w", h.name, err)
 			}
-			return broker.Position{Offset: l.offset, Epoch: l.epoch}, nil
+			if l.count != n {
+				return nil, fmt.Errorf("nats: stream %s: unit %s stored as %d on %s holds %d broadcasts, not %d", h.name, u.id, ack.Sequence, subj, l.count, n)
+			}
+			for i := range ps {
+				ps[i] = broker.Position{Offset: l.first + uint64(i), Epoch: l.epoch}
+			}
+			return ps, nil
 		case err == nil:
-			b.publishes.Add(1)
-			h.remember(subj, lastMsg{seq: ack.Sequence, offset: pos.Offset, epoch: pos.Epoch, oldest: oldest,
-				ttl: it.ttl, at: now, prev: prev, gen: gen})
-			if pos.Offset == 1 && last.seq != 0 {
+			b.publishes.Add(n)
+			h.remember(subj, lastMsg{seq: ack.Sequence, offset: top, first: first.Offset, count: n, epoch: first.Epoch,
+				oldest: oldest, ttl: u.ttl, at: now, prev: prev, gen: gen})
+			if first.Offset == 1 && last.seq != 0 {
 				// A new epoch: the older one's entries are of no use.
 				if err := st.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(ack.Sequence)); err != nil {
 					b.log.Warn("history: old epoch not purged (read skips it)", "stream", h.name, "subject", subj, "err", err)
 				}
 			}
-			return pos, nil
+			return ps, nil
 		case apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequence || apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			// Another append came first.
 			known = false
 			if races++; races >= maxRaces {
-				return broker.Position{}, fmt.Errorf("nats: stream %s: %s: lost %d races to other appends, giving up: %w", h.name, subj, races, err)
+				return nil, fmt.Errorf("nats: stream %s: %s: lost %d races to other appends, giving up: %w", h.name, subj, races, err)
 			}
 			if races > 2 {
 				time.Sleep(time.Duration(mrand.Int64N(int64(min(races, 20)) * int64(100*time.Microsecond))))
@@ -597,11 +675,11 @@ func (b *Broker) appendOnce(ctx context.Context, it *queued) (broker.Position, e
 		case noStream(err) && !refound:
 			refound, known = true, false
 			h.forgetStream()
-			if st, err = b.stream(ctx, it.size, it.ttl); err != nil {
-				return broker.Position{}, err
+			if st, err = b.stream(ctx, u.size, u.ttl); err != nil {
+				return nil, err
 			}
 		default:
-			return broker.Position{}, b.jsErr(fmt.Sprintf("stream %s: publish to %s", h.name, subj), err)
+			return nil, b.jsErr(fmt.Sprintf("stream %s: publish to %s", h.name, subj), err)
 		}
 	}
 }
@@ -643,15 +721,21 @@ func (b *Broker) readLast(ctx context.Context, st jetstream.Stream, subj string)
 // parseLast reads a stored message's headers.
 func parseLast(raw *jetstream.RawStreamMsg) (lastMsg, error) {
 	l := lastMsg{seq: raw.Sequence, at: raw.Time, epoch: raw.Header.Get(hdrEpoch)}
-	var err1, err2, err3, err4 error
+	var err1, err2, err3, err4, err5 error
 	l.offset, err1 = strconv.ParseUint(raw.Header.Get(hdrOffset), 10, 64)
 	l.oldest, err2 = strconv.ParseUint(raw.Header.Get(hdrOldest), 10, 64)
 	ms, err3 := strconv.ParseInt(raw.Header.Get(hdrTTL), 10, 64)
 	l.prev, err4 = strconv.ParseUint(raw.Header.Get(hdrPrev), 10, 64)
-	if err := errors.Join(err1, err2, err3, err4); err != nil || l.epoch == "" || l.offset == 0 || l.oldest == 0 || l.oldest > l.offset {
-		return lastMsg{}, fmt.Errorf("message %d on %s is not a moonwire history entry (headers %s, %s, %s, %s, %s): %v",
-			raw.Sequence, raw.Subject, hdrOffset, hdrEpoch, hdrOldest, hdrTTL, hdrPrev, err)
+	l.count = 1
+	if c := raw.Header.Get(hdrCount); c != "" {
+		l.count, err5 = strconv.ParseUint(c, 10, 64)
 	}
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil || l.epoch == "" || l.offset == 0 || l.oldest == 0 ||
+		l.oldest > l.offset || l.count == 0 || l.count > unitReadMax || l.count > l.offset {
+		return lastMsg{}, fmt.Errorf("message %d on %s is not a moonwire history entry (headers %s, %s, %s, %s, %s, %s): %v",
+			raw.Sequence, raw.Subject, hdrOffset, hdrEpoch, hdrOldest, hdrTTL, hdrPrev, hdrCount, err)
+	}
+	l.first = l.offset - l.count + 1
 	l.ttl = time.Duration(ms) * time.Millisecond
 	return l, nil
 }
@@ -716,8 +800,8 @@ func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, sin
 	if err != nil {
 		return nil, broker.Position{}, 0, err
 	}
-	if first.epoch == top.Epoch && first.offset > oldest {
-		oldest = first.offset
+	if first.epoch == top.Epoch && first.first > oldest {
+		oldest = first.first
 	}
 	if limit <= 0 || since >= top.Offset {
 		return nil, top, oldest, nil
@@ -731,7 +815,15 @@ func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, sin
 	if top.Offset-from < walkMax {
 		es, err = b.walkBack(ctx, st, raw, last, from, to)
 	} else {
-		es, err = b.scan(ctx, st, subj, first.seq, last.seq, top.Epoch, from, to)
+		start := first.seq
+		if first.epoch != top.Epoch || first.offset < from {
+			// Not from the room's first message: a room of a long history
+			// would be read whole for its last few entries.
+			if start, err = b.seek(ctx, st, subj, first.seq, last.seq, top.Epoch, from); err != nil {
+				return nil, broker.Position{}, 0, err
+			}
+		}
+		es, err = b.scan(ctx, st, subj, start, last.seq, top.Epoch, from, to)
 	}
 	if err != nil {
 		return nil, broker.Position{}, 0, err
@@ -746,20 +838,50 @@ func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, sin
 	return es, top, oldest, nil
 }
 
+// seek returns the stream sequence of the room's first message, between
+// lo and hi (the room's first and last), that is of epoch and holds offset
+// from or a later one: a binary search by direct gets ("the subject's next
+// message at or after"), about log2(hi-lo) of them. The room's messages
+// come in sequence order with increasing offsets, an older epoch's first,
+// so the condition holds from one message on; hi's message meets it.
+func (b *Broker) seek(ctx context.Context, st jetstream.Stream, subj string, lo, hi uint64, epoch string, from uint64) (uint64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		raw, err := st.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			hi = mid // removed meanwhile: what is left is after it
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		l, err := parseLast(raw)
+		if err != nil {
+			return 0, err
+		}
+		if l.epoch == epoch && l.offset >= from {
+			hi = mid
+		} else {
+			lo = max(mid, raw.Sequence) + 1
+		}
+	}
+	return lo, nil
+}
+
 // walkBack follows the previous-message sequences from the last message
 // down to offset from, and returns the entries from..to (or those above
 // the first one it could not reach).
 func (b *Broker) walkBack(ctx context.Context, st jetstream.Stream, raw *jetstream.RawStreamMsg, cur lastMsg, from, to uint64) ([]broker.Entry, error) {
-	rev := make([]broker.Entry, 0, cur.offset-from+1)
+	type stored struct {
+		raw *jetstream.RawStreamMsg
+		l   lastMsg
+	}
+	var rev []stored
 	for {
-		if cur.offset <= to {
-			e, err := entryOf(raw, cur.offset)
-			if err != nil {
-				return nil, err
-			}
-			rev = append(rev, e)
+		if cur.first <= to {
+			rev = append(rev, stored{raw, cur})
 		}
-		if cur.offset <= from || cur.prev == 0 {
+		if cur.first <= from || cur.prev == 0 {
 			break
 		}
 		next, err := st.GetMsg(ctx, cur.prev)
@@ -770,15 +892,19 @@ func (b *Broker) walkBack(ctx context.Context, st jetstream.Stream, raw *jetstre
 			return nil, err
 		}
 		l, err := parseLast(next)
-		if err != nil || next.Subject != raw.Subject || l.epoch != cur.epoch || l.offset != cur.offset-1 {
+		if err != nil || next.Subject != raw.Subject || l.epoch != cur.epoch || l.offset != cur.first-1 {
 			break
 		}
 		raw, cur = next, l
 	}
-	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
-		rev[i], rev[j] = rev[j], rev[i]
+	es := make([]broker.Entry, 0, to-from+1)
+	for i := len(rev) - 1; i >= 0; i-- {
+		var err error
+		if es, err = appendEntries(es, rev[i].raw.Data, rev[i].raw.Sequence, rev[i].raw.Subject, rev[i].l, from, to); err != nil {
+			return nil, err
+		}
 	}
-	return rev, nil
+	return es, nil
 }
 
 // scan reads the room's subject from sequence start with a consumer of
@@ -807,8 +933,14 @@ func (b *Broker) scan(ctx context.Context, st jetstream.Stream, subj string, sta
 		_ = st.DeleteConsumer(dctx, cname) // else removed once inactive
 	}()
 	var es []broker.Entry
+	empties := 0
 	for {
-		batch, err := c.FetchNoWait(readBatch)
+		var batch jetstream.MessageBatch
+		if empties == 0 {
+			batch, err = c.FetchNoWait(readBatch)
+		} else {
+			batch, err = c.Fetch(readBatch, jetstream.FetchMaxWait(scanWait))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("consumer %s on %s: %w", cname, subj, err)
 		}
@@ -828,28 +960,38 @@ func (b *Broker) scan(ctx context.Context, st jetstream.Stream, subj string, sta
 				done = true
 				continue
 			}
-			off, err := strconv.ParseUint(msg.Headers().Get(hdrOffset), 10, 64)
-			if err != nil || msg.Headers().Get(hdrEpoch) != epoch || off < from {
+			l, err := parseLast(&jetstream.RawStreamMsg{Subject: subj, Sequence: seq, Header: msg.Headers(), Time: md.Timestamp})
+			if err != nil || l.epoch != epoch || l.offset < from {
 				done = done || seq == end
 				continue
 			}
-			if len(es) > 0 && off != es[len(es)-1].Offset+1 {
+			if len(es) > 0 && l.first > es[len(es)-1].Offset+1 {
 				es = es[:0] // a gap: what came before is unusable
 			}
-			if off <= to {
-				m, err := broker.DecodeWire(msg.Data())
-				if err != nil {
-					return nil, fmt.Errorf("message %d on %s: %w", seq, subj, err)
+			if l.first <= to {
+				if es, err = appendEntries(es, msg.Data(), seq, subj, l, from, to); err != nil {
+					return nil, err
 				}
-				es = append(es, broker.Entry{Offset: off, Binary: m.Binary, Data: m.Data})
 			}
-			done = off >= to || seq == end
+			done = l.offset >= to || seq == end
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("consumer %s on %s: %w", cname, subj, err)
 		}
-		if done || n == 0 {
+		if done {
 			return es, nil
+		}
+		// Nothing, yet the last message was not reached: a new consumer
+		// now and then answers a no-wait fetch before it counts what is
+		// pending (seen as a read short of a few entries, once in
+		// thousands). Asked again, waiting a little, a few times: the
+		// room's messages may also have been removed meanwhile.
+		if n == 0 {
+			if empties++; empties > scanRetries {
+				return es, nil
+			}
+		} else {
+			empties = 0
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -857,12 +999,25 @@ func (b *Broker) scan(ctx context.Context, st jetstream.Stream, subj string, sta
 	}
 }
 
-func entryOf(raw *jetstream.RawStreamMsg, offset uint64) (broker.Entry, error) {
-	m, err := broker.DecodeWire(raw.Data)
+// appendEntries appends the entries from..to of stored message seq (its
+// headers l) to es.
+func appendEntries(es []broker.Entry, data []byte, seq uint64, subj string, l lastMsg, from, to uint64) ([]broker.Entry, error) {
+	wires, err := decodeUnit(data, l.count)
 	if err != nil {
-		return broker.Entry{}, fmt.Errorf("message %d on %s: %w", raw.Sequence, raw.Subject, err)
+		return nil, fmt.Errorf("message %d on %s: %w", seq, subj, err)
 	}
-	return broker.Entry{Offset: offset, Binary: m.Binary, Data: m.Data}, nil
+	for i, w := range wires {
+		off := l.first + uint64(i)
+		if off < from || off > to {
+			continue
+		}
+		m, err := broker.DecodeWire(w)
+		if err != nil {
+			return nil, fmt.Errorf("message %d on %s, offset %d: %w", seq, subj, off, err)
+		}
+		es = append(es, broker.Entry{Offset: off, Binary: m.Binary, Data: m.Data})
+	}
+	return es, nil
 }
 
 // WaitWatched implements broker.History: it waits for the reconcile

@@ -199,8 +199,8 @@ func TestHistoryOrderAcrossNodes(t *testing.T) {
 }
 
 // TestHistoryReadTrimmed: ReadHistory returns what a room keeps (its last
-// size entries) after since, up to limit, oldest first, by either way of
-// reading (a short walk back, a consumer); a room's size applies to it
+// size entries) after since, up to limit, oldest first (a walk back; the
+// consumer's way is in TestHistoryBatch*); a room's size applies to it
 // alone, while the stream's per-room limit rises to the largest one.
 func TestHistoryReadTrimmed(t *testing.T) {
 	t.Parallel()
@@ -222,9 +222,9 @@ func TestHistoryReadTrimmed(t *testing.T) {
 		limit       int
 		first, last uint64 // last < first: none
 	}{
-		{0, 1000, 31, 50}, // scan
-		{10, 100, 31, 50}, // scan, since trimmed
-		{30, 3, 31, 33},   // scan, limited
+		{0, 1000, 31, 50}, // walk (TestHistoryBatchTrimmed scans)
+		{10, 100, 31, 50}, // walk, since trimmed
+		{30, 3, 31, 33},   // walk, limited
 		{40, 5, 41, 45},   // walk
 		{45, 100, 46, 50}, // walk
 		{49, 1, 50, 50},
@@ -491,8 +491,8 @@ func TestHistoryRetryIsDeduplicated(t *testing.T) {
 	opts := sharedHist(t)
 	a := newNode(t, opts, "a")
 	watchHist(t, a, "r")
-	it := queued{m: hmsg("a", "r", "m1"), size: 10, ttl: time.Minute, id: "retried"}
-	p1, err := a.b.appendOnce(ctxT(t), &it)
+	it := queued{m: hmsg("a", "r", "m1"), size: 10, ttl: time.Minute}
+	p1, err := a.b.appendOnce(ctxT(t), &it, "retried")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +500,7 @@ func TestHistoryRetryIsDeduplicated(t *testing.T) {
 		if forget {
 			a.b.h.forgetLast(a.b.histSubject("r"))
 		}
-		if p, err := a.b.appendOnce(ctxT(t), &it); err != nil || p != p1 {
+		if p, err := a.b.appendOnce(ctxT(t), &it, "retried"); err != nil || p != p1 {
 			t.Fatalf("retry: %+v %v, want %+v", p, err, p1)
 		}
 	}

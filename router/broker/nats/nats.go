@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,7 +126,7 @@ type Broker struct {
 	// pres is the rooms' presence (JetStream KV).
 	pres presence
 
-	dropLog, pubLog, decodeLog, slowLog, asyncLog, retryLog, subLog, presLog, presQLog limiter
+	dropLog, pubLog, unackLog, decodeLog, slowLog, asyncLog, retryLog, subLog, presLog, presQLog limiter
 }
 
 // target is who receives: swapped as a whole so that the receive
@@ -374,13 +375,39 @@ func (b *Broker) receive() {
 }
 
 func (b *Broker) deliver(msg *natsgo.Msg) {
-	m, err := broker.DecodeWire(msg.Data)
-	if err != nil {
-		b.errs.Add(1)
-		if held, ok := b.decodeLog.allow(); ok {
-			b.log.Warn("broker message undecodable, dropped", "subject", msg.Subject,
-				"not_logged", held, "err", err)
+	if c := msg.Header.Get(hdrCount); c != "" {
+		// A unit of several broadcasts with history (batch.go), from the
+		// stream's republish.
+		n, err := strconv.ParseUint(c, 10, 64)
+		var wires [][]byte
+		if err == nil {
+			wires, err = decodeUnit(msg.Data, n)
 		}
+		if err != nil {
+			b.undecodable(msg, err)
+			return
+		}
+		for _, w := range wires {
+			b.deliverOne(msg, w)
+		}
+		return
+	}
+	b.deliverOne(msg, msg.Data)
+}
+
+func (b *Broker) undecodable(msg *natsgo.Msg, err error) {
+	b.errs.Add(1)
+	if held, ok := b.decodeLog.allow(); ok {
+		b.log.Warn("broker message undecodable, dropped", "subject", msg.Subject,
+			"not_logged", held, "err", err)
+	}
+}
+
+// deliverOne hands on one broadcast (data, in wire form) of msg.
+func (b *Broker) deliverOne(msg *natsgo.Msg, data []byte) {
+	m, err := broker.DecodeWire(data)
+	if err != nil {
+		b.undecodable(msg, err)
 		return
 	}
 	t := b.recv.Load()
@@ -529,10 +556,10 @@ func (b *Broker) Close() error {
 		}
 		// Broadcasts with history queued during an outage get the rest of
 		// the time, if the server is back.
-		for b.h.queueLen() > 0 && b.nc.IsConnected() && time.Now().Before(deadline) {
+		for b.h.queueLen()+b.h.inflightLen() > 0 && b.nc.IsConnected() && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
-		if n := b.h.queueLen(); n > 0 {
+		if n := b.h.queueLen() + b.h.inflightLen(); n > 0 {
 			b.log.Warn("broker history queue not drained at close, broadcasts lost", "messages", n)
 		}
 		if left := time.Until(deadline); left > 0 && b.nc.IsConnected() {
@@ -543,6 +570,11 @@ func (b *Broker) Close() error {
 		b.cancel()
 		close(b.stop)
 		b.wg.Wait()
+		// The rooms' goroutines end with b.ctx; none starts after this.
+		b.h.bmu.Lock()
+		b.h.bclosed = true
+		b.h.bmu.Unlock()
+		b.h.bwg.Wait()
 		b.mu.Lock()
 		if b.nodeSub != nil {
 			_ = b.nodeSub.Unsubscribe()
