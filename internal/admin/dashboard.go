@@ -270,11 +270,21 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		Path:     "/",
 		MaxAge:   int(sessionLifetime / time.Second),
 		HttpOnly: true,
-		Secure:   r.TLS != nil, // the admin listener is plain HTTP, normally
+		Secure:   overHTTPS(r),
 		SameSite: http.SameSiteStrictMode,
 	})
 	d.logAction(r, "login", "", 0, "", "ok")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// overHTTPS reports whether the browser reached the dashboard over HTTPS:
+// the admin listener speaks plain HTTP, so that is a TLS-terminating proxy
+// in front saying so (X-Forwarded-Proto), and the cookie is then marked
+// Secure. The header is the client's to forge, but a forged one only
+// costs the forger its own session: its browser keeps the cookie off
+// plain HTTP.
+func overHTTPS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 // logout is POST /dashboard/logout: the session ends and the cookie is
@@ -292,7 +302,7 @@ func (d *dashboard) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: overHTTPS(r), SameSite: http.SameSiteStrictMode,
 	})
 	d.logAction(r, "logout", "", 0, "", "ok")
 	w.WriteHeader(http.StatusNoContent)

@@ -338,7 +338,15 @@ func TestDashboardAuth(t *testing.T) {
 	if c == nil || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.MaxAge != 12*3600 || len(c.Value) < 43 {
 		t.Fatalf("session cookie: %+v", c)
 	}
+	if c.Secure {
+		t.Errorf("a cookie set over plain HTTP is Secure: the browser would never send it back")
+	}
 	cookie := c.Name + "=" + c.Value
+	// Behind a TLS-terminating proxy (X-Forwarded-Proto: https) it is.
+	resp, _ = action(t, base+"/dashboard/login", `{"token":"s3cret"}`, "X-Forwarded-Proto", "https")
+	if cs := resp.Cookies(); resp.StatusCode != http.StatusNoContent || len(cs) != 1 || !cs[0].Secure {
+		t.Errorf("login through an HTTPS proxy: %d %v, want a Secure cookie", resp.StatusCode, cs)
+	}
 	for _, p := range protected {
 		if resp, body := doReq(t, http.MethodGet, base+p, "", "Cookie", cookie); resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s with the session cookie: %d %s", p, resp.StatusCode, body)

@@ -112,6 +112,10 @@ func checkEntries(t *testing.T, es []broker.Entry, first, last uint64, prefix st
 func TestHistoryOrderAcrossNodes(t *testing.T) {
 	t.Parallel()
 	opts := sharedHist(t)
+	// 900 appends racing from three nodes: on a loaded machine one may
+	// wait longer than the default timeout, which would queue it (an
+	// outage's path, not this test's).
+	opts.Timeout = 30 * time.Second
 	ids := []string{"a", "b", "c"}
 	var nodes []*node
 	for _, id := range ids {
