@@ -3,14 +3,12 @@ package ui_test
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -25,6 +23,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/moonwire/moonwire/internal/admin/ui"
+	"github.com/moonwire/moonwire/internal/browsertest"
 )
 
 // csp is the Content-Security-Policy the admin listener sends with the
@@ -382,54 +381,6 @@ func (f *fake) feed(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// browser starts headless Chromium for the test, or skips it when there
-// is none.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not found in PATH (Debian: apt install chromium): skipping the browser test")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.WindowSize(1200, 900),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first run starts the browser; its context must not time out (a
-	// timeout would end the browser), so steps get their own deadlines.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// shotDir keeps the screenshots: under -artifacts in the artifact folder;
-// otherwise in a temporary folder removed when the test passes and kept
-// (its path logged) when it fails.
-func shotDir(t *testing.T) string {
-	t.Helper()
-	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
-		return t.ArtifactDir()
-	}
-	dir, err := os.MkdirTemp("", "moonwire-dashboard-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("screenshots kept in %s", dir)
-			return
-		}
-		_ = os.RemoveAll(dir)
-	})
-	return dir
-}
-
 // tab is one browser tab on one fake, with the helpers of the steps.
 type tab struct {
 	t     *testing.T
@@ -571,8 +522,8 @@ func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 // charts, lists reloads, errors, the cluster and rooms, and runs the close
 // and reload actions through the confirm dialog; a second tab logs in.
 func TestDashboardBrowser(t *testing.T) {
-	ctx := browser(t)
-	shots := shotDir(t)
+	ctx := browsertest.Chromium(t)
+	shots := browsertest.Screenshots(t)
 
 	t.Run("live", func(t *testing.T) {
 		f, srv := newFake(t, "", "")

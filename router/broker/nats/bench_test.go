@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/moonwire/moonwire/router/broker"
@@ -92,18 +91,9 @@ func BenchmarkStampedAppend(b *testing.B) {
 
 // deleteStream removes the history stream of opts on the shared server.
 func deleteStream(opts broker.Options) {
-	nc, err := natsgo.Connect(opts.URL)
-	if err != nil {
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = js.DeleteStream(ctx, streamName(opts.Prefix))
+	withJetStream(opts.URL, func(ctx context.Context, js jetstream.JetStream) {
+		_ = js.DeleteStream(ctx, streamName(opts.Prefix))
+	})
 }
 
 // BenchmarkReplayRead reads the last 20 entries of a room of 2,000, as

@@ -21,21 +21,25 @@ import (
 func sharedHist(t *testing.T) broker.Options {
 	t.Helper()
 	opts := broker.Options{URL: shared(t), Prefix: prefix()}
-	t.Cleanup(func() {
-		nc, err := natsgo.Connect(opts.URL)
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(ctx, streamName(opts.Prefix))
-	})
+	t.Cleanup(func() { deleteStream(opts) })
 	return opts
+}
+
+// withJetStream runs f on a JetStream context of the server at url, for
+// a test's clean-up; nothing happens when the server cannot be reached.
+func withJetStream(url string, f func(ctx context.Context, js jetstream.JetStream)) {
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f(ctx, js)
 }
 
 func ctxT(t *testing.T) context.Context {

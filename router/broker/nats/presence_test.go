@@ -25,18 +25,9 @@ func sharedPres(t *testing.T, ttl time.Duration) broker.Options {
 	t.Helper()
 	opts := broker.Options{URL: shared(t), Prefix: prefix(), PresenceTTL: ttl}
 	t.Cleanup(func() {
-		nc, err := natsgo.Connect(opts.URL)
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteKeyValue(ctx, bucketName(opts.Prefix))
+		withJetStream(opts.URL, func(ctx context.Context, js jetstream.JetStream) {
+			_ = js.DeleteKeyValue(ctx, bucketName(opts.Prefix))
+		})
 	})
 	return opts
 }
