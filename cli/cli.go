@@ -224,7 +224,7 @@ func serve(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready
 		fmt.Fprintf(stdout, "  %-40s %s\n", u, cfg.Routes[i].Script)
 	}
 	if a := n.AdminAddr(); a != "" {
-		fmt.Fprintf(stdout, "  admin: http://%s/metrics  /healthz  /routes\n", a)
+		fmt.Fprintf(stdout, "  admin: http://%s/ (dashboard)  /metrics  /healthz  /routes\n", a)
 	}
 	if cfg.Scripts.Reload && cfg.Dir != "" {
 		fmt.Fprintf(stdout, "  watching %s and %s for changes (SIGHUP reloads too)\n", cfg.File, cfg.Scripts.Dir)
