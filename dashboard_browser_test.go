@@ -162,8 +162,11 @@ func TestDashboardBrowser(t *testing.T) {
 	step("a wrong token is refused",
 		chromedp.SetValue(chromedp.CSS("#login-token"), "not-the-token"),
 		chromedp.Click(chromedp.CSS("#login-button")),
-		chromedp.WaitVisible(chromedp.CSS("#login-error")),
 	)
+	// The error's paragraph is there (empty) from the start: wait for its
+	// text, and for the button the attempt disabled.
+	browsertest.WaitJS(t, ctx, shots, "the wrong token's error",
+		`document.querySelector("#login-error").textContent.includes("wrong token") && !document.querySelector("#login-button").disabled`)
 	step("log in",
 		chromedp.SetValue(chromedp.CSS("#login-token"), dashToken),
 		chromedp.Click(chromedp.CSS("#login-button")),
