@@ -98,18 +98,7 @@ func TestHistoryBatchTwoNodes(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if len(data) != total || len(epochs) != 1 {
-		t.Fatalf("%d offsets in %d epochs, want %d in 1", len(data), len(epochs), total)
-	}
-	var epoch string
-	for e := range epochs {
-		epoch = e
-	}
-	for off := uint64(1); off <= uint64(total); off++ {
-		if _, ok := data[off]; !ok {
-			t.Fatalf("offset %d not handed out", off)
-		}
-	}
+	epoch := contiguous(t, data, epochs, total)
 	if n := storedMsgs(t, a, "room"); n >= uint64(total) {
 		t.Errorf("%d stream messages for %d broadcasts: nothing was batched", n, total)
 	} else {

@@ -25,6 +25,25 @@ func sharedHist(t *testing.T) broker.Options {
 	return opts
 }
 
+// contiguous fails t unless the offsets handed out (offset -> data) are
+// exactly 1..total, all in one epoch, which it returns.
+func contiguous(t *testing.T, data map[uint64]string, epochs map[string]bool, total int) string {
+	t.Helper()
+	if len(data) != total || len(epochs) != 1 {
+		t.Fatalf("%d offsets in %d epochs, want %d in 1", len(data), len(epochs), total)
+	}
+	for off := uint64(1); off <= uint64(total); off++ {
+		if _, ok := data[off]; !ok {
+			t.Fatalf("offset %d never handed out", off)
+		}
+	}
+	var epoch string
+	for e := range epochs {
+		epoch = e
+	}
+	return epoch
+}
+
 // withJetStream runs f on a JetStream context of the server at url, for
 // a test's clean-up; nothing happens when the server cannot be reached.
 func withJetStream(url string, f func(ctx context.Context, js jetstream.JetStream)) {
@@ -163,14 +182,7 @@ func TestHistoryOrderAcrossNodes(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if len(dataAt) != total || len(epochs) != 1 {
-		t.Fatalf("%d offsets in %d epochs, want %d in 1", len(dataAt), len(epochs), total)
-	}
-	for off := uint64(1); off <= total; off++ {
-		if _, ok := dataAt[off]; !ok {
-			t.Fatalf("offset %d never handed out", off)
-		}
-	}
+	contiguous(t, dataAt, epochs, total)
 	for i, n := range nodes {
 		deadline := time.Now().Add(20 * time.Second)
 		for len(n.hist("room")) < total && time.Now().Before(deadline) {
