@@ -89,7 +89,7 @@ const retryEvery = 250 * time.Millisecond
 // across an outage; the caller waits for its offset only while Redis is
 // connected.
 func (b *Broker) PublishHistory(ctx context.Context, m broker.Message, size int, ttl time.Duration) (broker.Position, error) {
-	req := &histReq{m: m, size: size, ttl: ttl, id: b.histID.Add(1), done: make(chan histResult, 1)}
+	req := &histReq{m: m, size: size, ttl: ttl, done: make(chan histResult, 1)}
 	select {
 	case b.histQ <- req:
 	default:
@@ -129,6 +129,14 @@ func (b *Broker) publishHistory() {
 			default:
 				break fill
 			}
+		}
+		// Ids are handed out here, in queue order, and kept across
+		// retries: the script skips an id at or below the last one it
+		// applied, so an id taken by the caller could reach Redis after
+		// a higher one and be skipped, its message lost.
+		for _, r := range batch {
+			b.histID++
+			r.id = b.histID
 		}
 		for {
 			err := b.runHistory(batch)

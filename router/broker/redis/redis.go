@@ -73,7 +73,7 @@ type Broker struct {
 	pres presence
 
 	histQ       chan *histReq // PublishHistory's queue, in order
-	histID      atomic.Uint64 // this node's publish ids
+	histID      uint64        // this node's last publish id; publishHistory's own
 	histDropped atomic.Uint64
 }
 
