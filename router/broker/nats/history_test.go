@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -667,4 +668,69 @@ func TestReorder(t *testing.T) {
 	expect("first heard, after the window", "g11 g12")
 	p.add(broker.Message{Room: "q", Epoch: "g", Offset: 13}, t0, emit, want)
 	expect("then in order", "g13")
+}
+
+// TestReceiveDrainsBeforeGivingUp: a node busy with what it received
+// (deliveries that take longer than the reorder window, one at a time
+// longer than the ticker's period) does not skip a broadcast that waits
+// in its own queue: the window gives up only on what has not arrived.
+// Before, the receive loop chose between a fresh tick and its queue at
+// random, and skipped it nearly every time.
+func TestReceiveDrainsBeforeGivingUp(t *testing.T) {
+	b := &Broker{msgs: make(chan *natsgo.Msg, 16), stop: make(chan struct{}), want: broker.NewInterest()}
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	b.recv.Store(&target{node: "me", fn: func(m broker.Message) {
+		if m.Offset == 0 {
+			// A slow local fan-out.
+			d, _ := time.ParseDuration(string(m.Data))
+			time.Sleep(d)
+			return
+		}
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s:%d", m.Room, m.Offset))
+		mu.Unlock()
+	}})
+	b.wg.Add(1)
+	go b.receive()
+	defer func() { close(b.stop); b.wg.Wait() }()
+	send := func(m broker.Message) { b.msgs <- &natsgo.Msg{Data: broker.AppendWire(nil, &m)} }
+	slow := func(d time.Duration) {
+		send(broker.Message{Op: broker.OpBroadcast, Origin: "other", Room: "x", Data: []byte(d.String())})
+	}
+	for round := range 3 {
+		room := fmt.Sprintf("r%d", round)
+		hist := func(off uint64) {
+			send(broker.Message{Op: broker.OpBroadcast, Origin: "other", Room: room, Epoch: "e", Offset: off, Data: []byte("h")})
+		}
+		hist(1)
+		hist(3) // 2 and 3 swapped: 3 is held
+		slow(reorderWindow)
+		for range 8 {
+			slow(reorderWindow / 2) // each past a tick: a fresh one waits beside the queue
+		}
+		hist(2) // queued behind the slow deliveries
+		want := []string{room + ":1", room + ":2", room + ":3"}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			done := slices.Contains(got, room+":3")
+			mu.Unlock()
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: got %v, want %v", round, got, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		mu.Lock()
+		if !slices.Equal(got, want) {
+			t.Fatalf("round %d: got %v, want %v", round, got, want)
+		}
+		got = nil
+		mu.Unlock()
+	}
 }

@@ -361,6 +361,12 @@ func (b *Broker) receive() {
 		case msg := <-b.msgs:
 			b.deliver(msg)
 		case now := <-tick:
+			// Give up only on what has not arrived: a node slower than
+			// its traffic has the missing broadcast in its own queue
+			// already, maybe since long before the window ended.
+			for n := len(b.msgs); n > 0; n-- {
+				b.deliver(<-b.msgs)
+			}
 			b.order.expire(now, b.hand)
 		}
 		switch holding := b.order.holding(); {
