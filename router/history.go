@@ -72,6 +72,26 @@ func (s *Server) historyOf(room string) (int, time.Duration) {
 	return h(room)
 }
 
+// KeepsHistory reports whether room keeps a history: a broadcast to it
+// waits for its offset (BroadcastWith), and Recover and History apply.
+func (s *Server) KeepsHistory(room string) bool {
+	size, _ := s.historyOf(room)
+	return size > 0
+}
+
+// BrokerWaits reports whether the calls that wait for the broker (a
+// broadcast to a room with history, Recover, History, Presence,
+// ClusterRoomSize, and Join or Leave announcing in a room with history)
+// wait for the network: the broker is not the in-process one and keeps
+// history or presence. A script engine runs such calls off its lane only
+// then; with the in-process broker they answer at once. Fixed at New.
+func (s *Server) BrokerWaits() bool {
+	if _, inProcess := s.broker.(*broker.Memory); inProcess {
+		return false
+	}
+	return s.history != nil || s.presence != nil
+}
+
 // BroadcastWith is Broadcast with options, for a string payload. In a room
 // with history it waits for the broker to assign the offset (one round
 // trip, only while the broker is reachable, at most Config.OffsetWait).

@@ -8,7 +8,7 @@ import (
 	glua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/internal/luavalue"
-
+	"github.com/moonwire/moonwire/plugins/internal/suspend"
 	"github.com/moonwire/moonwire/router"
 )
 
@@ -225,7 +225,15 @@ func connQuery(L *glua.LState) int {
 func connJoin(L *glua.LState) int {
 	lc := checkConn(L, 1)
 	room := L.CheckString(2)
-	return result(L, lc.c.JoinWith(room, checkJoinOptions(L, 3)))
+	o := checkJoinOptions(L, 3)
+	if o.Joined != "" && lc.vm.brokerSuspends && lc.vm.route.srv.KeepsHistory(room) {
+		// The announcement waits for its offset: off the lane when it can.
+		return lc.vm.brokerWait(L, false, func() suspend.Resume {
+			err := lc.c.JoinWith(room, o)
+			return func(L *glua.LState) int { return result(L, err) }
+		})
+	}
+	return result(L, lc.c.JoinWith(room, o))
 }
 
 // checkJoinOptions reads the optional { joined = msg, left = msg } table
@@ -274,7 +282,15 @@ func connRecover(L *glua.LState) int {
 	default:
 		L.ArgError(4, "epoch must be a string")
 	}
-	res, err := lc.c.RecoverWith(room, offset, epoch, checkJoinOptions(L, 5))
+	o := checkJoinOptions(L, 5)
+	return lc.vm.brokerWait(L, true, func() suspend.Resume {
+		res, err := lc.c.RecoverWith(room, offset, epoch, o)
+		return func(L *glua.LState) int { return pushRecovery(L, res, err) }
+	})
+}
+
+// pushRecovery pushes conn:recover's results.
+func pushRecovery(L *glua.LState, res router.Recovery, err error) int {
 	if err != nil && res.Epoch == "" && !res.Recovered {
 		return result(L, err)
 	}

@@ -7,6 +7,7 @@ import (
 	glua "github.com/yuin/gopher-lua"
 
 	"github.com/moonwire/moonwire/plugins/internal/luavalue"
+	"github.com/moonwire/moonwire/plugins/internal/suspend"
 	"github.com/moonwire/moonwire/router"
 )
 
@@ -93,7 +94,20 @@ func (v *vm) wsBroadcast(L *glua.LState) int {
 	if stamp && (len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}') {
 		L.ArgError(2, "stamp needs a JSON object as the payload (its offset and epoch are added to it)")
 	}
-	res := srv.BroadcastWith(room, kind, data, router.BroadcastOptions{Except: except, Stamp: stamp})
+	o := router.BroadcastOptions{Except: except, Stamp: stamp}
+	if v.brokerSuspends && srv.KeepsHistory(room) {
+		// It waits for its offset: off the lane when it can.
+		return v.brokerWait(L, false, func() suspend.Resume {
+			res := srv.BroadcastWith(room, kind, data, o)
+			return func(L *glua.LState) int { return pushBroadcast(L, res) }
+		})
+	}
+	return pushBroadcast(L, srv.BroadcastWith(room, kind, data, o))
+}
+
+// pushBroadcast pushes ws.broadcast's results: the local count, then the
+// offset and epoch in a room with history, or nil and why there is none.
+func pushBroadcast(L *glua.LState, res router.BroadcastResult) int {
 	L.Push(glua.LNumber(res.N))
 	switch {
 	case res.Err != nil:
@@ -134,22 +148,27 @@ func (v *vm) wsHistory(L *glua.LState) int {
 	default:
 		L.ArgError(2, "options table expected")
 	}
-	entries, top, epoch, err := srv.History(room, since, limit)
-	if err != nil {
-		return result(L, err)
-	}
-	t := L.CreateTable(len(entries), 0)
-	for _, e := range entries {
-		et := L.CreateTable(0, 3)
-		et.RawSetString("offset", glua.LNumber(e.Offset))
-		et.RawSetString("data", glua.LString(e.Data))
-		et.RawSetString("kind", glua.LString(kindName(e.Kind)))
-		t.Append(et)
-	}
-	L.Push(t)
-	L.Push(glua.LNumber(top))
-	L.Push(glua.LString(epoch))
-	return 3
+	return v.brokerWait(L, true, func() suspend.Resume {
+		entries, top, epoch, err := srv.History(room, since, limit)
+		// The tables are made on the lane: the VM is not this goroutine's.
+		return func(L *glua.LState) int {
+			if err != nil {
+				return result(L, err)
+			}
+			t := L.CreateTable(len(entries), 0)
+			for _, e := range entries {
+				et := L.CreateTable(0, 3)
+				et.RawSetString("offset", glua.LNumber(e.Offset))
+				et.RawSetString("data", glua.LString(e.Data))
+				et.RawSetString("kind", glua.LString(kindName(e.Kind)))
+				t.Append(et)
+			}
+			L.Push(t)
+			L.Push(glua.LNumber(top))
+			L.Push(glua.LString(epoch))
+			return 3
+		}
+	})
 }
 
 func kindName(k router.Kind) string {
@@ -210,12 +229,27 @@ func (v *vm) wsClose(L *glua.LState) int {
 func (v *vm) wsRoomSize(L *glua.LState) int {
 	srv := v.server(L, "ws.room_size")
 	room := L.CheckString(1)
+	if !v.brokerSuspends {
+		L.Push(glua.LNumber(roomSize(srv, room)))
+		return 1
+	}
+	return v.brokerWait(L, true, func() suspend.Resume {
+		n := roomSize(srv, room)
+		return func(L *glua.LState) int {
+			L.Push(glua.LNumber(n))
+			return 1
+		}
+	})
+}
+
+// roomSize is ws.room_size's answer: the cluster's count, else this
+// node's.
+func roomSize(srv *router.Server, room string) int {
 	n, err := srv.ClusterRoomSize(room)
 	if err != nil {
 		n = srv.RoomSize(room)
 	}
-	L.Push(glua.LNumber(n))
-	return 1
+	return n
 }
 
 func (v *vm) wsRoomMembers(L *glua.LState) int {
@@ -238,23 +272,28 @@ func (v *vm) wsRoomMembers(L *glua.LState) int {
 // conn:presence (false: none).
 func (v *vm) wsPresence(L *glua.LState) int {
 	srv := v.server(L, "ws.presence")
-	m, err := srv.Presence(L.CheckString(1))
-	if err != nil {
-		return result(L, err)
-	}
-	t := L.CreateTable(0, len(m))
-	for id, info := range m {
-		var val glua.LValue = glua.LFalse
-		if len(info) > 0 {
-			var x any
-			if json.Unmarshal(info, &x) == nil {
-				val = luavalue.ToLua(L, x)
+	room := L.CheckString(1)
+	return v.brokerWait(L, true, func() suspend.Resume {
+		m, err := srv.Presence(room)
+		return func(L *glua.LState) int {
+			if err != nil {
+				return result(L, err)
 			}
+			t := L.CreateTable(0, len(m))
+			for id, info := range m {
+				var val glua.LValue = glua.LFalse
+				if len(info) > 0 {
+					var x any
+					if json.Unmarshal(info, &x) == nil {
+						val = luavalue.ToLua(L, x)
+					}
+				}
+				t.RawSetString(id, val)
+			}
+			L.Push(t)
+			return 1
 		}
-		t.RawSetString(id, val)
-	}
-	L.Push(t)
-	return 1
+	})
 }
 
 func (v *vm) wsStats(L *glua.LState) int {

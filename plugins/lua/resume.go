@@ -25,6 +25,13 @@ import (
 // callbacks as before, on the VM's own state: nothing changes on their
 // hot path.
 //
+// A server whose broker waits for the network (router.Server.BrokerWaits:
+// Redis or NATS) makes every route resumable too, from Route.Start on:
+// the ws calls that wait for the broker (brokerWait) suspend a
+// connection's callback the same way, so that a lane is not idle while
+// the broker answers, and many joins' appends are in flight together
+// (which the NATS broker batches).
+//
 // Threads are pooled per VM: a callback that ends without an error gives
 // its thread back, so the common path (a callback that never waits)
 // makes no new state. A thread a callback failed in, or that was
@@ -89,10 +96,17 @@ func (s suspender) Suspend(L *glua.LState, work suspend.Work) (int, error) {
 	if nestedCall(L) {
 		return 0, errors.New("cannot wait inside pcall, xpcall or a function a builtin calls (table.sort, string.gsub): call it from the callback's code")
 	}
-	rt, lane, ctx := v.route.rt, v.lane, v.workCtx
-	if rt == nil || v.closed {
+	if v.route.rt == nil || v.closed {
 		return 0, errors.New("cannot wait here: the route is not running")
 	}
+	return v.suspend(L, p, work), nil
+}
+
+// suspend starts work on a goroutine of its own and yields p, the
+// running callback (on its own thread L, outside any nested call: the
+// caller checked); the lane resumes it once work is done.
+func (v *vm) suspend(L *glua.LState, p *resumable, work suspend.Work) int {
+	rt, lane, ctx := v.route.rt, v.lane, v.workCtx
 	p.waiting = true
 	v.eng.work.Add(1)
 	go func() {
@@ -101,7 +115,86 @@ func (s suspender) Suspend(L *glua.LState, work suspend.Work) (int, error) {
 		// A stopped lane means the VM is closed: nothing to resume.
 		rt.Post(lane, func() { v.wake(p, res) })
 	}()
-	return L.Yield(), nil
+	return L.Yield()
+}
+
+// maxBrokerWaits bounds the callbacks of one VM suspended on the broker
+// at once (each holds a thread and a goroutine): past it a call waits on
+// the lane, as it did before calls could suspend. It is admission
+// control as much as a memory bound: a lane that never waits takes on
+// new connections (and their join announcements, fanned out to every
+// member) as fast as they come. In moonbench's reconnect storm (5,000
+// followers, 3 nodes on 2 CPUs) 1,024 per VM let the warm-up's joins
+// outrun the fan-out into a spiral of reconnects that never caught up;
+// 16, with reads bounded as well (maxBrokerReads), keeps the warm-up's
+// pace and still has a room's appends in flight together, to batch.
+const maxBrokerWaits = 16
+
+// maxBrokerReads bounds the reads (conn:recover, ws.history,
+// ws.presence, ws.room_size) one VM has in flight at the broker; the
+// others wait for a slot off the lane, their callbacks suspended. A read
+// is a round trip or more (a JetStream consumer) per call and cannot be
+// batched: many at once only make each slower, past the 500 ms a read
+// may take (then recover returns nil and chat.lua closes 1013).
+const maxBrokerReads = 2
+
+// brokerWait runs wait, a router call that may wait for a network broker
+// (an offset, a history or presence read), and returns what the Resume
+// it returns pushes on L.
+//
+// On a connection's callback (on_open, on_message, on_close, on_reload)
+// of a server whose broker is a network one, the callback is suspended
+// while wait runs on a goroutine, as http.request suspends it: the lane
+// serves other connections meanwhile, and the connection's own events
+// wait behind it (router.Conn.Hold), so its order holds, and so does the
+// order of its broadcasts (each waits for the one before). Everywhere
+// else wait runs here, blocking the lane as before, rather than failing
+// as http.request does: on_start and the top level, timers, on_http and
+// on_handshake (their runs are not one connection's, and a timer's next
+// run must not overtake its last broadcast), inside pcall, a coroutine or
+// a builtin's callback, and past maxBrokerWaits. The router bounds every
+// wait itself (Config.OffsetWait, Config.BrokerWait), so a dropped
+// callback's goroutine ends soon without being cancelled.
+//
+// read marks a read (see maxBrokerReads): suspended, it waits for one of
+// the VM's read slots before it starts, so that the router's bound on its
+// wait covers the broker's answer, not the queue. A VM closed meanwhile
+// (its route reloaded or stopped) gives up the queue at once.
+func (v *vm) brokerWait(L *glua.LState, read bool, wait func() suspend.Resume) int {
+	if p := v.cb; v.brokerSuspends && p != nil && p.th == L && p.c != nil && !p.waiting && !v.closed &&
+		v.route.rt != nil && v.brokerInFlight.Load() < maxBrokerWaits && !nestedCall(L) {
+		v.brokerInFlight.Add(1)
+		slots := v.readSlots
+		return v.suspend(L, p, func(ctx context.Context) suspend.Resume {
+			defer v.brokerInFlight.Add(-1)
+			if read {
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					return nil // dropped: nothing resumes it
+				}
+				defer func() { <-slots }()
+			}
+			return wait()
+		})
+	}
+	return wait()(L)
+}
+
+// enableBrokerWaits lets the VM's connection callbacks suspend on srv's
+// broker (see brokerWait) when its calls wait for the network, running
+// the VM's callbacks resumably from now on. It runs on the VM's lane,
+// before the route's first event there (Route.Start posts it).
+func (v *vm) enableBrokerWaits(srv *router.Server) {
+	if v.closed || srv == nil || !srv.BrokerWaits() {
+		return
+	}
+	if !v.resumable {
+		v.resumable = true
+		v.newWorkCtx()
+	}
+	v.brokerSuspends = true
+	v.readSlots = make(chan struct{}, maxBrokerReads)
 }
 
 // nestedCall reports whether L's running Go function was called from

@@ -193,6 +193,9 @@ func (r *Route) Start(rt *router.Route) error {
 	}
 	for i, v := range r.vms {
 		rt.Post(i, func() {
+			// Before the route's first event on this lane: from here on
+			// its callbacks may suspend on a network broker.
+			v.enableBrokerWaits(r.srv)
 			v.ws.RawSetString("node_id", glua.LString(r.srv.NodeID()))
 			if v.onStart != nil {
 				v.L.Push(v.onStart)

@@ -72,6 +72,13 @@ type vm struct {
 	ending    string     // the callback whose finish runs (end1)
 	// finishConnFn is finishConn as a value, made once.
 	finishConnFn func([]glua.LValue, error)
+	// brokerSuspends: connection callbacks suspend while the router
+	// waits for a network broker (see brokerWait); set at Route.Start.
+	brokerSuspends bool
+	// brokerInFlight counts the broker waits running off the lane.
+	brokerInFlight atomic.Int32
+	// readSlots holds a token per broker read in flight (maxBrokerReads).
+	readSlots chan struct{}
 
 	// spent counts the bytes the builtins made for the running callback
 	// (string.rep, gsub, table.concat, json.encode, ...): the memory
