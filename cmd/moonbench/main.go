@@ -41,6 +41,8 @@ Usage:
              publish through the server HTTP API to a room of subscribers (-h for more)
   moonbench handshake-backend [-conns 8] [-duration 5s] [-backend-delay 0]
              connects/s when on_handshake asks a backend over HTTP, against Lua alone (-h for more)
+  moonbench ab -base /tmp/mw_base -head /tmp/mw_head [-scenarios LIST] [-repeat 3] [-duration 8s]
+             compare two moonwire binaries, fresh servers run after run, medians and ratios (-h for more)
 
 Scenarios:
   echo       -conns connections, each keeping -inflight messages of -size bytes outstanding
@@ -277,6 +279,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == hsBackendCmd {
 		return hsBackend(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == abCmd {
+		return abMode(args[1:], stdout, stderr)
 	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {

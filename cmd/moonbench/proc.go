@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/moonwire/moonwire/cmd/internal/toolflag"
@@ -60,9 +62,10 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration((ut + st) * int64(time.Second) / clkTck()), nil
 }
 
-// procWrites returns the write system calls (write, writev, sendmsg...)
-// process pid has made: syscw in /proc/PID/io. It needs the right to
-// trace pid (the same user, or root).
+// procWrites returns the write system calls process pid has made, as
+// /proc/PID/io counts them (syscw: write, writev and their kin, not
+// sendto or sendmsg, which moonwire uses for a single frame). It needs the
+// right to trace pid (the same user, or root).
 func procWrites(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
@@ -74,6 +77,110 @@ func procWrites(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/io: no syscw", pid)
+}
+
+// writeEvents are the system calls a server writes to sockets with,
+// counted by perf stat when it works (writeCount).
+const writeEvents = "syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
+
+// perfWrites says, once per process, whether perf stat can count
+// writeEvents here (installed, allowed by perf_event_paranoid, tracefs
+// mounted).
+var perfWrites = sync.OnceValue(func() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "perf", "stat", "-e", writeEvents, "-x,", "-p", strconv.Itoa(os.Getpid()), "--", "sleep", "0.1").CombinedOutput()
+	if err != nil {
+		return false
+	}
+	_, err = parseWriteCounts(string(out))
+	return err == nil
+})
+
+// writeCount counts one process's write system calls over a window:
+// with perf stat (every call that writes to a socket) when it works,
+// else from /proc/PID/io (write and writev only).
+type writeCount struct {
+	pid  int
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	proc int64 // syscw at the start; -1: unreadable
+}
+
+func startWriteCount(pid int) *writeCount {
+	w := &writeCount{pid: pid, proc: -1}
+	if perfWrites() {
+		w.cmd = exec.Command("perf", "stat", "-e", writeEvents, "-x,", "-p", strconv.Itoa(pid))
+		w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+		w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if w.cmd.Start() == nil {
+			return w
+		}
+		w.cmd = nil
+	}
+	if n, err := procWrites(pid); err == nil {
+		w.proc = n
+	}
+	return w
+}
+
+// finish ends the count: the writes since the start, or nil when they
+// could not be counted.
+func (w *writeCount) finish() *int64 {
+	if w.cmd != nil {
+		// On SIGINT perf stat prints its counts and exits.
+		_ = w.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = w.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = w.cmd.Process.Kill()
+			<-done
+			return nil
+		}
+		n, err := parseWriteCounts(w.out.String())
+		if err != nil {
+			return nil
+		}
+		return &n
+	}
+	if w.proc < 0 {
+		return nil
+	}
+	n, err := procWrites(w.pid)
+	if err != nil {
+		return nil
+	}
+	n -= w.proc
+	return &n
+}
+
+// parseWriteCounts sums writeEvents' counts in perf stat -x, output
+// (VALUE,UNIT,EVENT,...; "<not counted>": 0).
+func parseWriteCounts(text string) (int64, error) {
+	var sum int64
+	seen := 0
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ",")
+		if len(f) < 3 || !strings.HasPrefix(f[2], "syscalls:sys_enter_") {
+			continue
+		}
+		seen++
+		v := strings.TrimSpace(f[0])
+		if strings.HasPrefix(v, "<not counted>") {
+			continue
+		}
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("perf stat: %s: bad count %q", f[2], v)
+		}
+		sum += int64(n)
+	}
+	if seen != strings.Count(writeEvents, ",")+1 {
+		return 0, fmt.Errorf("perf stat: not every one of %s in its output: %q", writeEvents, strings.TrimSpace(text))
+	}
+	return sum, nil
 }
 
 // procRSS returns VmRSS of process pid in bytes.
@@ -133,7 +240,7 @@ func checkFDs(n, dialConcurrency int) (uint64, error) {
 type serverSampler struct {
 	pids     []int
 	cpu0     []time.Duration
-	writes0  []int64 // -1 where /proc/PID/io cannot be read
+	writes   []*writeCount
 	t0       time.Time
 	mu       sync.Mutex
 	maxRSS   []int64
@@ -151,16 +258,14 @@ func startServerSampler(pids []int) *serverSampler {
 		return s
 	}
 	s.cpu0 = make([]time.Duration, len(pids))
-	s.writes0 = make([]int64, len(pids))
+	s.writes = make([]*writeCount, len(pids))
 	s.maxRSS = make([]int64, len(pids))
 	for i, pid := range pids {
 		var err error
 		if s.cpu0[i], err = procCPU(pid); err != nil && s.firstErr == nil {
 			s.firstErr = err
 		}
-		if s.writes0[i], err = procWrites(pid); err != nil {
-			s.writes0[i] = -1
-		}
+		s.writes[i] = startWriteCount(pid)
 	}
 	s.sampleRSS()
 	go func() {
@@ -204,8 +309,9 @@ type serverStats struct {
 	MaxRSS    int64   `json:"server_rss_max_bytes"`
 	SampleErr string  `json:"server_sample_error,omitempty"`
 	// Writes are the write system calls made in the window (nil when
-	// /proc/PID/io cannot be read): on a fan-out, how well the server
-	// batches messages to one connection into one write.
+	// they cannot be counted): on a fan-out, how well the server batches
+	// messages to one connection into one write. perf stat counts them
+	// when it works; else /proc/PID/io, which misses sendto and sendmsg.
 	Writes *int64        `json:"server_write_syscalls,omitempty"`
 	Nodes  []serverStats `json:"server_nodes,omitempty"`
 }
@@ -220,10 +326,7 @@ func (s *serverSampler) finish() *serverStats {
 	writes := make([]*int64, len(s.pids))
 	for i, pid := range s.pids {
 		cpu1[i], errs[i] = procCPU(pid)
-		if w, err := procWrites(pid); err == nil && s.writes0[i] >= 0 {
-			w -= s.writes0[i]
-			writes[i] = &w
-		}
+		writes[i] = s.writes[i].finish()
 	}
 	s.sampleRSS()
 	close(s.stop)
