@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -685,4 +686,79 @@ func TestControlFramesCoalesce(t *testing.T) {
 	drainTake(&q)
 	wantRefs(t, "drained", 1, append(pongs, data, ping, next)...)
 	releaseAll(append(pongs, data, ping, next)...)
+}
+
+// TestTryFlushWritesEveryByteOnce: TryFlush on a real socket whose reader
+// has stalled, with batches of one frame (sendto: raw when small) and of
+// several (writev), until the socket is full (blocked, the rest kept),
+// then Flush finishing once the reader drains: the peer reads exactly the
+// frames pushed, in order, each byte once, across partial writes.
+func TestTryFlushWritesEveryByteOnce(t *testing.T) {
+	t.Parallel()
+	w, r := tcptest.Pair(t)
+	if err := w.SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := w.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		q    Queue
+		fl   Flusher
+		want bytes.Buffer
+		seq  byte
+	)
+	push := func(n int) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = seq + byte(i)
+		}
+		seq++
+		f := NewFrame(ws.OpBinary, p)
+		want.Write(f.Bytes())
+		if _, err := q.Push(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Release()
+	}
+	blocked := false
+	for round := 0; !blocked; round++ {
+		if round == 100000 {
+			t.Fatal("the socket never filled up")
+		}
+		// One small frame (a raw sendto), several (writev), or one
+		// past the raw limit (a plain sendto).
+		switch {
+		case round%5 == 4:
+			push(rawMax + 1000)
+		default:
+			for k := range 1 + round%3 {
+				push(20 + (round*31+k*17)%900)
+			}
+		}
+		var err error
+		_, _, blocked, err = fl.TryFlush(&q, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	push(100) // queued behind what the blocked flusher holds
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	if _, _, err := fl.Flush(&q, w, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	b := <-got
+	if !bytes.Equal(b, want.Bytes()) {
+		i := 0
+		for i < len(b) && i < want.Len() && b[i] == want.Bytes()[i] {
+			i++
+		}
+		t.Fatalf("the peer read %d bytes, want %d; first difference at byte %d", len(b), want.Len(), i)
+	}
 }

@@ -11,16 +11,42 @@ import (
 // maxIovecs is IOV_MAX on Linux and the BSDs.
 const maxIovecs = 1024
 
-// rawWriter is one writev(2) on a non-blocking socket, made inside
+// rawWriter is one write on a non-blocking socket, made inside
 // syscall.RawConn.Write so the descriptor cannot be closed under it. Its
 // iovec array and the bound function are reused: a write allocates
 // nothing.
+//
+// The write is sendto(2) when there is one buffer (a broadcast frame to
+// an idle connection: the common case below saturation), writev(2) for
+// several. sendto skips the file layer writev goes through (the iovec
+// import and the file position lock), and its MSG_NOSIGNAL spares the
+// SIGPIPE the Go runtime would otherwise field. A small one is also a raw
+// system call, made without telling the scheduler: the socket is
+// non-blocking, so the call never sleeps, and the scheduler's bookkeeping
+// around a system call (and sysmon's polling of calls in progress) costs
+// more than the call itself. Loopback, 66-byte frames, reader on the
+// other CPU, wall time per write over 3 runs: writev 4.9-6.6 us, sendto
+// 4.6-5.1 us, raw sendto 3.9-4.4 us.
+//
+// Several frames stay one writev: copying them into one buffer for a
+// sendto made each write cheaper, so the flush workers drained queues
+// sooner and coalesced fewer frames per write (28 -> 20 deliveries per
+// write at the closed loop, 0.85x deliveries per server-CPU-second).
 type rawWriter struct {
 	iov []unix.Iovec
 	n   int
 	err error
 	fn  func(fd uintptr) bool
 }
+
+// rawMax is the largest write made as a raw system call: past it,
+// holding this goroutine's processor from the scheduler while the kernel
+// copies would cost more than the hand-off saves.
+const rawMax = 16 << 10
+
+// sendFlags: never wait (the socket is non-blocking anyway) and no
+// SIGPIPE on a connection the peer reset.
+const sendFlags = unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
 
 // prepare points the iovecs at bufs (at most maxIovecs of them) and
 // returns the bytes they cover.
@@ -47,10 +73,20 @@ func (w *rawWriter) prepare(bufs [][]byte) int {
 
 func (w *rawWriter) writev(fd uintptr) bool {
 	w.n, w.err = 0, nil
-	if len(w.iov) == 0 {
+	var (
+		r uintptr
+		e unix.Errno
+	)
+	switch {
+	case len(w.iov) == 0:
 		return true
+	case len(w.iov) > 1:
+		r, _, e = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
+	case w.iov[0].Len <= rawMax:
+		r, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(w.iov[0].Base)), uintptr(w.iov[0].Len), sendFlags, 0, 0)
+	default:
+		r, _, e = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(w.iov[0].Base)), uintptr(w.iov[0].Len), sendFlags, 0, 0)
 	}
-	r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
 	if e != 0 {
 		w.err = e
 		return true // never wait: the caller decides what a full socket means
