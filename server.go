@@ -40,6 +40,10 @@ import (
 	"github.com/moonwire/moonwire/scripts"
 )
 
+// historyCheckWait bounds the start-up check that the broker may keep
+// histories (broker.HistoryChecker): one broadcast and one read.
+const historyCheckWait = 10 * time.Second
+
 // Options configure a Server. The zero value serves the built-in default
 // configuration, as the moonwire command does without -config.
 type Options struct {
@@ -243,6 +247,16 @@ func New(opts Options) (*Server, error) {
 		s.closeBroker()
 		return nil, config.Errors{{File: cfg.File, Key: "history",
 			Msg: fmt.Sprintf("broker %q keeps no history: remove [history] or use a broker that does", cfg.Broker.Kind)}}
+	}
+	if hc, ok := s.broker.(broker.HistoryChecker); ok && len(cfg.History) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), historyCheckWait)
+		err := hc.CheckHistory(ctx)
+		cancel()
+		if err != nil {
+			s.closeBroker()
+			return nil, config.Errors{{File: cfg.File, Key: "broker.url",
+				Msg: fmt.Sprintf("broker %s: [history] cannot be kept: %v", cfg.Broker.Kind, err)}}
+		}
 	}
 	if s.mods, err = buildModules(cfg, log, s.Metrics, nil); err != nil {
 		s.closeBroker()

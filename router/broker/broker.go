@@ -109,6 +109,16 @@ type History interface {
 	WaitWatched(ctx context.Context, room string) error
 }
 
+// HistoryChecker is a History that can check at start that its server
+// lets it keep histories (the commands it needs exist and its user may
+// run them), so that a missing permission is a configuration error
+// naming the cause, not every broadcast with history failing later. A
+// broker that is not connected yet (a degraded start) answers nil: use
+// will tell.
+type HistoryChecker interface {
+	CheckHistory(ctx context.Context) error
+}
+
 // Presence is a Broker that knows the members of every room across the
 // cluster. The router tells it of each local join and leave (and of a
 // member's new info); the broker keeps its node's members published with

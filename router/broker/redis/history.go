@@ -176,7 +176,16 @@ func (b *Broker) runHistory(batch []*histReq) error {
 	_, err := pipe.Exec(ctx)
 	if err != nil && isNoScript(err) {
 		if err := publishScript.Load(ctx, b.client).Err(); err != nil {
-			return err
+			if !isReplyError(err) {
+				return err
+			}
+			// Refused (an ACL without SCRIPT): every request's answer,
+			// not a batch to retry forever.
+			b.errs.Add(uint64(len(batch)))
+			for _, r := range batch {
+				r.done <- histResult{err: fmt.Errorf("history of %q: SCRIPT LOAD: %w", r.m.Room, err)}
+			}
+			return nil
 		}
 		return b.runHistory(batch)
 	}
@@ -216,6 +225,34 @@ func (b *Broker) historyArgs(r *histReq, epoch string) ([]string, []any) {
 	ttl := max(r.ttl.Milliseconds(), 1)
 	return []string{b.histKey(m.Room, "m"), b.histKey(m.Room, "s")},
 		[]any{head, mid, m.Data, r.size, ttl, epoch, b.node, r.id, stamp, b.roomChannel(m.Room)}
+}
+
+// probeRoom is the room CheckHistory writes and reads: a name no script
+// is likely to use, kept for a second.
+const probeRoom = "\x00moonwire-probe"
+
+// CheckHistory implements broker.HistoryChecker: one broadcast with
+// history and one read, on a probe room, through the same script and
+// commands as every other (EVALSHA, and inside it HSET, HINCRBY, XADD,
+// PEXPIRE, PUBLISH; MULTI, HMGET, XRANGE to read), so that a user whose
+// ACL forbids one, or a Redis without streams, is refused at start.
+func (b *Broker) CheckHistory(ctx context.Context) error {
+	if !b.connected.Load() {
+		return nil
+	}
+	m := broker.Message{Op: broker.OpBroadcast, Origin: b.node, Room: probeRoom}
+	if _, err := b.PublishHistory(ctx, m, 1, time.Second); err != nil {
+		if errors.Is(err, broker.ErrQueued) {
+			return nil // lost the connection meanwhile: use will tell
+		}
+		return fmt.Errorf("redis: %s: history needs EVALSHA, HSET, HINCRBY, XADD, PEXPIRE and PUBLISH on %s:hist:*: %w",
+			redact(b.opts.URL), b.opts.Prefix, err)
+	}
+	if _, _, _, err := b.ReadHistory(ctx, probeRoom, 0, 1); err != nil {
+		return fmt.Errorf("redis: %s: history needs MULTI, HMGET and XRANGE on %s:hist:*: %w",
+			redact(b.opts.URL), b.opts.Prefix, err)
+	}
+	return nil
 }
 
 // ReadHistory implements broker.History.

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/moonwire/moonwire/router/broker"
 )
@@ -236,4 +240,67 @@ func TestHistoryConcurrentCallersOnOneNode(t *testing.T) {
 			t.Fatalf("offset %d holds %q, its publisher was told it for %q", e.Offset, e.Data, told[e.Offset])
 		}
 	}
+}
+
+// TestCheckHistoryPermissions: a Redis user whose ACL forbids a command
+// history needs (the script, loading it, or one the script runs) is
+// refused by CheckHistory with Redis's NOPERM; a user with every
+// permission passes, and so does a broker not connected yet.
+func TestCheckHistoryPermissions(t *testing.T) {
+	t.Parallel()
+	addr := startRedis(t)
+	admin := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer admin.Close()
+	ctx := context.Background()
+	for _, c := range []struct {
+		user string
+		rule string // what the user may not do; "" for nothing
+		want string
+	}{
+		{"full", "", ""},
+		{"noeval", "-evalsha", "NOPERM"},
+		{"noscript", "-script", "SCRIPT LOAD"},
+		{"noxadd", "-xadd", "can't run this command"},
+		{"noxrange", "-xrange", "XRANGE"},
+	} {
+		t.Run(c.user, func(t *testing.T) {
+			args := []any{"ACL", "SETUSER", c.user, "on", ">pw", "~*", "&*", "+@all"}
+			if c.rule != "" {
+				args = append(args, c.rule)
+			}
+			if err := admin.Do(ctx, args...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			// A fresh Redis knows no script yet, so the first EVALSHA
+			// asks for SCRIPT LOAD: flush them for each user.
+			if err := admin.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(broker.Options{URL: "redis://" + c.user + ":pw@" + addr, Prefix: "ck" + c.user, Timeout: 5 * time.Second, Outbox: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			err = b.CheckHistory(cctx)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("got %v, want an error with %q", err, c.want)
+			}
+		})
+	}
+	t.Run("degraded", func(t *testing.T) {
+		b, err := New(broker.Options{URL: "redis://127.0.0.1:" + freePort(t), Prefix: "ckd", Timeout: time.Second, Outbox: 10, StartDegraded: true,
+			Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := b.CheckHistory(ctx); err != nil {
+			t.Fatalf("a broker not connected yet: %v", err)
+		}
+	})
 }
