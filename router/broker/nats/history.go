@@ -1066,6 +1066,23 @@ func (b *Broker) WaitWatched(ctx context.Context, room string) error {
 
 // checkJetStream tells, once at start, that history and presence will
 // not work: a warning, not an error, since a broker without rooms with
+// CheckHistory implements broker.HistoryChecker: rooms with history live
+// in a JetStream stream, so a server without JetStream (nats-server
+// without -js), or an account without it, cannot keep them.
+func (b *Broker) CheckHistory(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return nil
+	}
+	if _, err := b.h.js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("nats: %s: JetStream is not enabled (history needs nats-server -js): %w", b.url, err)
+		}
+		return fmt.Errorf("nats: %s: JetStream account: %w", b.url, err)
+	}
+	return nil
+}
+
 // history or presence does not need JetStream.
 func (b *Broker) checkJetStream() {
 	defer b.wg.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -732,5 +733,45 @@ func TestReceiveDrainsBeforeGivingUp(t *testing.T) {
 		}
 		got = nil
 		mu.Unlock()
+	}
+}
+
+// TestCheckHistoryNeedsJetStream: a nats-server without JetStream is
+// refused by CheckHistory (moonwire.New turns it into a config error
+// naming broker.url); one with it passes, and so does a broker not
+// connected yet.
+func TestCheckHistoryNeedsJetStream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	plain := newNatsProc(t) // no -js
+	b, err := New(broker.Options{URL: "nats://" + plain.addr, Prefix: prefix(), Timeout: 5 * time.Second, Outbox: 10,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.CheckHistory(ctx); err == nil || !strings.Contains(err.Error(), "JetStream is not enabled") {
+		t.Fatalf("without -js: %v", err)
+	}
+
+	js, err := New(broker.Options{URL: shared(t), Prefix: prefix(), Timeout: 5 * time.Second, Outbox: 10,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js.Close()
+	if err := js.CheckHistory(ctx); err != nil {
+		t.Fatalf("with JetStream: %v", err)
+	}
+
+	gone, err := New(broker.Options{URL: "nats://127.0.0.1:" + freePort(t), Prefix: prefix(), Timeout: time.Second, Outbox: 10,
+		StartDegraded: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.Close()
+	if err := gone.CheckHistory(ctx); err != nil {
+		t.Fatalf("not connected yet: %v", err)
 	}
 }
