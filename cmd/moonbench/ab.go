@@ -552,13 +552,11 @@ func procCounts(pid int) (syscalls, ctxsw int64, err error) {
 // here (installed, allowed by perf_event_paranoid, tracefs mounted), on
 // this very process for 0.2 s, so that the session decides once.
 func probePerf(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "perf", "stat", "-e", perfEvents, "-x,", "-p", strconv.Itoa(os.Getpid()), "--", "sleep", "0.2").CombinedOutput()
+	out, err := perfStatSelf(ctx, perfEvents)
 	if err != nil {
-		return fmt.Errorf("perf stat: %w: %s", err, strings.TrimSpace(string(out)))
+		return err
 	}
-	_, _, err = parsePerfCSV(string(out))
+	_, _, err = parsePerfCSV(out)
 	return err
 }
 

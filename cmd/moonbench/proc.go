@@ -83,17 +83,28 @@ func procWrites(pid int) (int64, error) {
 // counted by perf stat when it works (writeCount).
 const writeEvents = "syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
 
-// perfWrites says, once per process, whether perf stat can count
-// writeEvents here (installed, allowed by perf_event_paranoid, tracefs
-// mounted).
-var perfWrites = sync.OnceValue(func() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// perfStatSelf runs perf stat on this very process for a moment, counting
+// events: whether perf works here (installed, allowed by
+// perf_event_paranoid, tracefs mounted) for those events, and its output
+// to check that they were counted.
+func perfStatSelf(ctx context.Context, events string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "perf", "stat", "-e", writeEvents, "-x,", "-p", strconv.Itoa(os.Getpid()), "--", "sleep", "0.1").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "perf", "stat", "-e", events, "-x,", "-p", strconv.Itoa(os.Getpid()), "--", "sleep", "0.2").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("perf stat: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// perfWrites says, once per process, whether perf stat can count
+// writeEvents here.
+var perfWrites = sync.OnceValue(func() bool {
+	out, err := perfStatSelf(context.Background(), writeEvents)
 	if err != nil {
 		return false
 	}
-	_, err = parseWriteCounts(string(out))
+	_, err = parseWriteCounts(out)
 	return err == nil
 })
 
