@@ -429,41 +429,19 @@ func (c *abCounter) result(timeout time.Duration) (winCounts, error) {
 }
 
 // parsePerfCSV reads the system calls and context switches from perf
-// stat -x, output: VALUE,UNIT,EVENT,RUNTIME,PCT,... per event. A counter
-// whose tasks never ran reads "<not counted>" (0); one the kernel cannot
-// count, "<not supported>" (an error).
+// stat -x, output (see perfCounts).
 func parsePerfCSV(text string) (syscalls, ctxsw int64, err error) {
+	counts, err := perfCounts(text)
+	if err != nil {
+		return 0, 0, err
+	}
 	var haveSys, haveCtx bool
-	for _, line := range strings.Split(text, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Split(line, ",")
-		if len(f) < 3 {
-			continue
-		}
-		var which *int64
-		switch ev := f[2]; {
-		case strings.Contains(ev, "raw_syscalls:sys_enter"):
-			which, haveSys = &syscalls, true
-		case strings.Contains(ev, "context-switches") || ev == "cs":
-			which, haveCtx = &ctxsw, true
-		default:
-			continue
-		}
-		v := strings.TrimSpace(f[0])
+	for ev, n := range counts {
 		switch {
-		case strings.HasPrefix(v, "<not counted>"):
-			*which = 0
-		case strings.HasPrefix(v, "<"):
-			return 0, 0, fmt.Errorf("perf stat: %s %s", f[2], v)
-		default:
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("perf stat: %s: bad count %q", f[2], v)
-			}
-			*which = int64(n)
+		case strings.Contains(ev, "raw_syscalls:sys_enter"):
+			syscalls, haveSys = n, true
+		case strings.Contains(ev, "context-switches") || ev == "cs":
+			ctxsw, haveCtx = n, true
 		}
 	}
 	if !haveSys || !haveCtx {
@@ -476,47 +454,13 @@ func parsePerfCSV(text string) (syscalls, ctxsw int64, err error) {
 // read and write family of system calls only (read, readv, write, writev
 // and their kin), not epoll_wait, futex, accept and the rest.
 func parseIOSyscalls(text string) (int64, error) {
-	var sum int64
-	n := 0
-	for _, line := range strings.Split(text, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "syscr" && k != "syscw") {
-			continue
-		}
-		x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc io %s: %w", k, err)
-		}
-		sum += x
-		n++
-	}
-	if n != 2 {
-		return 0, errors.New("/proc io: no syscr and syscw")
-	}
-	return sum, nil
+	return sumFields(text, "/proc io", "syscr", "syscw")
 }
 
 // parseCtxSwitches reads voluntary_ctxt_switches +
 // nonvoluntary_ctxt_switches from the text of /proc/PID/task/TID/status.
 func parseCtxSwitches(text string) (int64, error) {
-	var sum int64
-	n := 0
-	for _, line := range strings.Split(text, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "voluntary_ctxt_switches" && k != "nonvoluntary_ctxt_switches") {
-			continue
-		}
-		x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("status %s: %w", k, err)
-		}
-		sum += x
-		n++
-	}
-	if n != 2 {
-		return 0, errors.New("status: no voluntary_ctxt_switches and nonvoluntary_ctxt_switches")
-	}
-	return sum, nil
+	return sumFields(text, "status", "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
 }
 
 // procCounts is the /proc fallback: syscr + syscw of the process, and the

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,12 +72,31 @@ func procWrites(pid int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "syscw:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+	return sumFields(string(b), fmt.Sprintf("/proc/%d/io", pid), "syscw")
+}
+
+// sumFields sums the integer values of keys in text, lines of "key:
+// value" as /proc writes them (io, status); every key must be there. what
+// names the text in errors.
+func sumFields(text, what string, keys ...string) (int64, error) {
+	var sum int64
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !slices.Contains(keys, k) {
+			continue
 		}
+		x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s %s: %w", what, k, err)
+		}
+		sum += x
+		n++
 	}
-	return 0, fmt.Errorf("/proc/%d/io: no syscw", pid)
+	if n != len(keys) {
+		return 0, fmt.Errorf("%s: not every one of %s", what, strings.Join(keys, ", "))
+	}
+	return sum, nil
 }
 
 // writeEvents are the system calls a server writes to sockets with,
@@ -167,31 +187,54 @@ func (w *writeCount) finish() *int64 {
 	return &n
 }
 
-// parseWriteCounts sums writeEvents' counts in perf stat -x, output
-// (VALUE,UNIT,EVENT,...; "<not counted>": 0).
+// parseWriteCounts sums writeEvents' counts in perf stat -x, output;
+// every one of them must be there.
 func parseWriteCounts(text string) (int64, error) {
-	var sum int64
-	seen := 0
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Split(strings.TrimSpace(line), ",")
-		if len(f) < 3 || !strings.HasPrefix(f[2], "syscalls:sys_enter_") {
-			continue
-		}
-		seen++
-		v := strings.TrimSpace(f[0])
-		if strings.HasPrefix(v, "<not counted>") {
-			continue
-		}
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, fmt.Errorf("perf stat: %s: bad count %q", f[2], v)
-		}
-		sum += int64(n)
+	counts, err := perfCounts(text)
+	if err != nil {
+		return 0, err
 	}
-	if seen != strings.Count(writeEvents, ",")+1 {
-		return 0, fmt.Errorf("perf stat: not every one of %s in its output: %q", writeEvents, strings.TrimSpace(text))
+	var sum int64
+	for _, ev := range strings.Split(writeEvents, ",") {
+		n, ok := counts[ev]
+		if !ok {
+			return 0, fmt.Errorf("perf stat: no %s in its output: %q", ev, strings.TrimSpace(text))
+		}
+		sum += n
 	}
 	return sum, nil
+}
+
+// perfCounts reads perf stat -x, output, VALUE,UNIT,EVENT,RUNTIME,PCT,...
+// per event, into each event's count. A counter whose tasks never ran
+// reads "<not counted>" (0); one the kernel cannot count, "<not
+// supported>" (an error).
+func perfCounts(text string) (map[string]int64, error) {
+	counts := map[string]int64{}
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Split(line, ",")
+		if len(f) < 3 || f[2] == "" {
+			continue
+		}
+		v := strings.TrimSpace(f[0])
+		switch {
+		case strings.HasPrefix(v, "<not counted>"):
+			counts[f[2]] = 0
+		case strings.HasPrefix(v, "<"):
+			return nil, fmt.Errorf("perf stat: %s %s", f[2], v)
+		default:
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return nil, fmt.Errorf("perf stat: %s: bad count %q", f[2], v)
+			}
+			counts[f[2]] = int64(n)
+		}
+	}
+	return counts, nil
 }
 
 // procRSS returns VmRSS of process pid in bytes.
