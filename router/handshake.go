@@ -192,12 +192,18 @@ func (s *Server) upgradeFailed(hs *handshake, br *bufio.Reader, err error) {
 	_ = hs.nc.Close()
 }
 
-// establish turns an upgraded socket into a running connection: the
-// handshake's deadline is lifted (heartbeats and write timeouts take
-// over), the Conn is built and counted, frames the client sent right
+// establish turns an upgraded socket into a running connection: it
+// leaves the handshakes in progress and their deadline is lifted
+// (heartbeats and write timeouts take over), the Conn is built and counted, frames the client sent right
 // behind its request are kept, and br goes back to its pool.
 func (s *Server) establish(hs *handshake, br *bufio.Reader) {
 	nc := hs.nc
+	// Out of the handshakes first: a shutdown ends those by setting their
+	// deadline, and one that came between lifting the deadline and
+	// leaving the set left this established socket unable to write its
+	// 1001 close frame (the client saw EOF; TestReadinessFailsFirst beside
+	// two busy loops, about 1 run in 40).
+	s.handshakeDone(nc)
 	_ = nc.SetDeadline(time.Time{})
 	c := s.newConn(nc, hs)
 	if c == nil {
