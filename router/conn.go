@@ -81,10 +81,10 @@ type Conn struct {
 	resume     chan struct{} // goroutine mode: the turn came back
 
 	pending atomic.Int32 // the read turn (1) plus queued message tasks
-	// armed hands the read turn to the poller and back. The kernel orders
-	// epoll_ctl before the report, but the Go memory model (and the race
-	// detector) needs an edge it can see, so it goes through this atomic.
-	armed atomic.Bool
+	// turn hands the read turn to the poller and back (turnArmed) and
+	// records a report that may have found it taken (turnReported); see
+	// read.go.
+	turn atomic.Uint32
 
 	queue wsconn.Queue
 

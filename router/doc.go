@@ -13,8 +13,8 @@
 // The read path: idle connections sit in epoll (router/poll) with no
 // goroutine and no buffer; a report hands the connection to a worker that
 // reads once, decodes every complete frame (router/wsconn), answers control
-// frames, and queues data messages on the connection's lane; the socket is
-// re-armed when the lane has run them.
+// frames, and queues data messages on the connection's lane; the read turn
+// goes back to the poller when the lane has run them.
 //
 // The write path: Send and Broadcast append an encoded, immutable frame to
 // the connection's bounded queue (a broadcast encodes once for all

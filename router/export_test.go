@@ -36,3 +36,11 @@ func (s *Server) testHooks() *testHooks {
 	}
 	return s.hooks
 }
+
+// ReadReported reports whether a readiness report came since c's read
+// turn last read: the edge-triggered poller's record of data that
+// arrived while the turn was held.
+func ReadReported(c *Conn) bool { return c.turn.Load()&turnReported != 0 }
+
+// ReadHungUp reports whether the poller reported c's peer hung up.
+func ReadHungUp(c *Conn) bool { return c.turn.Load()&turnHangup != 0 }

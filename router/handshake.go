@@ -623,16 +623,19 @@ func (s *Server) startConn(c *Conn) {
 			if c.w > 0 {
 				// Parse what arrived with the handshake before blocking.
 				c.pending.Store(1)
-				c.consume(0, nil)
+				_ = c.consume(0, nil) // false: the turn comes back on resume
 				<-c.resume
 			}
 			c.readLoop()
 		}()
 		return
 	}
-	// Parse anything that arrived with the handshake, then arm the poller.
+	// Parse anything that arrived with the handshake, then register with
+	// the poller, which reports what came meanwhile.
 	c.pending.Store(1)
-	c.consume(0, nil)
+	if c.consume(0, nil) {
+		s.ready <- c // cannot happen: the first release registers
+	}
 }
 
 // peekLine returns the request line without consuming it.

@@ -20,7 +20,16 @@ import (
 // into stays valid and a connection whose handler is slow stops being read
 // (TCP backpressure instead of unbounded memory). The last message to finish
 // releases the turn: the buffer goes back to the pool if it holds no partial
-// frame, and the socket is re-armed.
+// frame, and the turn goes back to the poller.
+//
+// The poller is edge-triggered: it reports data as it arrives, once, and
+// the turn is never re-armed with a system call. A report records itself
+// and tries to take the turn in one atomic step (Conn.turn), and whoever
+// gives the turn back does it in one step that fails if a report came
+// while it was held; so no report is lost: one of the two takes the turn
+// and reads again. A read that fills its buffer may have left data behind,
+// and counts as a report too; a hangup counts as one until a read ends
+// the connection, since reading the data before it does not consume it.
 
 const readBufferSize = 4096
 
@@ -49,27 +58,61 @@ func (r *sockReader) read(fd uintptr) bool {
 	return true // never wait: the poller said there is something
 }
 
-// onReadable is the poller's report: take the turn and read once.
-func (c *Conn) onReadable(r *sockReader) {
-	if !c.armed.Swap(false) {
-		return // a stale report: the turn is not the poller's to give
+// The bits of Conn.turn.
+const (
+	turnArmed    uint32 = 1 << iota // the poller may take the read turn
+	turnReported                    // data came since the turn's last read began
+	// turnHangup: the peer hung up or the socket failed. It is never
+	// cleared: a read that returns data does not say whether the end of
+	// the stream is behind it, so every turn reads until it sees it.
+	turnHangup
+)
+
+// report records a readiness report (hangup: the poller's flag) and takes
+// the read turn if it is the poller's to give; the caller then runs
+// readTurn.
+func (c *Conn) report(hangup bool) bool {
+	set := turnReported
+	if hangup {
+		set |= turnHangup
 	}
-	c.pending.Store(1)
-	c.prepareBuffer()
-	r.buf, r.n, r.err = c.rbuf[c.w:], 0, nil
-	if err := c.rc().Read(r.fn); err != nil {
-		r.err = err // the socket was closed under us
+	for {
+		old := c.turn.Load()
+		if c.turn.CompareAndSwap(old, (old|set)&^turnArmed) {
+			return old&turnArmed != 0
+		}
 	}
-	n, err := r.n, r.err
-	r.buf = nil
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
-		// A spurious report; nothing to read after all.
-		n, err = 0, nil
-	case err == nil && n == 0:
-		err = io.EOF
+}
+
+// readTurn reads once and decodes what came, with the turn taken from the
+// poller, again while the turn comes back with a report pending.
+func (c *Conn) readTurn(r *sockReader) {
+	for {
+		c.pending.Store(1)
+		c.turn.And(^turnReported) // before the read: it sees what was reported
+		c.prepareBuffer()
+		r.buf, r.n, r.err = c.rbuf[c.w:], 0, nil
+		if err := c.rc().Read(r.fn); err != nil {
+			r.err = err // the socket was closed under us
+		}
+		n, err := r.n, r.err
+		full := n == len(r.buf)
+		r.buf = nil
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			// Nothing to read after all (a report for data an earlier
+			// turn read).
+			n, err = 0, nil
+		case err == nil && n == 0:
+			err = io.EOF
+		}
+		if full {
+			c.turn.Or(turnReported) // the socket may hold more: no edge will say so
+		}
+		if !c.consume(max(n, 0), err) {
+			return
+		}
 	}
-	c.consume(max(n, 0), err)
 }
 
 // readLoop is the reader of a connection not on the poller (TLS, or a
@@ -80,7 +123,7 @@ func (c *Conn) readLoop() {
 		c.pending.Store(1)
 		c.prepareBuffer()
 		n, err := c.nc.Read(c.rbuf[c.w:])
-		c.consume(n, err)
+		_ = c.consume(n, err) // false: the turn comes back on resume
 		<-c.resume
 		if c.stopRead || !c.wantRead() {
 			c.releaseBuffers()
@@ -120,8 +163,10 @@ func (c *Conn) prepareBuffer() {
 	}
 }
 
-// consume decodes the n new bytes and ends the read with err, if any.
-func (c *Conn) consume(n int, err error) {
+// consume decodes the n new bytes and ends the read with err, if any. It
+// reports again when it has released the turn and taken it back for a
+// report that came meanwhile: the caller must read again.
+func (c *Conn) consume(n int, err error) (again bool) {
 	if n > 0 {
 		c.w += n
 		c.lastSeen.Store(c.srv.nowNs())
@@ -135,7 +180,7 @@ func (c *Conn) consume(n int, err error) {
 		}
 		c.teardown()
 	}
-	c.taskDone()
+	return c.release()
 }
 
 // parse decodes complete frames from the read buffer.
@@ -248,41 +293,62 @@ func (b *rateState) allow() bool {
 	return true
 }
 
-// taskDone releases one hold on the read turn; the last one resumes
-// reading.
+// taskDone releases one hold on the read turn, from a lane: the last one
+// gives the turn back, and a worker reads again if a report came
+// meanwhile.
 func (c *Conn) taskDone() {
-	if c.pending.Add(-1) == 0 {
-		c.resumeReading()
+	if c.release() {
+		c.srv.ready <- c
 	}
 }
 
+// release releases one hold on the read turn; the last one resumes
+// reading, and reports again when the caller must read (see consume).
+func (c *Conn) release() (again bool) {
+	if c.pending.Add(-1) != 0 {
+		return false
+	}
+	return c.resumeReading()
+}
+
 // resumeReading runs with the turn released by everyone: it returns an
-// empty buffer to the pool and waits for the next readiness.
-func (c *Conn) resumeReading() {
+// empty buffer to the pool and gives the turn to the poller, or keeps it,
+// reporting again, when a report came while it was held.
+func (c *Conn) resumeReading() (again bool) {
 	if c.rc() == nil {
 		c.resume <- struct{}{}
-		return
+		return false
 	}
 	if c.stopRead || !c.wantRead() {
 		c.releaseBuffers()
-		return
+		return false
 	}
 	if c.r == c.w && c.rbuf != nil {
 		bufpool.Put(c.rbuf)
 		c.rbuf, c.r, c.w = nil, 0, 0
 	}
-	var err error
-	c.armed.Store(true)
-	if c.registered {
-		err = c.srv.poller.Rearm(&c.desc)
-	} else {
+	if !c.registered {
+		// Registering reports what is already waiting.
 		c.registered = true
-		err = c.srv.poller.Add(&c.desc)
+		c.turn.Or(turnArmed)
+		if err := c.srv.poller.Add(&c.desc); err != nil && c.turn.And(^turnArmed)&turnArmed != 0 {
+			// The socket was closed meanwhile (or the poller is gone).
+			c.teardown()
+			c.releaseBuffers()
+		}
+		return false
 	}
-	if err != nil && c.armed.Swap(false) {
-		// The socket was closed meanwhile (or the poller is gone).
-		c.teardown()
-		c.releaseBuffers()
+	// Hand the turn over unless a report came while it was held: then
+	// keep it and read again. One atomic step, so that a report either
+	// comes before it (and is seen) or after it (and takes the turn).
+	for {
+		old := c.turn.Load()
+		if old&(turnReported|turnHangup) != 0 {
+			return true
+		}
+		if c.turn.CompareAndSwap(old, old|turnArmed) {
+			return false
+		}
 	}
 }
 

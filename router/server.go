@@ -139,8 +139,8 @@ type Server struct {
 	table  connTable
 	rooms  roomSet
 	poller *poll.Poller
-	ready  chan uint64 // tokens reported by the poller, for the workers
-	flushq chan *Conn  // queues to write, for the flush workers
+	ready  chan *Conn // connections whose read turn a report took, for the workers
+	flushq chan *Conn // queues to write, for the flush workers
 	http   *httpHandoff
 
 	clock *VirtualClock // Config.Clock; nil: the wall clock
@@ -378,7 +378,7 @@ func (s *Server) startBackground() {
 		go func() { defer s.bg.Done(); s.flushWorker() }()
 	}
 	if s.poller != nil {
-		s.ready = make(chan uint64, 4096)
+		s.ready = make(chan *Conn, 4096)
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
@@ -392,10 +392,8 @@ func (s *Server) startBackground() {
 			go func() {
 				defer s.bg.Done()
 				r := newSockReader()
-				for tok := range s.ready {
-					if c := s.table.get(tok); c != nil {
-						c.onReadable(r)
-					}
+				for c := range s.ready {
+					c.readTurn(r)
 				}
 			}()
 		}
@@ -409,9 +407,15 @@ func (s *Server) startBackground() {
 	go func() { defer s.bg.Done(); s.sweep() }()
 }
 
-// onReady is the poller's callback: hand the token to a worker. When every
-// worker is busy the poller waits here, which is the backpressure.
-func (s *Server) onReady(tok uint64) { s.ready <- tok }
+// onReady is the poller's callback: a report that takes the connection's
+// read turn hands it to a worker; one that finds the turn taken is left
+// for its holder (see read.go). When every worker is busy the poller
+// waits here, which is the backpressure.
+func (s *Server) onReady(tok uint64, hangup bool) {
+	if c := s.table.get(tok); c != nil && c.report(hangup) {
+		s.ready <- c
+	}
+}
 
 // NodeID returns this node's id, the prefix of its connection ids.
 func (s *Server) NodeID() string { return s.nodeID }

@@ -2,15 +2,17 @@
 // that an idle WebSocket connection costs a kernel registration instead of a
 // parked goroutine and a read buffer.
 //
-// On Linux it is epoll in one-shot mode: a registered socket reports once,
-// then stays silent until re-armed, which gives the reader exclusive use of
-// the connection without locks. Elsewhere New returns ErrUnsupported and the
-// router falls back to a goroutine per connection.
+// On Linux it is epoll in edge-triggered mode: a registered socket is
+// reported each time data or a hangup arrives, and never re-armed, so a
+// read costs no epoll_ctl. Who reads on a report, and what to do with one
+// that comes while a read is under way, is the caller's business (the
+// router keeps a read turn per connection). Elsewhere New returns
+// ErrUnsupported and the router falls back to a goroutine per connection.
 //
 // It knows file descriptors and tokens, nothing of WebSocket or the router.
 // Every operation on a descriptor runs inside syscall.RawConn.Control, so a
 // descriptor can never be closed and reused by another connection while it is
-// being registered or re-armed.
+// being registered or removed.
 package poll
 
 import "errors"

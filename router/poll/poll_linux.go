@@ -11,11 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Poller is an epoll instance delivering one-shot read readiness.
+// Poller is an epoll instance delivering edge-triggered read readiness:
+// a registered socket is reported when data (or a hangup) arrives, not
+// for as long as it stays readable.
 type Poller struct {
 	epfd   int
 	wakefd int // eventfd: wakes Run so that Close can stop it
-	handle func(token uint64)
+	handle func(token uint64, hangup bool)
 
 	// mu guards closed. epoll_ctl runs under its read lock, so once Close
 	// has set closed no registration can reach the descriptor, which the
@@ -26,7 +28,7 @@ type Poller struct {
 
 // Desc is a socket's registration: 24 bytes, embedded in the connection
 // it belongs to. Init it before the connection is shared; it is immutable
-// afterwards, so Add, Rearm and Remove may run from any goroutine.
+// afterwards, so Add and Remove may run from any goroutine.
 type Desc struct {
 	rc    syscall.RawConn
 	token uint64
@@ -39,7 +41,7 @@ func (d *Desc) Init(rc syscall.RawConn, token uint64) { d.rc, d.token = rc, toke
 func (d *Desc) RawConn() syscall.RawConn { return d.rc }
 
 // ctlCall is one epoll_ctl made inside RawConn.Control. Calls come from a
-// pool, with the function bound once, so that re-arming allocates nothing
+// pool, with the function bound once, so that registering allocates nothing
 // and concurrent calls on one Desc share no scratch.
 type ctlCall struct {
 	p     *Poller
@@ -87,10 +89,16 @@ func (p *Poller) ctl(d *Desc, op int) error {
 	return err
 }
 
-// New creates a poller that calls handle(token) from Run's goroutine each
-// time a registered socket becomes readable, hung up or failed. handle must
-// not block for long: it should hand the token to a worker.
-func New(handle func(token uint64)) (*Poller, error) {
+// New creates a poller that calls handle(token, hangup) from Run's
+// goroutine each time data arrives on a registered socket, or it is hung
+// up or failed (hangup set). handle must not block for long: it should
+// hand the token to a worker.
+//
+// A hangup is flagged because a read does not consume it the way it
+// consumes data: a read that returns the last bytes does not report the
+// end of the stream behind them, and no later edge will. Whoever reads
+// must remember it and read until EOF or an error.
+func New(handle func(token uint64, hangup bool)) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, errors.Join(ErrUnsupported, err)
@@ -113,18 +121,20 @@ func New(handle func(token uint64)) (*Poller, error) {
 // wakeToken marks the eventfd; connection tokens never take this value.
 const wakeToken = ^uint64(0)
 
-const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+// readEvents are edge-triggered: a registration costs one epoll_ctl for
+// the socket's life, where a one-shot one costs another after every read
+// (a tenth of an echo's server CPU). The price is on the reader: an
+// edge is reported once, so it must remember one that came while it was
+// busy, and read again after a read that filled its buffer.
+const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
-// Add registers the socket of an Init'ed Desc, armed: the first readiness
-// is reported without a Rearm.
+// Add registers the socket of an Init'ed Desc. Data already waiting is
+// reported at once.
 func (p *Poller) Add(d *Desc) error { return p.ctl(d, unix.EPOLL_CTL_ADD) }
-
-// Rearm re-enables the one-shot registration after a report was handled.
-// It fails (harmlessly) once the socket is closed.
-func (p *Poller) Rearm(d *Desc) error { return p.ctl(d, unix.EPOLL_CTL_MOD) }
 
 // Remove unregisters the socket. Closing the socket also removes it; Remove
 // exists so that a connection can leave the poller before it is closed.
+// It fails (harmlessly) once the socket is closed.
 func (p *Poller) Remove(d *Desc) error {
 	if d.rc == nil {
 		return nil
@@ -207,7 +217,7 @@ func (p *Poller) dispatch(events []unix.EpollEvent) bool {
 			}
 			continue
 		}
-		p.handle(tok)
+		p.handle(tok, events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 	}
 	return false
 }

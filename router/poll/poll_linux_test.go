@@ -33,13 +33,21 @@ type harness struct {
 	t       *testing.T
 	p       *Poller
 	reports chan uint64
+	hangups chan uint64 // the reports flagged hangup, also in reports
 	runErr  chan error
 }
 
 func startPoller(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, reports: make(chan uint64, 1024), runErr: make(chan error, 1)}
-	p, err := New(func(tok uint64) {
+	h := &harness{t: t, reports: make(chan uint64, 1024), hangups: make(chan uint64, 1024), runErr: make(chan error, 1)}
+	p, err := New(func(tok uint64, hangup bool) {
+		if hangup {
+			select {
+			case h.hangups <- tok:
+			default:
+				panic("poll test: hangup channel full")
+			}
+		}
 		select {
 		case h.reports <- tok:
 		default:
@@ -103,8 +111,8 @@ func (h *harness) expect(token uint64) {
 }
 
 // quiet proves that no report is pending for any token but the sentinel's:
-// it waits until c's socket is readable in the kernel (so an armed
-// registration would already be on epoll's ready list), then makes the
+// it waits until c's socket is readable in the kernel (so a report due for
+// its data would already be on epoll's ready list), then makes the
 // sentinel readable and waits for its report. Reports are delivered in
 // ready-list order from one goroutine, so anything else would come first.
 func (h *harness) quiet(c *conn, sentinel *conn) {
@@ -122,9 +130,6 @@ func (h *harness) quiet(c *conn, sentinel *conn) {
 		h.t.Fatalf("no report for the sentinel within %v", wait)
 	}
 	readAll(h.t, sentinel)
-	if err := h.p.Rearm(&sentinel.desc); err != nil {
-		h.t.Fatalf("Rearm sentinel: %v", err)
-	}
 }
 
 // waitReadable blocks in poll(2) until c has data or a hangup pending.
@@ -204,35 +209,28 @@ func TestAddWithDataAlreadyPending(t *testing.T) {
 	h.expect(9)
 }
 
-func TestOneShot(t *testing.T) {
+// TestEdgeTriggered: data is reported when it arrives, once, whether or
+// not earlier data was read; unread data is not reported again.
+func TestEdgeTriggered(t *testing.T) {
 	t.Parallel()
 	h := startPoller(t)
 	sentinel := h.add(100)
 	c := h.add(7)
 	h.send(c, "a")
 	h.expect(7)
-	// More data without a Rearm: silence.
+	// Unread, and no new data: silence.
+	h.quiet(c, sentinel)
+	// New data on top of unread data: one report.
 	h.send(c, "b")
-	h.quiet(c, sentinel)
-	h.send(c, "c")
-	h.quiet(c, sentinel)
-	// Rearm with data still unread: reported again at once.
-	if err := h.p.Rearm(&c.desc); err != nil {
-		t.Fatal(err)
-	}
 	h.expect(7)
 	h.quiet(c, sentinel)
-	if n := readAll(t, c); n != 3 {
-		t.Fatalf("read %d bytes, want 3", n)
+	if n := readAll(t, c); n != 2 {
+		t.Fatalf("read %d bytes, want 2", n)
 	}
-	// Drained and re-armed: silent until new data, then one report.
-	if err := h.p.Rearm(&c.desc); err != nil {
-		t.Fatal(err)
-	}
+	// Drained: silent until new data, then one report, with no epoll_ctl.
 	h.quiet(nil, sentinel)
-	h.send(c, "d")
+	h.send(c, "c")
 	h.expect(7)
-	h.send(c, "e")
 	h.quiet(c, sentinel)
 }
 
@@ -246,9 +244,9 @@ func TestRemoveStopsReports(t *testing.T) {
 	}
 	h.send(c, "x")
 	h.quiet(c, sentinel)
-	// Rearm of a removed registration fails: it is no longer in the set.
-	if err := h.p.Rearm(&c.desc); !errors.Is(err, unix.ENOENT) {
-		t.Fatalf("Rearm after Remove: %v, want ENOENT", err)
+	// A second Remove fails: it is no longer in the set.
+	if err := h.p.Remove(&c.desc); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("Remove after Remove: %v, want ENOENT", err)
 	}
 	h.quiet(c, sentinel)
 	// Added again, it reports the pending data.
@@ -267,11 +265,28 @@ func TestPeerHangupReported(t *testing.T) {
 	t.Parallel()
 	h := startPoller(t)
 	c := h.add(5)
+	h.send(c, "last words")
+	h.expect(5)
+	if len(h.hangups) != 0 {
+		t.Fatal("data reported as a hangup")
+	}
+	// The hangup comes flagged, though reading the data hides it.
 	c.peer.Close()
 	h.expect(5)
+	select {
+	case tok := <-h.hangups:
+		if tok != 5 {
+			t.Fatalf("hangup for token %#x", tok)
+		}
+	default:
+		t.Fatal("hangup not flagged")
+	}
+	if n := readAll(t, c); n != len("last words") {
+		t.Fatalf("read %d bytes", n)
+	}
 }
 
-func TestRearmAfterCloseFails(t *testing.T) {
+func TestRemoveAfterCloseFails(t *testing.T) {
 	t.Parallel()
 	h := startPoller(t)
 	sentinel := h.add(1)
@@ -280,9 +295,6 @@ func TestRearmAfterCloseFails(t *testing.T) {
 	h.send(a, "x")
 	h.expect(2)
 	a.local.Close()
-	if err := h.p.Rearm(&a.desc); err == nil {
-		t.Fatal("Rearm of a closed socket succeeded")
-	}
 	if err := h.p.Remove(&a.desc); err == nil {
 		t.Fatal("Remove of a closed socket succeeded")
 	}
@@ -290,10 +302,8 @@ func TestRearmAfterCloseFails(t *testing.T) {
 	h.send(b, "y")
 	h.expect(3)
 	h.quiet(nil, sentinel)
-	if err := h.p.Rearm(&b.desc); err != nil {
-		t.Fatal(err)
-	}
-	h.expect(3) // "y" is still unread
+	h.send(b, "z")
+	h.expect(3)
 }
 
 func TestAddClosedSocketFails(t *testing.T) {
@@ -331,8 +341,8 @@ func TestManyRegistrations(t *testing.T) {
 			t.Fatalf("%d of %d reports", len(seen), n)
 		}
 	}
-	// Each reader drains and re-arms concurrently, as the router's
-	// workers do; a second round of data is reported once each.
+	// Each reader drains concurrently, as the router's workers do; a
+	// second round of data is reported once each.
 	errs := make(chan error, n)
 	for _, c := range conns {
 		go func() {
@@ -342,9 +352,6 @@ func TestManyRegistrations(t *testing.T) {
 				_, rerr = unix.Read(int(fd), buf[:])
 				return true
 			})
-			if rerr == nil {
-				rerr = h.p.Rearm(&c.desc)
-			}
 			errs <- rerr
 		}()
 	}
@@ -372,7 +379,7 @@ func TestManyRegistrations(t *testing.T) {
 
 func TestCloseStopsRun(t *testing.T) {
 	t.Parallel()
-	p, err := New(func(uint64) {})
+	p, err := New(func(uint64, bool) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +404,7 @@ func TestCloseStopsRun(t *testing.T) {
 // TestCloseBeforeRun: a Close that comes first still stops Run at once.
 func TestCloseBeforeRun(t *testing.T) {
 	t.Parallel()
-	p, err := New(func(uint64) {})
+	p, err := New(func(uint64, bool) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,13 +446,13 @@ func TestTokenThroughKernel(t *testing.T) {
 }
 
 // TestAddAfterCloseUsesStaleEpfd: once Run has returned it has closed the
-// epoll descriptor, but Add and Rearm still call epoll_ctl on its number. If
+// epoll descriptor, but Add and Remove still call epoll_ctl on its number. If
 // the number was reused (here by a second Poller), the socket is registered
 // with the wrong poller, whose handler then gets a token it never issued.
 // Not parallel: it relies on the kernel handing out the lowest free
 // descriptor to the next Poller.
 func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
-	p1, err := New(func(uint64) {})
+	p1, err := New(func(uint64, bool) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +465,7 @@ func TestAddAfterCloseUsesStaleEpfd(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	reports := make(chan uint64, 4)
-	p2, err := New(func(tok uint64) { reports <- tok })
+	p2, err := New(func(tok uint64, _ bool) { reports <- tok })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,10 @@ func (d *Desc) Init(rc syscall.RawConn, token uint64) {}
 func (d *Desc) RawConn() syscall.RawConn { return nil }
 
 // New reports ErrUnsupported.
-func New(handle func(token uint64)) (*Poller, error) { return nil, ErrUnsupported }
+func New(handle func(token uint64, hangup bool)) (*Poller, error) { return nil, ErrUnsupported }
 
 // Add is never called: New fails.
 func (p *Poller) Add(d *Desc) error { return ErrUnsupported }
-
-// Rearm is never called: New fails.
-func (p *Poller) Rearm(d *Desc) error { return ErrUnsupported }
 
 // Remove is never called: New fails.
 func (p *Poller) Remove(d *Desc) error { return nil }
