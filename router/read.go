@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -54,9 +55,25 @@ func newSockReader() *sockReader {
 }
 
 func (r *sockReader) read(fd uintptr) bool {
-	r.n, r.err = unix.Read(int(fd), r.buf)
-	return true // never wait: the poller said there is something
+	if len(r.buf) > rawReadMax || len(r.buf) == 0 {
+		r.n, r.err = unix.Read(int(fd), r.buf)
+		return true // never wait: the poller said there is something
+	}
+	// A raw system call, as the flushers' small writes are (see
+	// wsconn's rawWriter): the socket is non-blocking, so the call never
+	// sleeps, and the scheduler's bookkeeping around it costs more than
+	// the copy. A read buffer grown for a large frame takes the usual
+	// path, so the processor is never held through a long copy.
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+	r.n, r.err = int(n), nil
+	if e != 0 {
+		r.n, r.err = -1, e
+	}
+	return true
 }
+
+// rawReadMax is the largest read made as a raw system call.
+const rawReadMax = 16 << 10
 
 // The bits of Conn.turn.
 const (
