@@ -31,7 +31,9 @@ var HandlerBuckets = prometheus.ExponentialBuckets(0.00005, 2.5, 12)
 // callback, so that rate() works from the first error. A nil *Observer
 // records nothing.
 type Observer struct {
-	duration *prometheus.HistogramVec
+	// duration describes moonwire_handler_duration_seconds, which the
+	// Observer exposes from its own counts (see durationCollector).
+	duration *prometheus.Desc
 	errors   *prometheus.CounterVec
 	http     *prometheus.CounterVec // see HTTPResponse
 
@@ -57,15 +59,19 @@ var (
 type callbackKey struct{ route, callback string }
 
 type callbackSeries struct {
-	duration prometheus.Observer
-	timeouts prometheus.Counter
-	failures prometheus.Counter
+	route, callback string
+	timeouts        prometheus.Counter
+	failures        prometheus.Counter
 
-	// The same counts again, for the dashboard's sampler: reading them is
-	// a few atomic loads, where reading a Prometheus histogram (Write)
-	// allocates a protobuf per series every tick. buckets are per bucket
-	// (not cumulative), the last one +Inf.
+	// The histogram, counted here rather than in a prometheus.Histogram:
+	// one atomic add per bucket and one for the sum, where a Histogram
+	// also keeps a hot and a cold copy and a count (a tenth of an echo
+	// callback's cost went to it and to this copy the dashboard needed).
+	// /metrics reads them through durationCollector, the dashboard's
+	// sampler directly. buckets are per bucket (not cumulative), the last
+	// one +Inf; sumNs is in nanoseconds.
 	buckets  [len(handlerBucketBounds) + 1]atomic.Uint64
+	sumNs    atomic.Uint64
 	nTimeout atomic.Uint64
 	nError   atomic.Uint64
 }
@@ -76,26 +82,25 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 		return nil, errors.New("admin: nil registerer")
 	}
 	o := &Observer{
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "moonwire_handler_duration_seconds",
-			Help:    "Time Lua callbacks took, by route and callback.",
-			Buckets: HandlerBuckets,
-		}, []string{"route", "callback"}),
+		duration: prometheus.NewDesc("moonwire_handler_duration_seconds",
+			"Time Lua callbacks took, by route and callback.",
+			[]string{"route", "callback"}, nil),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moonwire_handler_errors_total",
 			Help: `Lua callbacks that failed, by route, callback and kind ("timeout": stopped by the handler timeout; "error": any other error).`,
 		}, []string{"route", "callback", "kind"}),
 	}
-	if err := reg.Register(o.duration); err != nil {
+	durations := durationCollector{o}
+	if err := reg.Register(durations); err != nil {
 		return nil, err
 	}
 	if err := reg.Register(o.errors); err != nil {
-		reg.Unregister(o.duration)
+		reg.Unregister(durations)
 		return nil, err
 	}
 	o.http = newHTTPResponses()
 	if err := reg.Register(o.http); err != nil {
-		reg.Unregister(o.duration)
+		reg.Unregister(durations)
 		reg.Unregister(o.errors)
 		return nil, err
 	}
@@ -116,15 +121,15 @@ func (o *Observer) Callback(route, callback string, d time.Duration, err error) 
 			return
 		}
 	}
+	// The bucket Prometheus would count it in: the first whose upper
+	// bound is at least sec.
 	sec := d.Seconds()
-	s.duration.Observe(sec)
-	// The bucket Prometheus counts it in: the first whose upper bound is
-	// at least sec.
 	i := 0
 	for i < len(handlerBucketBounds) && sec > handlerBucketBounds[i] {
 		i++
 	}
 	s.buckets[i].Add(1)
+	s.sumNs.Add(uint64(max(d, 0)))
 	if err != nil {
 		if errors.Is(err, lua.ErrTimeout) {
 			s.timeouts.Inc()
@@ -148,10 +153,6 @@ func (o *Observer) resolve(route, callback string) *callbackSeries {
 	}
 	// The key outlives the call: do not pin the caller's backing arrays.
 	route, callback = strings.Clone(route), strings.Clone(callback)
-	h, err := o.duration.GetMetricWithLabelValues(route, callback)
-	if err != nil {
-		return nil
-	}
 	t, err := o.errors.GetMetricWithLabelValues(route, callback, "timeout")
 	if err != nil {
 		return nil
@@ -160,7 +161,7 @@ func (o *Observer) resolve(route, callback string) *callbackSeries {
 	if err != nil {
 		return nil
 	}
-	s := &callbackSeries{duration: h, timeouts: t, failures: f}
+	s := &callbackSeries{route: route, callback: callback, timeouts: t, failures: f}
 	next := make(map[callbackKey]*callbackSeries, len(old)+1)
 	for k, v := range old {
 		next[k] = v
@@ -250,6 +251,32 @@ type handlerTotals struct {
 // handlerBucketBounds is HandlerBuckets as an array, so that handlerTotals
 // has a fixed size.
 var handlerBucketBounds = [12]float64(HandlerBuckets)
+
+// durationCollector exposes moonwire_handler_duration_seconds from the
+// Observer's counts: a histogram per (route, callback) seen.
+type durationCollector struct{ o *Observer }
+
+// Describe implements prometheus.Collector.
+func (c durationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.o.duration }
+
+// Collect implements prometheus.Collector.
+func (c durationCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range *c.o.cache.Load() {
+		cumulative := make(map[float64]uint64, len(handlerBucketBounds))
+		var run uint64
+		for i, b := range handlerBucketBounds {
+			run += s.buckets[i].Load()
+			cumulative[b] = run
+		}
+		run += s.buckets[len(handlerBucketBounds)].Load()
+		sum := float64(s.sumNs.Load()) / 1e9
+		m, err := prometheus.NewConstHistogram(c.o.duration, run, sum, cumulative, s.route, s.callback)
+		if err != nil {
+			continue // resolve only keeps label values Prometheus takes
+		}
+		ch <- m
+	}
+}
 
 // handlerTotals reads the Observer's counts, summed per route, into into
 // (which it clears first). They are counted with the series /metrics

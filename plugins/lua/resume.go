@@ -268,13 +268,13 @@ func (v *vm) start(name string, c *router.Conn, fn *glua.LFunction, finish func(
 // step runs p until it ends or waits.
 func (v *vm) step(p *resumable, fn *glua.LFunction, args ...glua.LValue) {
 	v.cb, v.cur = p, p.c
-	began := time.Now()
+	began := monotonic()
 	v.begin()
 	v.coroutines = p.coroutines
 	p.th.SetContext(v.ctx)
 	st, err, rets := v.L.Resume(p.th, fn, args...)
 	timedOut := v.end()
-	p.busy += time.Since(began)
+	p.busy += monotonic() - began
 	p.coroutines = v.coroutines
 	v.cb, v.cur = nil, nil
 	switch {
