@@ -219,7 +219,8 @@ func (l *lane) runTask(t *task) {
 		}
 		if h := l.holdOf(c); h != nil && h.on {
 			// The handler suspended this message: the read turn stays
-			// held (no re-arm, TCP backpressure) until Release.
+			// held (the socket is not read: TCP backpressure) until
+			// Release.
 			h.owed++
 		} else {
 			c.taskDone()
