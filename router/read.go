@@ -116,9 +116,17 @@ func (c *Conn) readTurn(r *sockReader) {
 		full := n == len(r.buf)
 		r.buf = nil
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case err == unix.EAGAIN:
 			// Nothing to read after all (a report for data an earlier
-			// turn read).
+			// turn read). Nor the end of the stream: a hangup flag with
+			// nothing behind it (the kernel should not make one) must
+			// not send every turn back to read, forever.
+			c.turn.And(^turnHangup)
+			n, err = 0, nil
+		case err == unix.EINTR:
+			// Interrupted before it read: whatever was reported is
+			// still there, and the turn reads again.
+			c.turn.Or(turnReported)
 			n, err = 0, nil
 		case err == nil && n == 0:
 			err = io.EOF

@@ -64,12 +64,13 @@ type callbackSeries struct {
 	failures        prometheus.Counter
 
 	// The histogram, counted here rather than in a prometheus.Histogram:
-	// one atomic add per bucket and one for the sum, where a Histogram
-	// also keeps a hot and a cold copy and a count (a tenth of an echo
-	// callback's cost went to it and to this copy the dashboard needed).
-	// /metrics reads them through durationCollector, the dashboard's
-	// sampler directly. buckets are per bucket (not cumulative), the last
-	// one +Inf; sumNs is in nanoseconds.
+	// an atomic add to a bucket and one to the sum, where a Histogram also
+	// keeps a hot and a cold copy and a count, and the dashboard needed
+	// these counts anyway (BenchmarkObserverCallback: 43 ns a callback
+	// with both, 25 ns now). /metrics reads them through
+	// durationCollector, the dashboard's sampler directly. buckets are
+	// per bucket (not cumulative), the last one +Inf; sumNs is in
+	// nanoseconds.
 	buckets  [len(handlerBucketBounds) + 1]atomic.Uint64
 	sumNs    atomic.Uint64
 	nTimeout atomic.Uint64
