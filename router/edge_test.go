@@ -26,8 +26,13 @@ type blocker struct {
 	messages atomic.Int64
 }
 
-func newBlocker() *blocker {
-	return &blocker{entered: make(chan *router.Conn, 1), release: make(chan struct{})}
+// startBlocker serves a blocker on /b, on one lane, and connects to it.
+func startBlocker(t *testing.T) (*blocker, *router.Server, *moontest.Client) {
+	t.Helper()
+	b := &blocker{entered: make(chan *router.Conn, 1), release: make(chan struct{})}
+	srv, addr := serve(t, router.Config{Routes: []router.RouteSpec{{Pattern: "/b", Handler: b, Lanes: 1}}})
+	t.Cleanup(func() { _ = srv.Close() })
+	return b, srv, moontest.Dial(t, "ws://"+addr+"/b")
 }
 
 func (b *blocker) Message(_ int, c *router.Conn, k router.Kind, d []byte) {
@@ -57,10 +62,7 @@ func (b *blocker) blocked(t *testing.T) *router.Conn {
 // read once the handler returns, though the client sends nothing more.
 func TestReadsWhatCameWhileHandling(t *testing.T) {
 	t.Parallel()
-	b := newBlocker()
-	srv, addr := serve(t, router.Config{Routes: []router.RouteSpec{{Pattern: "/b", Handler: b, Lanes: 1}}})
-	t.Cleanup(func() { _ = srv.Close() })
-	c := moontest.Dial(t, "ws://"+addr+"/b")
+	b, _, c := startBlocker(t)
 	c.Send("block")
 	sc := b.blocked(t)
 	c.Send("after")
@@ -76,10 +78,7 @@ func TestReadsWhatCameWhileHandling(t *testing.T) {
 // the server must still see the hangup and end the connection.
 func TestHangupBehindData(t *testing.T) {
 	t.Parallel()
-	b := newBlocker()
-	srv, addr := serve(t, router.Config{Routes: []router.RouteSpec{{Pattern: "/b", Handler: b, Lanes: 1}}})
-	t.Cleanup(func() { _ = srv.Close() })
-	c := moontest.Dial(t, "ws://"+addr+"/b")
+	b, srv, c := startBlocker(t)
 	c.Send("block quietly")
 	sc := b.blocked(t)
 	c.Send("last quietly")
