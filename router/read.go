@@ -320,7 +320,9 @@ func (b *rateState) allow() bool {
 
 // taskDone releases one hold on the read turn, from a lane: the last one
 // gives the turn back, and a worker reads again if a report came
-// meanwhile.
+// meanwhile. (The send cannot outlive the workers' channel: it is closed
+// with the poller, after every connection is finished, and a finished
+// connection's turn is never taken back: it no longer wants reading.)
 func (c *Conn) taskDone() {
 	if c.release() {
 		c.srv.ready <- c
