@@ -194,8 +194,9 @@ func (s *Server) upgradeFailed(hs *handshake, br *bufio.Reader, err error) {
 
 // establish turns an upgraded socket into a running connection: it
 // leaves the handshakes in progress and their deadline is lifted
-// (heartbeats and write timeouts take over), the Conn is built and counted, frames the client sent right
-// behind its request are kept, and br goes back to its pool.
+// (heartbeats and write timeouts take over), the Conn is built and
+// counted, frames the client sent right behind its request are kept, and
+// br goes back to its pool.
 func (s *Server) establish(hs *handshake, br *bufio.Reader) {
 	nc := hs.nc
 	// Out of the handshakes first: a shutdown ends those by setting their

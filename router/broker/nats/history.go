@@ -1064,8 +1064,6 @@ func (b *Broker) WaitWatched(ctx context.Context, room string) error {
 	}
 }
 
-// checkJetStream tells, once at start, that history and presence will
-// not work: a warning, not an error, since a broker without rooms with
 // CheckHistory implements broker.HistoryChecker: rooms with history live
 // in a JetStream stream, so a server without JetStream (nats-server
 // without -js), or an account without it, cannot keep them.
@@ -1074,8 +1072,7 @@ func (b *Broker) CheckHistory(ctx context.Context) error {
 		return nil
 	}
 	if _, err := b.h.js.AccountInfo(ctx); err != nil {
-		if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		if jetStreamDisabled(err) {
 			return fmt.Errorf("nats: %s: JetStream is not enabled (history needs nats-server -js): %w", b.url, err)
 		}
 		return fmt.Errorf("nats: %s: JetStream account: %w", b.url, err)
@@ -1083,6 +1080,15 @@ func (b *Broker) CheckHistory(ctx context.Context) error {
 	return nil
 }
 
+// jetStreamDisabled reports whether an account lookup failed because the
+// server or the account has no JetStream.
+func jetStreamDisabled(err error) bool {
+	return errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
+}
+
+// checkJetStream tells, once at start, that history and presence will
+// not work: a warning, not an error, since a broker without rooms with
 // history or presence does not need JetStream.
 func (b *Broker) checkJetStream() {
 	defer b.wg.Done()
@@ -1092,8 +1098,7 @@ func (b *Broker) checkJetStream() {
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.Timeout)
 	defer cancel()
 	if _, err := b.h.js.AccountInfo(ctx); err != nil && b.ctx.Err() == nil {
-		if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		if jetStreamDisabled(err) {
 			b.log.Warn("JetStream is not enabled on the server: rooms with history cannot be published or read, "+
 				"nor presence written or read (history and presence need nats-server -js)", "url", b.url)
 			return
