@@ -299,14 +299,13 @@ func survive(t *testing.T, kind string) {
 	}
 	// Wait until each follower has heard something: it is in the room.
 	waitFor(t, "the followers to join", 60*time.Second, func() bool {
-		pub := moontest.Dial(t, "ws://"+addrs[0]+"/chat/room")
+		pub := joinChat(t, addrs[0], "hello", 30*time.Second)
 		defer pub.Close(1000)
-		pub.Send("hello")
 		time.Sleep(50 * time.Millisecond)
 		return countJoined(fs) == followers
 	})
 
-	pub := moontest.Dial(t, "ws://"+addrs[0]+"/chat/room")
+	pub := joinChat(t, addrs[0], "ready", 30*time.Second)
 	const total = 300
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -371,6 +370,47 @@ func survive(t *testing.T, kind string) {
 			}
 		}
 	})
+}
+
+// joinChat connects to addr's room as chat.lua's clients must: a node
+// closes a newcomer 1013 while it cannot read the room's history (the
+// broker has just started, or answers late on a loaded machine), and
+// the client comes back. It returns once the client has heard its own
+// hello, so it is in the room.
+func joinChat(t *testing.T, addr, hello string, within time.Duration) *moontest.Client {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := moontest.TryDial(t, "ws://"+addr+"/chat/room")
+		if err == nil {
+			if heard(c, hello, deadline) {
+				return c
+			}
+			_ = c.Conn.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never let a client into the room: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// heard sends hello on c and reads until it comes back (chat.lua sends a
+// message to its sender too); false if the node closes c first.
+func heard(c *moontest.Client, hello string, deadline time.Time) bool {
+	if c.WriteFrame(ws.OpText, true, []byte(hello)) != nil {
+		return false
+	}
+	for {
+		fr, err := c.ReadFrame(max(time.Until(deadline), time.Millisecond))
+		if err != nil || fr.Op == ws.OpClose {
+			return false
+		}
+		var m chatMsg
+		if fr.Op == ws.OpText && json.Unmarshal(fr.Payload, &m) == nil && m.Text == hello {
+			return true
+		}
+	}
 }
 
 func countJoined(fs []*follower) int {
