@@ -104,11 +104,23 @@ async def main():
         assert json.loads(await ws.recv())["type"] == "welcome"
     print("auth ok")
 
+    # Two connections' on_open run on their own lanes, in either order
+    # on a busy machine: each client waits until it has heard a join
+    # that counts both, whoever joined first.
+    async def joined(ws):
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if m["type"] == "join" and m["members"] == 2:
+                return
+
     a = await websockets.connect(base + "/chat/py")
     b = await websockets.connect(base + "/chat/py")
-    await a.recv(); await b.recv(); await a.recv()  # joins
+    await joined(a); await joined(b)
     await a.send("from a")
-    msg = json.loads(await asyncio.wait_for(b.recv(), 5))
+    while True:
+        msg = json.loads(await asyncio.wait_for(b.recv(), 30))
+        if msg["type"] == "message":
+            break
     assert msg["text"] == "from a", msg
     await b.close()
     assert b.close_code == 1000
