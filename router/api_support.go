@@ -79,9 +79,9 @@ func (c *Conn) Info() ConnInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ci.Closed = c.state != stateOpen
+	ci.Rooms = c.roomList()
 	if x := c.ext; x != nil {
 		ci.Subprotocol = x.subprotocol
-		ci.Rooms = slices.Clone(x.rooms)
 		ci.Attributes = maps.Clone(x.attrs)
 		ci.Presence = slices.Clone(x.presence)
 	}

@@ -71,14 +71,12 @@ type Conn struct {
 	openedOn uint32
 
 	// Read turn.
-	desc       poll.Desc // the socket, when the poller reads it (see rc)
-	registered bool
-	parser     wsconn.Parser
-	rbuf       []byte
-	r, w       int
-	need       int
-	stopRead   bool          // a close or a protocol failure ended reading
-	resume     chan struct{} // goroutine mode: the turn came back
+	desc   poll.Desc // the socket, when the poller reads it (see rc)
+	parser wsconn.Parser
+	rbuf   []byte
+	r, w   int
+	need   int
+	resume chan struct{} // goroutine mode: the turn came back
 
 	pending atomic.Int32 // the read turn (1) plus queued message tasks
 	// turn hands the read turn to the poller and back (turnArmed) and
@@ -99,10 +97,20 @@ type Conn struct {
 	peerClosed    bool // the peer's close frame arrived
 	closeSent     bool // our close frame was written
 	dropAfterSend bool // close TCP once our close frame is written
+	// Two read-turn fields, here among the bools rather than each in
+	// eight bytes of its own, so that room fits in the size class.
+	registered bool // the read turn: the socket is on the poller
+	stopRead   bool // the read turn: a close or a protocol failure ended reading
+	inRoom1    bool // room holds a room (whose name may be "")
+
 	closeCode     int
 	closeReason   string
 	closeDeadline int64
-	ext           *connExtras // allocated on first use
+	// room is the first room the connection is in (if inRoom1), the
+	// others are in ext.rooms: most connections are in one room, and
+	// keeping it here spares an idle one its connExtras.
+	room string
+	ext  *connExtras // allocated on first use
 
 	// handlerData belongs to the handler and is touched only on the lane.
 	handlerData any
@@ -114,8 +122,8 @@ type Conn struct {
 // stays within the allocator's 512-byte class.)
 type connExtras struct {
 	attrs       map[string]any
-	presence    []byte // JSON shown in the cluster's presence of its rooms
-	rooms       []string
+	presence    []byte            // JSON shown in the cluster's presence of its rooms
+	rooms       []string          // after Conn.room, in the order joined
 	left        map[string]string // room -> what its members hear when c leaves (JoinOptions.Left)
 	rawQuery    string
 	query       url.Values
@@ -236,10 +244,58 @@ func (c *Conn) Set(key string, v any) {
 func (c *Conn) Rooms() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ext == nil {
+	return c.roomList()
+}
+
+// roomList returns a new slice of the rooms the connection is in, in the
+// order joined (nil: none). c.mu is held.
+func (c *Conn) roomList() []string {
+	if !c.inRoom1 {
 		return nil
 	}
-	return slices.Clone(c.ext.rooms)
+	rooms := []string{c.room}
+	if c.ext != nil {
+		rooms = append(rooms, c.ext.rooms...)
+	}
+	return rooms
+}
+
+// inRoom reports whether the connection is in room. c.mu is held.
+func (c *Conn) inRoom(room string) bool {
+	return c.inRoom1 && c.room == room || c.ext != nil && slices.Contains(c.ext.rooms, room)
+}
+
+// addRoom records that the connection joined room, which it is not in.
+// c.mu is held.
+func (c *Conn) addRoom(room string) {
+	if !c.inRoom1 {
+		c.room, c.inRoom1 = room, true
+		return
+	}
+	x := c.extras()
+	x.rooms = append(x.rooms, room)
+}
+
+// removeRoom records that the connection left room, reporting whether it
+// was in it. c.mu is held.
+func (c *Conn) removeRoom(room string) bool {
+	var more []string
+	if c.ext != nil {
+		more = c.ext.rooms
+	}
+	switch i := slices.Index(more, room); {
+	case !c.inRoom1 || c.room != room:
+		if i < 0 {
+			return false
+		}
+		c.ext.rooms = slices.Delete(more, i, i+1)
+	case len(more) == 0:
+		c.room, c.inRoom1 = "", false
+	default:
+		c.room = more[0] // before the Delete, which shifts more in place
+		c.ext.rooms = slices.Delete(more, 0, 1)
+	}
+	return true
 }
 
 // Join adds the connection to room. It fails with ErrClosed on a closed
@@ -287,13 +343,12 @@ func (c *Conn) JoinWith(room string, o JoinOptions) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	x := c.extras()
-	joined := !slices.Contains(x.rooms, room)
+	joined := !c.inRoom(room)
 	if joined {
 		c.srv.rooms.add(room, c)
-		x.rooms = append(x.rooms, room)
+		c.addRoom(room)
 	}
-	x.setLeft(room, o.Left)
+	c.setLeft(room, o.Left)
 	c.mu.Unlock()
 	if joined && o.Joined != "" {
 		c.srv.announce(room, o.Joined, c)
@@ -301,17 +356,18 @@ func (c *Conn) JoinWith(room string, o JoinOptions) error {
 	return nil
 }
 
-// setLeft records what the room hears when the connection leaves it.
-// c.mu is held.
-func (x *connExtras) setLeft(room, left string) {
+// setLeft records what the room hears when the connection leaves it
+// ("": nothing). c.mu is held.
+func (c *Conn) setLeft(room, left string) {
 	switch {
 	case left != "":
+		x := c.extras()
 		if x.left == nil {
 			x.left = make(map[string]string)
 		}
 		x.left[room] = left
-	case x.left != nil:
-		delete(x.left, room)
+	case c.ext != nil && c.ext.left != nil:
+		delete(c.ext.left, room)
 	}
 }
 
@@ -325,16 +381,17 @@ func (s *Server) announce(room, msg string, except *Conn) {
 // Leave removes the connection from room.
 func (c *Conn) Leave(room string) {
 	c.mu.Lock()
-	if c.ext == nil || c.state == stateClosed {
+	if c.state == stateClosed {
 		c.mu.Unlock()
 		return
 	}
 	left := ""
-	if i := slices.Index(c.ext.rooms, room); i >= 0 {
+	if c.removeRoom(room) {
 		c.srv.rooms.remove(room, c)
-		c.ext.rooms = slices.Delete(c.ext.rooms, i, i+1)
-		left = c.ext.left[room]
-		delete(c.ext.left, room)
+		if c.ext != nil {
+			left = c.ext.left[room]
+			delete(c.ext.left, room)
+		}
 	}
 	c.mu.Unlock()
 	if left != "" {
@@ -635,6 +692,9 @@ func (c *Conn) end(linger bool) {
 	c.state = stateClosed
 	code, reason := c.closeCode, c.closeReason
 	announce := false
+	if c.inRoom1 {
+		c.srv.rooms.remove(c.room, c)
+	}
 	if c.ext != nil {
 		announce = len(c.ext.left) > 0
 		for _, r := range c.ext.rooms {

@@ -209,17 +209,14 @@ func (c *Conn) RecoverWith(room string, offset uint64, epoch string, o JoinOptio
 		c.mu.Unlock()
 		return Recovery{}, ErrClosed
 	}
-	x := c.extras()
-	for _, r := range x.rooms {
-		if r == room {
-			c.mu.Unlock()
-			return Recovery{}, fmt.Errorf("already in room %q: recover before joining", room)
-		}
+	if c.inRoom(room) {
+		c.mu.Unlock()
+		return Recovery{}, fmt.Errorf("already in room %q: recover before joining", room)
 	}
 	rc := &recovery{}
 	s.rooms.addWith(room, c, rc)
-	x.rooms = append(x.rooms, room)
-	x.setLeft(room, o.Left)
+	c.addRoom(room)
+	c.setLeft(room, o.Left)
 	c.mu.Unlock()
 	if o.Joined != "" {
 		defer s.announce(room, o.Joined, c)

@@ -37,10 +37,9 @@ func (c *Conn) SetPresence(info []byte) error {
 	if c.state == stateClosed {
 		return ErrClosed
 	}
-	x := c.extras()
-	x.presence = info
+	c.extras().presence = info
 	if p := c.srv.presence; p != nil {
-		for _, r := range x.rooms {
+		for _, r := range c.roomList() {
 			p.PresenceJoin(r, c.id, info)
 		}
 	}

@@ -54,6 +54,51 @@ return M
 	s.WaitLog(t, "closed", "code=1006", "events=open,text:x")
 }
 
+// TestConnRoomsInJoinOrder: conn:rooms() lists the rooms in the order
+// joined through joins and leaves in any order (the first room is kept
+// apart from the others), an empty name is a room like any other, and a
+// closed connection leaves every room it was in.
+func TestConnRoomsInJoinOrder(t *testing.T) {
+	t.Parallel()
+	s := route(t, `
+local M = {}
+local function list(conn)
+  local out = {}
+  for _, r in ipairs(conn:rooms()) do out[#out + 1] = "[" .. r .. "]" end
+  return table.concat(out, ",")
+end
+function M.on_message(conn, data)
+  if data == "sizes" then
+    conn:send(ws.room_size("a") .. ws.room_size("b") .. ws.room_size("c") .. ws.room_size(""))
+    return
+  end
+  local steps = {}
+  conn:join("a"); conn:join("b"); conn:join("c"); conn:join(""); conn:join("a")
+  steps[#steps + 1] = list(conn)
+  conn:leave("a"); steps[#steps + 1] = list(conn)
+  conn:leave("c"); steps[#steps + 1] = list(conn)
+  conn:leave("nowhere"); conn:leave("b"); steps[#steps + 1] = list(conn)
+  conn:leave(""); steps[#steps + 1] = list(conn)
+  conn:join("c"); conn:join("a"); conn:leave("c"); steps[#steps + 1] = list(conn)
+  conn:join(""); conn:join("b"); conn:leave("")
+  steps[#steps + 1] = list(conn)
+  conn:send(table.concat(steps, " | "))
+end
+return M
+`, "")
+	c := moontest.Dial(t, s.URL("/t"))
+	c.Send("rooms")
+	c.Expect("[a],[b],[c],[] | [b],[c],[] | [b],[] | [] |  | [a] | [a],[b]")
+	c.Send("sizes")
+	c.Expect("1100")
+	c.Close(1000)
+	o := moontest.Dial(t, s.URL("/t"))
+	moontest.WaitFor(t, "the closed connection to leave its rooms", func() bool {
+		o.Send("sizes")
+		return o.Next().Text() == "0000"
+	})
+}
+
 func TestConnFieldsAndMethods(t *testing.T) {
 	t.Parallel()
 	s := route(t, `
