@@ -57,7 +57,7 @@ type Conn struct {
 	nc         net.Conn
 	path       string
 	params     map[string]string
-	header     Header
+	header     packedHeader
 	remoteAddr string
 	created    int64 // unix nanoseconds
 	maxMsg     int64

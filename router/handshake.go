@@ -566,7 +566,7 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		nc:         nc,
 		path:       hs.req.Path,
 		params:     hs.req.Params,
-		header:     hs.req.Header.clip(),
+		header:     hs.req.Header.pack(),
 		remoteAddr: hs.req.RemoteAddr,
 		created:    s.nowNs(),
 		maxMsg:     spec.MaxMessageSize,
