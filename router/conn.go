@@ -117,9 +117,10 @@ type Conn struct {
 }
 
 // connExtras holds what many connections never use; an idle connection
-// that never joined a room or set an attribute, and came without a query
-// string or a subprotocol, does not pay for it. (The Conn struct itself
-// stays within the allocator's 512-byte class.)
+// that joined at most one room (kept in Conn.room), set no attribute and
+// no Left message, and came without a query string or a subprotocol, does
+// not pay for it. (The Conn struct itself stays within the allocator's
+// 512-byte class.)
 type connExtras struct {
 	attrs       map[string]any
 	presence    []byte            // JSON shown in the cluster's presence of its rooms

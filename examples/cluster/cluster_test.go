@@ -383,32 +383,36 @@ func joinChat(t *testing.T, addr, hello string, within time.Duration) *moontest.
 	for {
 		c, err := moontest.TryDial(t, "ws://"+addr+"/chat/room")
 		if err == nil {
-			if heard(c, hello, deadline) {
+			if err = heard(c, hello, deadline); err == nil {
 				return c
 			}
 			_ = c.Conn.Close()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never let a client into the room: %v", addr, err)
+			t.Fatalf("%s never let a client into the room; the last try: %v", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // heard sends hello on c and reads until it comes back (chat.lua sends a
-// message to its sender too); false if the node closes c first.
-func heard(c *moontest.Client, hello string, deadline time.Time) bool {
-	if c.WriteFrame(ws.OpText, true, []byte(hello)) != nil {
-		return false
+// message to its sender too), or says why it did not.
+func heard(c *moontest.Client, hello string, deadline time.Time) error {
+	if err := c.WriteFrame(ws.OpText, true, []byte(hello)); err != nil {
+		return err
 	}
 	for {
 		fr, err := c.ReadFrame(max(time.Until(deadline), time.Millisecond))
-		if err != nil || fr.Op == ws.OpClose {
-			return false
+		if err != nil {
+			return err
+		}
+		if fr.Op == ws.OpClose {
+			code, reason := fr.CloseCode()
+			return fmt.Errorf("closed %d %q", code, reason)
 		}
 		var m chatMsg
 		if fr.Op == ws.OpText && json.Unmarshal(fr.Payload, &m) == nil && m.Text == hello {
-			return true
+			return nil
 		}
 	}
 }
