@@ -49,12 +49,17 @@ const (
 // and lane.mu.
 type Conn struct {
 	// Immutable after the handshake.
-	srv        *Server
-	route      *Route
-	lane       *lane
-	token      uint64
-	id         string
+	srv   *Server
+	route *Route
+	lane  *lane
+	token uint64
+	id    string
+	// nc is the connection's net.Conn, immutable, when net keeps the
+	// socket (TLS, the portable path). When the router owns the socket
+	// (fd), nc is nil, or, guarded by mu, what a blocked flush borrowed
+	// from fd to wait on (see flush).
 	nc         net.Conn
+	fd         *poll.FD // the socket, when the router owns it
 	path       string
 	params     map[string]string
 	header     packedHeader
@@ -643,12 +648,62 @@ func (c *Conn) flush(fl *wsconn.Flusher) {
 	if fl == nil {
 		fl = flushers.Get().(*wsconn.Flusher)
 	}
-	sealed, n, err := fl.Flush(&c.queue, c.nc, c.srv.c().WriteTimeout)
+	var sealed bool
+	var n int64
+	nc, err := c.borrowConn()
+	if err != nil {
+		fl.Abandon(&c.queue)
+	} else {
+		sealed, n, err = fl.Flush(&c.queue, nc, c.srv.c().WriteTimeout)
+		c.returnConn(nc)
+	}
 	fl.Reset()
 	flushers.Put(fl)
 	c.bytesOut.Add(n)
 	c.route.bytesOut.Add(n)
 	c.flushed(sealed, err)
+}
+
+// borrowConn returns the net.Conn a blocked flush waits on: nc, or for a
+// socket the router owns, a net.Conn on a duplicate of it, which the
+// runtime's netpoller waits on (the router's poller only reads). It is
+// kept in c.nc meanwhile, so that end closes it with the connection.
+func (c *Conn) borrowConn() (net.Conn, error) {
+	if c.fd == nil {
+		return c.nc, nil
+	}
+	nc, err := c.fd.NetConn()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	closed := c.state == stateClosed
+	if !closed {
+		c.nc = nc
+	}
+	c.mu.Unlock()
+	if closed {
+		_ = nc.Close()
+		return nil, net.ErrClosed
+	}
+	return nc, nil
+}
+
+// returnConn gives back what borrowConn lent, closing it unless end
+// already took it to close.
+func (c *Conn) returnConn(nc net.Conn) {
+	if c.fd == nil {
+		return
+	}
+	c.mu.Lock()
+	mine := c.nc == nc
+	if mine {
+		c.nc = nil
+	}
+	c.mu.Unlock()
+	if mine {
+		_ = nc.Close()
+	}
 }
 
 // flushed acts on the end of a flush: a write error ends the connection,
@@ -692,6 +747,10 @@ func (c *Conn) end(linger bool) {
 	}
 	c.state = stateClosed
 	code, reason := c.closeCode, c.closeReason
+	nc := c.nc
+	if c.fd != nil {
+		c.nc = nil // a blocked flush's: closed here (see returnConn)
+	}
 	announce := false
 	if c.inRoom1 {
 		c.srv.rooms.remove(c.room, c)
@@ -707,18 +766,41 @@ func (c *Conn) end(linger bool) {
 	c.mu.Unlock()
 
 	c.queue.Kill()
-	// No epoll_ctl(DEL): closing the socket takes it out of the poller's
-	// set (nothing else holds the descriptor), and a report already on
-	// its way finds the connection closed, or gone from the table.
-	if !linger || !c.srv.linger(c.nc) {
-		_ = c.nc.Close()
-	}
+	c.closeSocket(nc, linger)
 	c.route.conns.Add(-1)
 	if c.ipCounted {
 		c.route.releaseIP(hostOf(c.remoteAddr))
 	}
 	c.srv.stats.closes(code)
 	c.closeEvent(code, reason, announce)
+}
+
+// closeSocket closes the connection's socket, through Server.linger when
+// linger is set; nc is c.nc as end found it.
+//
+// No epoll_ctl(DEL) as a rule: closing the socket takes it out of the
+// poller's set, and a report already on its way finds the connection
+// closed, or gone from the table. But an owned socket whose descriptor
+// has a duplicate (a blocked flush's, or one made to linger) stays in the
+// set after the FD is closed, for as long as the duplicate lives: it
+// leaves the set first.
+func (c *Conn) closeSocket(nc net.Conn, linger bool) {
+	if c.fd == nil {
+		if !linger || !c.srv.linger(nc) {
+			_ = nc.Close()
+		}
+		return
+	}
+	if linger && nc == nil {
+		nc, _ = c.fd.NetConn() // nil on failure: closed at once, then
+	}
+	if nc != nil {
+		_ = c.srv.poller.Remove(&c.desc)
+	}
+	_ = c.fd.Close()
+	if nc != nil && (!linger || !c.srv.linger(nc)) {
+		_ = nc.Close()
+	}
 }
 
 // closeEvent runs the handler's Close, then finished, on the lane behind

@@ -132,3 +132,20 @@ func TestReadsAllThatWaits(t *testing.T) {
 		c.ExpectBinary(payload)
 	}
 }
+
+// TestEstablishedSocketLeavesNet: an upgraded plain TCP connection's
+// socket is the router's own (no net objects or netpoller registration
+// kept for an idle connection), and it still reads, writes and closes.
+func TestEstablishedSocketLeavesNet(t *testing.T) {
+	b, _, c := startBlocker(t)
+	c.Send("block")
+	sc := b.blocked(t)
+	if !router.OwnsSocket(sc) {
+		t.Fatal("the established socket is still net's")
+	}
+	close(b.release)
+	c.Expect("block")
+	c.Send("after")
+	c.Expect("after")
+	c.Close(1000)
+}

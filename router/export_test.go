@@ -44,3 +44,15 @@ func ReadReported(c *Conn) bool { return c.turn.Load()&turnReported != 0 }
 
 // ReadHungUp reports whether the poller reported c's peer hung up.
 func ReadHungUp(c *Conn) bool { return c.turn.Load()&turnHangup != 0 }
+
+// OwnsSocket reports whether the router holds c's socket itself (a
+// poll.FD) rather than through net.
+func OwnsSocket(c *Conn) bool { return c.fd != nil }
+
+// FlushWaiting reports whether a blocked flush holds a net.Conn borrowed
+// from c's own socket (see Conn.borrowConn).
+func FlushWaiting(c *Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fd != nil && c.nc != nil
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
 	"github.com/moonwire/moonwire/router/internal/origin"
+	"github.com/moonwire/moonwire/router/poll"
 	"github.com/moonwire/moonwire/router/wsconn"
 )
 
@@ -589,7 +590,12 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.lastPing.Store(c.created)
 	var rc syscall.RawConn // nil: read by a goroutine
 	if s.poller != nil {
-		if sc, ok := nc.(syscall.Conn); ok {
+		// A plain TCP socket leaves net (see poll.FD): the poller reads
+		// it and the flushers write it without waiting, so net's objects
+		// and netpoller registration would be kept for nothing.
+		if fd := poll.OwnSocket(nc); fd != nil {
+			rc, c.nc, c.fd = fd, nil, fd
+		} else if sc, ok := nc.(syscall.Conn); ok {
 			if r, err := sc.SyscallConn(); err == nil {
 				rc = r
 			}
@@ -604,6 +610,9 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 			c.desc.Init(rc, tok)
 		}
 	}) {
+		if c.fd != nil {
+			_ = c.fd.Close() // nc is closed already: the caller's Close is a no-op
+		}
 		return nil
 	}
 	rt.conns.Add(1)

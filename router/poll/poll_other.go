@@ -2,7 +2,10 @@
 
 package poll
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // Poller is unavailable on this platform; New always fails with
 // ErrUnsupported and the router reads with a goroutine per connection.
@@ -31,3 +34,24 @@ func (p *Poller) Run() error { return ErrUnsupported }
 
 // Close is never called: New fails.
 func (p *Poller) Close() error { return nil }
+
+// FD is never made on this platform: there is no poller to read it.
+type FD struct{}
+
+// OwnSocket returns nil: sockets stay net's.
+func OwnSocket(nc net.Conn) *FD { return nil }
+
+// Close does nothing: no FD is made.
+func (f *FD) Close() error { return nil }
+
+// NetConn reports ErrUnsupported: no FD is made.
+func (f *FD) NetConn() (net.Conn, error) { return nil, ErrUnsupported }
+
+// Control reports ErrUnsupported: no FD is made.
+func (f *FD) Control(fn func(fd uintptr)) error { return ErrUnsupported }
+
+// Read reports ErrUnsupported: no FD is made.
+func (f *FD) Read(fn func(fd uintptr) bool) error { return ErrUnsupported }
+
+// Write reports ErrUnsupported: no FD is made.
+func (f *FD) Write(fn func(fd uintptr) bool) error { return ErrUnsupported }

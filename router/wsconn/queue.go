@@ -228,6 +228,11 @@ func (fl *Flusher) next(q *Queue) (sealed, done bool) {
 	return sealed, false
 }
 
+// Abandon gives the queue up without writing, when there is no socket to
+// write to any more: it kills the queue and ends the flusher's ownership,
+// as a write error would.
+func (fl *Flusher) Abandon(q *Queue) { fl.fail(q) }
+
 // fail kills the queue after a write error and ends the flusher's
 // ownership.
 func (fl *Flusher) fail(q *Queue) {
