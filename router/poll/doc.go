@@ -9,6 +9,12 @@
 // router keeps a read turn per connection). Elsewhere New returns
 // ErrUnsupported and the router falls back to a goroutine per connection.
 //
+// FD holds a socket outright, out of the Go runtime's netpoller, for the
+// connections the poller reads: net's objects and netpoller descriptor
+// cost an idle connection more than everything else together. It is a
+// syscall.RawConn that never waits and never closes a descriptor under a
+// running call.
+//
 // It knows file descriptors and tokens, nothing of WebSocket or the router.
 // Every operation on a descriptor runs inside syscall.RawConn.Control, so a
 // descriptor can never be closed and reused by another connection while it is
