@@ -12,27 +12,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (server, client *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return s.(*net.TCPConn), c.(*net.TCPConn)
-}
+	"github.com/moonwire/moonwire/router/internal/tcptest"
+)
 
 // inode returns the inode of what fd refers to, or 0 if fd is not open.
 func inode(fd int) uint64 {
@@ -46,7 +28,7 @@ func inode(fd int) uint64 {
 // TestOwnSocketLeavesNet: the owned socket works through the FD, net's
 // connection is closed, and closing the FD closes the socket.
 func TestOwnSocketLeavesNet(t *testing.T) {
-	s, c := tcpPair(t)
+	c, s := tcptest.Pair(t)
 	fd := OwnSocket(s)
 	if fd == nil {
 		t.Fatal("a TCP connection was not taken")
@@ -95,7 +77,7 @@ func TestOwnSocketLeavesNet(t *testing.T) {
 // not run; a second Close closes nothing (the number may be another
 // file's by then).
 func TestFDCloseWaitsForRunningCalls(t *testing.T) {
-	s, _ := tcpPair(t)
+	_, s := tcptest.Pair(t)
 	fd := OwnSocket(s)
 	num := fd.fd
 	ino := inode(num)
@@ -148,7 +130,7 @@ func osPipe() (int, int, error) {
 // TestFDNeverWaits: a call whose function is not done ends with
 // ErrWouldBlock instead of waiting.
 func TestFDNeverWaits(t *testing.T) {
-	s, _ := tcpPair(t)
+	_, s := tcptest.Pair(t)
 	fd := OwnSocket(s)
 	defer fd.Close()
 	calls := 0
@@ -162,7 +144,7 @@ func TestFDNeverWaits(t *testing.T) {
 // descriptor is closed once they are done.
 func TestFDCloseUnderLoad(t *testing.T) {
 	for range 20 {
-		s, _ := tcpPair(t)
+		_, s := tcptest.Pair(t)
 		fd := OwnSocket(s)
 		num, ino := fd.fd, inode(fd.fd)
 		var wg sync.WaitGroup
@@ -204,7 +186,7 @@ func TestFDCloseUnderLoad(t *testing.T) {
 // TestFDNetConnShares: a net.Conn from NetConn writes to the same socket
 // and keeps it open after the FD is closed, until it is closed too.
 func TestFDNetConnShares(t *testing.T) {
-	s, c := tcpPair(t)
+	c, s := tcptest.Pair(t)
 	fd := OwnSocket(s)
 	nc, err := fd.NetConn()
 	if err != nil {
