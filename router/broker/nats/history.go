@@ -297,15 +297,18 @@ func (b *Broker) stream(ctx context.Context, size int, ttl time.Duration) (jetst
 	// Several nodes may raise the limits at once from the same old
 	// configuration, each undoing the other's raise: each reads back
 	// until its own is in place. The limits only grow, so this ends.
-	for range 8 {
+	for attempt := range 8 {
 		st, err := h.js.Stream(ctx, h.name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			if size == 0 {
 				return nil, errNoStream
 			}
 			st, err = h.js.CreateStream(ctx, b.streamConfig(size, ttl))
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				continue // another node created it first
+			if createdElsewhere(err) {
+				if err := pause(ctx, attempt); err != nil {
+					return nil, b.jsErr("create stream "+h.name, err)
+				}
+				continue
 			}
 			if err != nil {
 				return nil, b.jsErr("create stream "+h.name, err)
@@ -1104,5 +1107,37 @@ func (b *Broker) checkJetStream() {
 			return
 		}
 		b.log.Warn("JetStream account not readable: rooms with history and presence may fail", "url", b.url, "err", err)
+	}
+}
+
+// jsSubjectOverlap is JetStream's error code for a new stream whose
+// subjects an existing one takes. Two nodes creating the same stream at
+// the same moment can get it: the second create sees the first's subjects
+// before its name.
+const jsSubjectOverlap = 10065
+
+// createdElsewhere reports whether err, from creating a stream or a
+// bucket, means that another node made it first, or is making it.
+func createdElsewhere(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jsSubjectOverlap
+}
+
+// pause waits a little longer at each attempt for another node's create
+// to complete, or until ctx ends.
+func pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(time.Duration(attempt+1) * 10 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

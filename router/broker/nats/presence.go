@@ -407,7 +407,7 @@ func (b *Broker) presBucket(ctx context.Context, create bool) (kv jetstream.KeyV
 		return p.kv, false, nil
 	}
 	age := presenceAge(b.presenceTTL())
-	for range 8 {
+	for attempt := range 8 {
 		kv, err := b.h.js.KeyValue(ctx, p.name)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			if !create {
@@ -420,8 +420,11 @@ func (b *Broker) presBucket(ctx context.Context, create bool) (kv jetstream.KeyV
 				TTL:         age,
 				Storage:     jetstream.MemoryStorage,
 			})
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				continue // another node created it first
+			if createdElsewhere(err) {
+				if err := pause(ctx, attempt); err != nil {
+					return nil, false, fmt.Errorf("create bucket %s: %w", p.name, err)
+				}
+				continue
 			}
 			if err != nil {
 				return nil, false, fmt.Errorf("create bucket %s: %w", p.name, err)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -448,5 +449,56 @@ func TestBucketName(t *testing.T) {
 	}
 	if bucketName("moonwire") != "moonwire_presence" {
 		t.Fatal(bucketName("moonwire"))
+	}
+}
+
+// TestPresenceBucketCreatedByManyAtOnce: nodes that create the presence
+// bucket at the same moment all get it. The server refuses all creates
+// but one, by name, or (before the first one's name is visible) by its
+// subjects; a refused node waits and looks again.
+func TestPresenceBucketCreatedByManyAtOnce(t *testing.T) {
+	t.Parallel()
+	for round := range 5 {
+		opts := sharedPres(t, 2*time.Second)
+		nodes := make([]*node, 6)
+		for i := range nodes {
+			nodes[i] = newNode(t, opts, fmt.Sprintf("n%d", i))
+		}
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, _, errs[i] = n.b.presBucket(ctx, true)
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, node %d: %v", round, i, err)
+			}
+		}
+	}
+}
+
+// TestCreatedElsewhere: the refusals a create gets when another node got
+// there first, the subject overlap among them (CI saw it once: a node of
+// TestPresenceAcrossNodes counted it as an error), and nothing else.
+func TestCreatedElsewhere(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{jetstream.ErrBucketExists, true},
+		{jetstream.ErrStreamNameAlreadyInUse, true},
+		{fmt.Errorf("create: %w", &jetstream.APIError{Code: 400, ErrorCode: jsSubjectOverlap, Description: "subjects overlap with an existing stream"}), true},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10049}, false},
+		{context.DeadlineExceeded, false},
+		{nil, false},
+	} {
+		if got := createdElsewhere(c.err); got != c.want {
+			t.Errorf("createdElsewhere(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
