@@ -56,10 +56,9 @@ type Conn struct {
 	id    string
 	// nc is the connection's net.Conn, immutable, when net keeps the
 	// socket (TLS, the portable path). When the router owns the socket
-	// (fd), nc is nil, or, guarded by mu, what a blocked flush borrowed
-	// from fd to wait on (see flush).
+	// (see owned), nc is nil, or, guarded by mu, what a blocked flush
+	// borrowed from it to wait on (see flush).
 	nc         net.Conn
-	fd         *poll.FD // the socket, when the router owns it
 	path       string
 	params     map[string]string
 	header     packedHeader
@@ -139,6 +138,13 @@ type connExtras struct {
 // rc is the socket's raw connection when the poller reads it, nil when a
 // goroutine does.
 func (c *Conn) rc() syscall.RawConn { return c.desc.RawConn() }
+
+// owned returns the socket when the router holds it itself (a poll.FD,
+// which the poller reads through), nil when net holds it.
+func (c *Conn) owned() *poll.FD {
+	fd, _ := c.desc.RawConn().(*poll.FD)
+	return fd
+}
 
 // extras returns c.ext, allocating it. c.mu must be held.
 func (c *Conn) extras() *connExtras {
@@ -669,10 +675,11 @@ func (c *Conn) flush(fl *wsconn.Flusher) {
 // runtime's netpoller waits on (the router's poller only reads). It is
 // kept in c.nc meanwhile, so that end closes it with the connection.
 func (c *Conn) borrowConn() (net.Conn, error) {
-	if c.fd == nil {
+	fd := c.owned()
+	if fd == nil {
 		return c.nc, nil
 	}
-	nc, err := c.fd.NetConn()
+	nc, err := fd.NetConn()
 	if err != nil {
 		return nil, err
 	}
@@ -692,7 +699,7 @@ func (c *Conn) borrowConn() (net.Conn, error) {
 // returnConn gives back what borrowConn lent, closing it unless end
 // already took it to close.
 func (c *Conn) returnConn(nc net.Conn) {
-	if c.fd == nil {
+	if c.owned() == nil {
 		return
 	}
 	c.mu.Lock()
@@ -748,7 +755,7 @@ func (c *Conn) end(linger bool) {
 	c.state = stateClosed
 	code, reason := c.closeCode, c.closeReason
 	nc := c.nc
-	if c.fd != nil {
+	if c.owned() != nil {
 		c.nc = nil // a blocked flush's: closed here (see returnConn)
 	}
 	announce := false
@@ -785,19 +792,20 @@ func (c *Conn) end(linger bool) {
 // set after the FD is closed, for as long as the duplicate lives: it
 // leaves the set first.
 func (c *Conn) closeSocket(nc net.Conn, linger bool) {
-	if c.fd == nil {
+	fd := c.owned()
+	if fd == nil {
 		if !linger || !c.srv.linger(nc) {
 			_ = nc.Close()
 		}
 		return
 	}
 	if linger && nc == nil {
-		nc, _ = c.fd.NetConn() // nil on failure: closed at once, then
+		nc, _ = fd.NetConn() // nil on failure: closed at once, then
 	}
 	if nc != nil {
 		_ = c.srv.poller.Remove(&c.desc)
 	}
-	_ = c.fd.Close()
+	_ = fd.Close()
 	if nc != nil && (!linger || !c.srv.linger(nc)) {
 		_ = nc.Close()
 	}

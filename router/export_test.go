@@ -47,12 +47,12 @@ func ReadHungUp(c *Conn) bool { return c.turn.Load()&turnHangup != 0 }
 
 // OwnsSocket reports whether the router holds c's socket itself (a
 // poll.FD) rather than through net.
-func OwnsSocket(c *Conn) bool { return c.fd != nil }
+func OwnsSocket(c *Conn) bool { return c.owned() != nil }
 
 // FlushWaiting reports whether a blocked flush holds a net.Conn borrowed
 // from c's own socket (see Conn.borrowConn).
 func FlushWaiting(c *Conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.fd != nil && c.nc != nil
+	return c.owned() != nil && c.nc != nil
 }

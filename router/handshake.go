@@ -589,12 +589,13 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.lastSeen.Store(c.created)
 	c.lastPing.Store(c.created)
 	var rc syscall.RawConn // nil: read by a goroutine
+	var owned *poll.FD
 	if s.poller != nil {
 		// A plain TCP socket leaves net (see poll.FD): the poller reads
 		// it and the flushers write it without waiting, so net's objects
 		// and netpoller registration would be kept for nothing.
-		if fd := poll.OwnSocket(nc); fd != nil {
-			rc, c.nc, c.fd = fd, nil, fd
+		if owned = poll.OwnSocket(nc); owned != nil {
+			rc, c.nc = owned, nil
 		} else if sc, ok := nc.(syscall.Conn); ok {
 			if r, err := sc.SyscallConn(); err == nil {
 				rc = r
@@ -610,8 +611,8 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 			c.desc.Init(rc, tok)
 		}
 	}) {
-		if c.fd != nil {
-			_ = c.fd.Close() // nc is closed already: the caller's Close is a no-op
+		if owned != nil {
+			_ = owned.Close() // nc is closed already: the caller's Close is a no-op
 		}
 		return nil
 	}
