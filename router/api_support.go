@@ -69,11 +69,11 @@ type ConnInfo struct {
 // Info returns a snapshot of the connection, taken under its lock.
 func (c *Conn) Info() ConnInfo {
 	ci := ConnInfo{
-		ID:         c.id,
+		ID:         c.ID(),
 		Route:      c.route.Pattern(),
-		Path:       c.path,
+		Path:       c.Path(),
 		Params:     maps.Clone(c.params),
-		RemoteAddr: c.remoteAddr,
+		RemoteAddr: c.RemoteAddr(),
 		Created:    time.Unix(0, c.created),
 	}
 	c.mu.Lock()

@@ -16,7 +16,7 @@ func (s *Server) Conn(id string) *Conn {
 	if !ok || node != s.nodeID {
 		return nil
 	}
-	if c := s.table.get(tok); c != nil && c.id == id {
+	if c := s.table.get(tok); c != nil && c.ID() == id {
 		return c
 	}
 	return nil
@@ -45,7 +45,7 @@ func (s *Server) broadcast(room string, kind Kind, m *outMsg, except *Conn, payl
 	if s.brokerAlone == nil || !s.brokerAlone() {
 		m := broker.Message{Op: broker.OpBroadcast, Origin: s.nodeID, Room: room, Binary: kind == Binary, Data: payload()}
 		if except != nil {
-			m.Except = except.id
+			m.Except = except.ID()
 		}
 		s.publish(m)
 	}

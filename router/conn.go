@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,35 +53,33 @@ type Conn struct {
 	srv   *Server
 	route *Route
 	lane  *lane
-	token uint64
-	id    string
 	// nc is the connection's net.Conn, immutable, when net keeps the
 	// socket (TLS, the portable path). When the router owns the socket
 	// (see owned), nc is nil, or, guarded by mu, what a blocked flush
 	// borrowed from it to wait on (see flush).
-	nc         net.Conn
-	path       string
-	params     map[string]string
-	header     packedHeader
-	remoteAddr string
-	created    int64 // unix nanoseconds
-	maxMsg     int64
-	rate       *rateState // nil without a rate limit
-	ipCounted  bool       // counted against the route's per-IP limit
-	deflate    wsconn.Deflate
-
+	nc net.Conn
+	// strs holds the connection's id, the peer's address, the request
+	// path and the request headers (packed, see packedHeader), in that
+	// order, ending at idEnd, addrEnd, pathEnd and len(strs): one
+	// allocation instead of four.
+	strs                    string
+	idEnd, addrEnd, pathEnd uint32
 	// openedOn is the lane's handler generation (lane.gen) that ran
-	// Open, 0 before it ran; touched only on the lane. (Here, in the
-	// padding: the Conn stays within its size class.)
-	openedOn uint32
+	// Open, 0 before it ran; touched only on the lane. (Here, beside
+	// the offsets: the Conn stays within its size class.)
+	openedOn  uint32
+	params    map[string]string
+	created   int64      // unix nanoseconds
+	rate      *rateState // nil without a rate limit
+	ipCounted bool       // counted against the route's per-IP limit
+	deflate   wsconn.Deflate
 
 	// Read turn.
-	desc   poll.Desc // the socket, when the poller reads it (see rc)
+	desc   poll.Desc // the connection's table token, and the socket when the poller reads it (see rc)
 	parser wsconn.Parser
 	rbuf   []byte
 	r, w   int
 	need   int
-	resume chan struct{} // goroutine mode: the turn came back
 
 	pending atomic.Int32 // the read turn (1) plus queued message tasks
 	// turn hands the read turn to the poller and back (turnArmed) and
@@ -107,9 +106,10 @@ type Conn struct {
 	stopRead   bool // the read turn: a close or a protocol failure ended reading
 	inRoom1    bool // room holds a room (whose name may be "")
 
-	closeCode     int
-	closeReason   string
-	closeDeadline int64
+	// closing is set when the close starts (with the state leaving
+	// stateOpen, or at a teardown without one): an open connection does
+	// not carry it.
+	closing *closeState
 	// room is the first room the connection is in (if inRoom1), the
 	// others are in ext.rooms: most connections are in one room, and
 	// keeping it here spares an idle one its connExtras.
@@ -122,9 +122,9 @@ type Conn struct {
 
 // connExtras holds what many connections never use; an idle connection
 // that joined at most one room (kept in Conn.room), set no attribute and
-// no Left message, and came without a query string or a subprotocol, does
-// not pay for it. (The Conn struct itself stays within the allocator's
-// 512-byte class.)
+// no Left message, came without a query string or a subprotocol and is
+// read through the poller, does not pay for it. (The Conn struct itself
+// stays within the allocator's 416-byte class.)
 type connExtras struct {
 	attrs       map[string]any
 	presence    []byte            // JSON shown in the cluster's presence of its rooms
@@ -133,11 +133,29 @@ type connExtras struct {
 	rawQuery    string
 	query       url.Values
 	subprotocol string // immutable once the connection is shared
+	// resume hands the read turn back to the reader goroutine of a
+	// connection that is not on the poller (see readLoop). Such a
+	// connection gets its connExtras in newConn, before it is shared, so
+	// c.ext is never replaced and the read turn and the lanes read it
+	// without c.mu.
+	resume chan struct{}
+}
+
+// closeState is how a connection ends: the close code and reason logged
+// and given to the handler (ours, or the peer's), and until when the
+// peer's close frame is awaited.
+type closeState struct {
+	code     int
+	reason   string
+	deadline int64 // unix nanoseconds
 }
 
 // rc is the socket's raw connection when the poller reads it, nil when a
 // goroutine does.
 func (c *Conn) rc() syscall.RawConn { return c.desc.RawConn() }
+
+// token is the connection's key in the server's table (see connTable).
+func (c *Conn) token() uint64 { return c.desc.Token() }
 
 // owned returns the socket when the router holds it itself (a poll.FD,
 // which the poller reads through), nil when net holds it.
@@ -162,17 +180,35 @@ type rateState struct {
 }
 
 // ID returns the connection's cluster-unique id.
-func (c *Conn) ID() string { return c.id }
+func (c *Conn) ID() string { return c.strs[:c.idEnd] }
 
 // Path returns the request path.
-func (c *Conn) Path() string { return c.path }
+func (c *Conn) Path() string { return c.strs[c.addrEnd:c.pathEnd] }
 
 // Params returns the values of the route's {name} segments. The map must
 // not be modified.
 func (c *Conn) Params() map[string]string { return c.params }
 
 // RemoteAddr returns the peer's address as ip:port.
-func (c *Conn) RemoteAddr() string { return c.remoteAddr }
+func (c *Conn) RemoteAddr() string { return c.strs[c.idEnd:c.addrEnd] }
+
+// header returns the request headers.
+func (c *Conn) header() packedHeader { return packedHeader(c.strs[c.pathEnd:]) }
+
+// setStrings sets what ID, RemoteAddr, Path and header return, in one
+// allocation. Only newConn calls it, before the connection is shared.
+func (c *Conn) setStrings(id, addr, path string, h Header) {
+	var b strings.Builder
+	b.Grow(len(id) + len(addr) + len(path) + h.packedLen())
+	b.WriteString(id)
+	b.WriteString(addr)
+	b.WriteString(path)
+	h.writePacked(&b)
+	c.strs = b.String()
+	c.idEnd = uint32(len(id))
+	c.addrEnd = c.idEnd + uint32(len(addr))
+	c.pathEnd = c.addrEnd + uint32(len(path))
+}
 
 // Subprotocol returns the negotiated subprotocol, or "".
 func (c *Conn) Subprotocol() string {
@@ -191,7 +227,7 @@ func (c *Conn) Route() *Route { return c.route }
 func (c *Conn) Lane() int { return c.lane.index }
 
 // Header returns a request header by case-insensitive name.
-func (c *Conn) Header(name string) string { return c.header.Get(lowerASCII(name)) }
+func (c *Conn) Header(name string) string { return c.header().Get(lowerASCII(name)) }
 
 // Query returns the first value of a query parameter.
 func (c *Conn) Query(name string) string {
@@ -552,9 +588,8 @@ func (c *Conn) closeWith(code int, reason string, fail, discard bool) {
 	}
 	c.state = stateClosing
 	c.byServer = true
-	c.closeCode, c.closeReason = code, reason
+	c.closing = &closeState{code: code, reason: reason, deadline: time.Now().Add(c.srv.c().CloseTimeout).UnixNano()}
 	c.dropAfterSend = fail
-	c.closeDeadline = time.Now().Add(c.srv.c().CloseTimeout).UnixNano()
 	c.mu.Unlock()
 
 	f := wsconn.NewCloseFrame(ws.StatusCode(code), reason)
@@ -577,9 +612,8 @@ func (c *Conn) onPeerClose(code int, reason string) {
 	case stateOpen:
 		c.state = stateClosing
 		c.peerClosed = true
-		c.closeCode, c.closeReason = code, reason
+		c.closing = &closeState{code: code, reason: reason, deadline: time.Now().Add(c.srv.c().CloseTimeout).UnixNano()}
 		c.dropAfterSend = true
-		c.closeDeadline = time.Now().Add(c.srv.c().CloseTimeout).UnixNano()
 		c.mu.Unlock()
 		var f *wsconn.Frame
 		if code == CloseNoStatus {
@@ -748,12 +782,15 @@ func (c *Conn) end(linger bool) {
 		c.mu.Unlock()
 		return
 	}
-	if c.closeCode == 0 {
+	switch {
+	case c.closing == nil:
 		// Neither side sent a close frame: RFC 6455 §7.1.5 calls that 1006.
-		c.closeCode = CloseAbnormal
+		c.closing = &closeState{code: CloseAbnormal}
+	case c.closing.code == 0:
+		c.closing.code = CloseAbnormal
 	}
 	c.state = stateClosed
-	code, reason := c.closeCode, c.closeReason
+	code, reason := c.closing.code, c.closing.reason
 	nc := c.nc
 	if c.owned() != nil {
 		c.nc = nil // a blocked flush's: closed here (see returnConn)
@@ -776,7 +813,7 @@ func (c *Conn) end(linger bool) {
 	c.closeSocket(nc, linger)
 	c.route.conns.Add(-1)
 	if c.ipCounted {
-		c.route.releaseIP(hostOf(c.remoteAddr))
+		c.route.releaseIP(hostOf(c.RemoteAddr()))
 	}
 	c.srv.stats.closes(code)
 	c.closeEvent(code, reason, announce)
@@ -846,10 +883,10 @@ func (c *Conn) closeEvent(code int, reason string, announce bool) {
 func (c *Conn) finished() {
 	if log := c.srv.log; log.Enabled(context.Background(), slog.LevelInfo) {
 		c.mu.Lock()
-		code, reason := c.closeCode, c.closeReason
+		code, reason := c.closing.code, c.closing.reason
 		c.mu.Unlock()
 		log.Info("connection closed",
-			"route", c.route.Pattern(), "conn", c.id, "remote", c.remoteAddr,
+			"route", c.route.Pattern(), "conn", c.ID(), "remote", c.RemoteAddr(),
 			"duration", time.Duration(time.Now().UnixNano()-c.created).Round(time.Millisecond),
 			"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
 			"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),

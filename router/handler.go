@@ -164,19 +164,29 @@ type packedHeader string
 
 // pack returns h as a packedHeader.
 func (h Header) pack() packedHeader {
+	var b strings.Builder
+	b.Grow(h.packedLen())
+	h.writePacked(&b)
+	return packedHeader(b.String())
+}
+
+// packedLen is the length of h packed.
+func (h Header) packedLen() int {
 	n := 0
 	for _, s := range h {
 		n += len(s) + 1
 	}
-	var b strings.Builder
-	b.Grow(n)
+	return n
+}
+
+// writePacked writes h packed to b.
+func (h Header) writePacked(b *strings.Builder) {
 	for i := 0; i+1 < len(h); i += 2 {
 		b.WriteString(h[i])
 		b.WriteByte(':')
 		b.WriteString(h[i+1])
 		b.WriteByte('\n')
 	}
-	return packedHeader(b.String())
 }
 
 // Get returns the value of a header by lower-case name, or "".

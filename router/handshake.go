@@ -556,23 +556,25 @@ type pendingHandshake struct {
 
 func (ph *pendingHandshake) finish(v Verdict) { ph.done <- v }
 
-// newConn builds the connection for a completed handshake.
+// newConn builds the connection for a completed handshake, or returns nil
+// when the connection table is full.
 func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	rt := hs.rt
 	spec := rt.spec.Load()
-	c := &Conn{
-		srv:        s,
-		route:      rt,
-		lane:       hs.lane,
-		nc:         nc,
-		path:       hs.req.Path,
-		params:     hs.req.Params,
-		header:     hs.req.Header.pack(),
-		remoteAddr: hs.req.RemoteAddr,
-		created:    s.nowNs(),
-		maxMsg:     spec.MaxMessageSize,
-		ipCounted:  hs.holdsIP,
+	tok, ok := s.table.reserve()
+	if !ok {
+		return nil
 	}
+	c := &Conn{
+		srv:       s,
+		route:     rt,
+		lane:      hs.lane,
+		nc:        nc,
+		params:    hs.req.Params,
+		created:   s.nowNs(),
+		ipCounted: hs.holdsIP,
+	}
+	c.setStrings(formatID(s.nodeID, tok), hs.req.RemoteAddr, hs.req.Path, hs.req.Header)
 	if spec.RateLimit != nil {
 		c.rate = &rateState{limit: *spec.RateLimit}
 	}
@@ -589,12 +591,11 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.lastSeen.Store(c.created)
 	c.lastPing.Store(c.created)
 	var rc syscall.RawConn // nil: read by a goroutine
-	var owned *poll.FD
 	if s.poller != nil {
 		// A plain TCP socket leaves net (see poll.FD): the poller reads
 		// it and the flushers write it without waiting, so net's objects
 		// and netpoller registration would be kept for nothing.
-		if owned = poll.OwnSocket(nc); owned != nil {
+		if owned := poll.OwnSocket(nc); owned != nil {
 			rc, c.nc = owned, nil
 		} else if sc, ok := nc.(syscall.Conn); ok {
 			if r, err := sc.SyscallConn(); err == nil {
@@ -603,19 +604,10 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		}
 	}
 	if rc == nil {
-		c.resume = make(chan struct{}, 1)
+		c.extras().resume = make(chan struct{}, 1) // not shared yet: no lock
 	}
-	if !s.table.add(c, func(tok uint64) {
-		c.id = formatID(s.nodeID, tok)
-		if rc != nil {
-			c.desc.Init(rc, tok)
-		}
-	}) {
-		if owned != nil {
-			_ = owned.Close() // nc is closed already: the caller's Close is a no-op
-		}
-		return nil
-	}
+	c.desc.Init(rc, tok)
+	s.table.publish(c)
 	rt.conns.Add(1)
 	return c
 }
@@ -635,7 +627,7 @@ func (s *Server) startConn(c *Conn) {
 				// Parse what arrived with the handshake before blocking.
 				c.pending.Store(1)
 				_ = c.consume(0, nil) // false: the turn comes back on resume
-				<-c.resume
+				<-c.ext.resume
 			}
 			c.readLoop()
 		}()

@@ -85,11 +85,11 @@ func (s *Server) sweepOnce(now time.Time) {
 	}()
 	s.table.each(func(c *Conn) {
 		c.mu.Lock()
-		state, deadline := c.state, c.closeDeadline
+		state, closing := c.state, c.closing
 		c.mu.Unlock()
 		switch state {
 		case stateClosing:
-			if nowNs > deadline {
+			if nowNs > closing.deadline {
 				c.teardown()
 			}
 			return

@@ -104,7 +104,7 @@ func (s *Server) BroadcastWith(room string, kind Kind, data string, o BroadcastO
 		Data: []byte(data), Stamp: o.Stamp}
 	n := s.rooms.size(room)
 	if o.Except != nil {
-		m.Except = o.Except.id
+		m.Except = o.Except.ID()
 		if s.rooms.has(room, o.Except) {
 			n--
 		}

@@ -311,7 +311,7 @@ func (l *lane) recoverFor(c *Conn) {
 func (l *lane) logPanic(r any, c *Conn) {
 	attrs := []any{"route", l.rt.Pattern(), "lane", l.index, "panic", r, "stack", string(debug.Stack())}
 	if c != nil {
-		attrs = append(attrs, "conn", c.id)
+		attrs = append(attrs, "conn", c.ID())
 	}
 	l.rt.srv.log.Error("handler panic", attrs...)
 }

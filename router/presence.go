@@ -40,7 +40,7 @@ func (c *Conn) SetPresence(info []byte) error {
 	c.extras().presence = info
 	if p := c.srv.presence; p != nil {
 		for _, r := range c.roomList() {
-			p.PresenceJoin(r, c.id, info)
+			p.PresenceJoin(r, c.ID(), info)
 		}
 	}
 	return nil
@@ -64,7 +64,7 @@ func (s *Server) Presence(room string) (map[string][]byte, error) {
 	r.mu.RUnlock()
 	for _, c := range members {
 		c.mu.Lock()
-		out[c.id] = c.presenceInfo()
+		out[c.ID()] = c.presenceInfo()
 		c.mu.Unlock()
 	}
 	return out, nil

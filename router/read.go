@@ -149,7 +149,7 @@ func (c *Conn) readLoop() {
 		c.prepareBuffer()
 		n, err := c.nc.Read(c.rbuf[c.w:])
 		_ = c.consume(n, err) // false: the turn comes back on resume
-		<-c.resume
+		<-c.ext.resume
 		if c.stopRead || !c.wantRead() {
 			c.releaseBuffers()
 			return
@@ -176,7 +176,7 @@ func (c *Conn) prepareBuffer() {
 		if c.need > len(c.rbuf) {
 			size = min(size, c.need)
 		}
-		size = min(size, int(c.maxMsg)+maxFrameOverhead)
+		size = min(size, int(c.parser.MaxMessage)+maxFrameOverhead)
 		if size <= len(c.rbuf) {
 			size = len(c.rbuf) + readBufferSize // cannot happen: parser limits frames
 		}
@@ -201,7 +201,7 @@ func (c *Conn) consume(n int, err error) (again bool) {
 	c.parse()
 	if err != nil {
 		if !errors.Is(err, io.EOF) && !isClosedErr(err) {
-			c.srv.log.Debug("read failed", "route", c.route.Pattern(), "conn", c.id, "err", err)
+			c.srv.log.Debug("read failed", "route", c.route.Pattern(), "conn", c.ID(), "err", err)
 		}
 		c.teardown()
 	}
@@ -291,7 +291,7 @@ func (c *Conn) deliver(ev wsconn.Event) {
 // UTF-8 text fails the connection, as a bad frame would, and inflate
 // returns nil.
 func (c *Conn) inflate(kind Kind, compressed []byte) (data []byte, ok bool) {
-	out, err := wsconn.Inflate(kind, compressed, c.maxMsg)
+	out, err := wsconn.Inflate(kind, compressed, c.parser.MaxMessage)
 	if err != nil {
 		code, reason, _ := wsconn.CloseStatus(err)
 		c.srv.stats.protocolErrors.Add(1)
@@ -343,7 +343,7 @@ func (c *Conn) release() (again bool) {
 // reporting again, when a report came while it was held.
 func (c *Conn) resumeReading() (again bool) {
 	if c.rc() == nil {
-		c.resume <- struct{}{}
+		c.ext.resume <- struct{}{}
 		return false
 	}
 	if c.stopRead || !c.wantRead() {

@@ -61,7 +61,7 @@ func (s *roomSet) addWith(name string, c *Conn, rc *recovery) {
 		r.index[c] = len(r.members)
 		r.members = append(r.members, c)
 		if s.presence != nil {
-			s.presence.PresenceJoin(name, c.id, c.presenceInfo())
+			s.presence.PresenceJoin(name, c.ID(), c.presenceInfo())
 		}
 		if rc != nil {
 			if r.recovering == nil {
@@ -103,7 +103,7 @@ func (s *roomSet) remove(name string, c *Conn) {
 		delete(r.index, c)
 		delete(r.recovering, c)
 		if s.presence != nil {
-			s.presence.PresenceLeave(name, c.id)
+			s.presence.PresenceLeave(name, c.ID())
 		}
 	}
 	empty := len(r.members) == 0
@@ -142,7 +142,7 @@ func (s *roomSet) memberIDs(name string) []string {
 	r.mu.RLock()
 	ids := make([]string, len(r.members))
 	for i, c := range r.members {
-		ids[i] = c.id
+		ids[i] = c.ID()
 	}
 	r.mu.RUnlock()
 	sort.Strings(ids)

@@ -26,37 +26,37 @@ const (
 	tableChunks = 4096 // 4M connections per process
 )
 
-// add stores c, calling init with its token before c becomes visible to
-// lookups (it sets what lookups read). It reports false when the table is
-// full.
-func (t *connTable) add(c *Conn, init func(tok uint64)) bool {
+// reserve takes a slot for a connection about to be added and returns
+// its token, or false when the table is full. The slot stays empty, so
+// lookups find nothing, until publish stores the connection: the
+// connection is built outside the table's lock, with its token in hand.
+func (t *connTable) reserve() (tok uint64, ok bool) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	var slot uint32
 	if n := len(t.free); n > 0 {
 		slot = t.free[n-1]
 		t.free = t.free[:n-1]
 	} else {
 		if t.next >= chunkSize*tableChunks {
-			t.mu.Unlock()
-			return false
+			return 0, false
 		}
 		slot = t.next
 		t.next++
 		t.gen = append(t.gen, 0)
 	}
-	ci := slot / chunkSize
-	chunk := t.chunks[ci].Load()
-	if chunk == nil {
-		chunk = new([chunkSize]atomic.Pointer[Conn])
-		t.chunks[ci].Store(chunk)
+	if ci := slot / chunkSize; t.chunks[ci].Load() == nil {
+		t.chunks[ci].Store(new([chunkSize]atomic.Pointer[Conn]))
 	}
-	tok := uint64(t.gen[slot])<<32 | uint64(slot)
-	c.token = tok
-	init(tok)
-	chunk[slot%chunkSize].Store(c)
-	t.mu.Unlock()
+	return uint64(t.gen[slot])<<32 | uint64(slot), true
+}
+
+// publish makes c visible to lookups under the token reserve gave it,
+// which c.desc holds.
+func (t *connTable) publish(c *Conn) {
+	slot := uint32(c.token())
+	t.chunks[slot/chunkSize].Load()[slot%chunkSize].Store(c)
 	t.n.Add(1)
-	return true
 }
 
 // get returns the connection holding tok, or nil.
@@ -70,7 +70,7 @@ func (t *connTable) get(tok uint64) *Conn {
 		return nil
 	}
 	c := chunk[slot%chunkSize].Load()
-	if c == nil || c.token != tok {
+	if c == nil || c.token() != tok {
 		return nil
 	}
 	return c
@@ -78,7 +78,7 @@ func (t *connTable) get(tok uint64) *Conn {
 
 // remove frees c's slot.
 func (t *connTable) remove(c *Conn) {
-	slot := uint32(c.token)
+	slot := uint32(c.token())
 	t.mu.Lock()
 	chunk := t.chunks[slot/chunkSize].Load()
 	if chunk != nil && chunk[slot%chunkSize].CompareAndSwap(c, nil) {

@@ -28,7 +28,9 @@ type Poller struct {
 
 // Desc is a socket's registration: 24 bytes, embedded in the connection
 // it belongs to. Init it before the connection is shared; it is immutable
-// afterwards, so Add and Remove may run from any goroutine.
+// afterwards, so Add and Remove may run from any goroutine. A connection
+// that is not on the poller keeps its token in it all the same, with a
+// nil socket.
 type Desc struct {
 	rc    syscall.RawConn
 	token uint64
@@ -39,6 +41,10 @@ func (d *Desc) Init(rc syscall.RawConn, token uint64) { d.rc, d.token = rc, toke
 
 // RawConn returns the socket Init bound, or nil before Init.
 func (d *Desc) RawConn() syscall.RawConn { return d.rc }
+
+// Token returns the token Init bound: what the poller reports the socket
+// by.
+func (d *Desc) Token() uint64 { return d.token }
 
 // ctlCall is one epoll_ctl made inside RawConn.Control. Calls come from a
 // pool, with the function bound once, so that registering allocates nothing

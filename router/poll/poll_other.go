@@ -11,11 +11,14 @@ import (
 // ErrUnsupported and the router reads with a goroutine per connection.
 type Poller struct{}
 
-// Desc is a socket's registration.
-type Desc struct{}
+// Desc is a socket's registration; here only its token is kept.
+type Desc struct{ token uint64 }
 
-// Init does nothing: there is no poller.
-func (d *Desc) Init(rc syscall.RawConn, token uint64) {}
+// Init records the token; there is no poller to bind the socket to.
+func (d *Desc) Init(rc syscall.RawConn, token uint64) { d.token = token }
+
+// Token returns the token Init bound.
+func (d *Desc) Token() uint64 { return d.token }
 
 // RawConn returns nil: there is no poller, so no socket is bound.
 func (d *Desc) RawConn() syscall.RawConn { return nil }

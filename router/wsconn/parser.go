@@ -450,7 +450,7 @@ const rsv1 = 0x4
 // holds a sequence that no continuation could make valid.
 type utf8Tail struct {
 	buf [utf8.UTFMax]byte
-	n   int
+	n   uint8 // a byte, not an int: the Parser sits in every connection
 }
 
 // feed validates p given the pending tail; it reports false on a definite
@@ -483,7 +483,7 @@ func (u *utf8Tail) feed(p []byte) bool {
 	if !utf8.Valid(p[:i]) || utf8.FullRune(p[i:]) {
 		return false
 	}
-	u.n = copy(u.buf[:], p[i:])
+	u.n = uint8(copy(u.buf[:], p[i:]))
 	return true
 }
 

@@ -31,7 +31,7 @@ type Queue struct {
 	dead     bool     // the connection is gone: everything is refused
 	// The pings and the pongs waiting (see PushControl): how many, and
 	// the latest one's index in frames. Small types, laid out to fill the
-	// padding after the flags: a Conn must stay in its 512-byte size class.
+	// padding after the flags: a Conn must stay in its 416-byte size class.
 	pingN, pongN   uint8
 	pingAt, pongAt int32
 }
