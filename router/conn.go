@@ -53,11 +53,6 @@ type Conn struct {
 	srv   *Server
 	route *Route
 	lane  *lane
-	// nc is the connection's net.Conn, immutable, when net keeps the
-	// socket (TLS, the portable path). When the router owns the socket
-	// (see owned), nc is nil, or, guarded by mu, what a blocked flush
-	// borrowed from it to wait on (see flush).
-	nc net.Conn
 	// strs holds the connection's id, the peer's address, the request
 	// path and the request headers (packed, see packedHeader), in that
 	// order, ending at idEnd, addrEnd, pathEnd and len(strs): one
@@ -75,7 +70,12 @@ type Conn struct {
 	deflate   wsconn.Deflate
 
 	// Read turn.
-	desc   poll.Desc // the connection's table token, and the socket when the poller reads it (see rc)
+	// desc holds the connection's table token, and the socket when the
+	// poller reads it (see rc); sock holds the socket when the router
+	// owns it (see owned), and when net keeps it, the net.Conn is in
+	// ext.nc.
+	desc   poll.Desc
+	sock   poll.FD
 	parser wsconn.Parser
 	rbuf   []byte
 	r, w   int
@@ -133,11 +133,16 @@ type connExtras struct {
 	rawQuery    string
 	query       url.Values
 	subprotocol string // immutable once the connection is shared
+	// nc is the connection's net.Conn when net keeps the socket (TLS,
+	// the portable path): such a connection gets its connExtras in
+	// newConn, before it is shared, so c.ext is never replaced and nc
+	// and resume never change, and the read turn, the lanes and the
+	// flushers read them without c.mu. When the router owns the socket
+	// (Conn.sock), nc is nil, or, guarded by c.mu, what a blocked flush
+	// borrowed to wait on (see borrowConn).
+	nc net.Conn
 	// resume hands the read turn back to the reader goroutine of a
-	// connection that is not on the poller (see readLoop). Such a
-	// connection gets its connExtras in newConn, before it is shared, so
-	// c.ext is never replaced and the read turn and the lanes read it
-	// without c.mu.
+	// connection that is not on the poller (see readLoop).
 	resume chan struct{}
 }
 
@@ -707,11 +712,11 @@ func (c *Conn) flush(fl *wsconn.Flusher) {
 // borrowConn returns the net.Conn a blocked flush waits on: nc, or for a
 // socket the router owns, a net.Conn on a duplicate of it, which the
 // runtime's netpoller waits on (the router's poller only reads). It is
-// kept in c.nc meanwhile, so that end closes it with the connection.
+// kept in c.ext.nc meanwhile, so that end closes it with the connection.
 func (c *Conn) borrowConn() (net.Conn, error) {
 	fd := c.owned()
 	if fd == nil {
-		return c.nc, nil
+		return c.ext.nc, nil
 	}
 	nc, err := fd.NetConn()
 	if err != nil {
@@ -720,7 +725,7 @@ func (c *Conn) borrowConn() (net.Conn, error) {
 	c.mu.Lock()
 	closed := c.state == stateClosed
 	if !closed {
-		c.nc = nc
+		c.extras().nc = nc
 	}
 	c.mu.Unlock()
 	if closed {
@@ -737,9 +742,9 @@ func (c *Conn) returnConn(nc net.Conn) {
 		return
 	}
 	c.mu.Lock()
-	mine := c.nc == nc
+	mine := c.ext.nc == nc // borrowConn made ext
 	if mine {
-		c.nc = nil
+		c.ext.nc = nil
 	}
 	c.mu.Unlock()
 	if mine {
@@ -791,9 +796,12 @@ func (c *Conn) end(linger bool) {
 	}
 	c.state = stateClosed
 	code, reason := c.closing.code, c.closing.reason
-	nc := c.nc
-	if c.owned() != nil {
-		c.nc = nil // a blocked flush's: closed here (see returnConn)
+	var nc net.Conn
+	if c.ext != nil {
+		nc = c.ext.nc
+		if c.owned() != nil {
+			c.ext.nc = nil // a blocked flush's: closed here (see returnConn)
+		}
 	}
 	announce := false
 	if c.inRoom1 {
@@ -820,7 +828,7 @@ func (c *Conn) end(linger bool) {
 }
 
 // closeSocket closes the connection's socket, through Server.linger when
-// linger is set; nc is c.nc as end found it.
+// linger is set; nc is c.ext.nc as end found it.
 //
 // No epoll_ctl(DEL) as a rule: closing the socket takes it out of the
 // poller's set, and a report already on its way finds the connection

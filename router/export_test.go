@@ -54,5 +54,5 @@ func OwnsSocket(c *Conn) bool { return c.owned() != nil }
 func FlushWaiting(c *Conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.owned() != nil && c.nc != nil
+	return c.owned() != nil && c.ext != nil && c.ext.nc != nil
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
 	"github.com/moonwire/moonwire/router/internal/origin"
-	"github.com/moonwire/moonwire/router/poll"
 	"github.com/moonwire/moonwire/router/wsconn"
 )
 
@@ -569,7 +568,6 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 		srv:       s,
 		route:     rt,
 		lane:      hs.lane,
-		nc:        nc,
 		params:    hs.req.Params,
 		created:   s.nowNs(),
 		ipCounted: hs.holdsIP,
@@ -591,20 +589,22 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.lastSeen.Store(c.created)
 	c.lastPing.Store(c.created)
 	var rc syscall.RawConn // nil: read by a goroutine
-	if s.poller != nil {
+	if s.poller != nil && c.sock.Own(nc) {
 		// A plain TCP socket leaves net (see poll.FD): the poller reads
 		// it and the flushers write it without waiting, so net's objects
 		// and netpoller registration would be kept for nothing.
-		if owned := poll.OwnSocket(nc); owned != nil {
-			rc, c.nc = owned, nil
-		} else if sc, ok := nc.(syscall.Conn); ok {
+		rc = &c.sock
+	} else {
+		x := c.extras() // not shared yet: no lock
+		x.nc = nc
+		if sc, ok := nc.(syscall.Conn); ok && s.poller != nil {
 			if r, err := sc.SyscallConn(); err == nil {
 				rc = r
 			}
 		}
-	}
-	if rc == nil {
-		c.extras().resume = make(chan struct{}, 1) // not shared yet: no lock
+		if rc == nil {
+			x.resume = make(chan struct{}, 1)
+		}
 	}
 	c.desc.Init(rc, tok)
 	s.table.publish(c)

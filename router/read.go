@@ -147,7 +147,7 @@ func (c *Conn) readLoop() {
 	for {
 		c.pending.Store(1)
 		c.prepareBuffer()
-		n, err := c.nc.Read(c.rbuf[c.w:])
+		n, err := c.ext.nc.Read(c.rbuf[c.w:])
 		_ = c.consume(n, err) // false: the turn comes back on resume
 		<-c.ext.resume
 		if c.stopRead || !c.wantRead() {

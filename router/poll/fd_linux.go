@@ -16,7 +16,10 @@ import (
 // and a finalizer record off the heap (592 bytes, measured) and its own
 // objects on it (312 bytes): for a connection that the Poller reads and
 // the router's flushers write without waiting, that was most of what it
-// cost while idle. An FD is 64 bytes, one cache line.
+// cost while idle. An FD is 16 bytes, embedded in the connection it
+// belongs to (Own), whose reader and flusher are the ones that touch it;
+// OwnSocket's, made on their own, take a cache line each, as FDs of
+// different connections sharing one would bounce between CPUs.
 //
 // It implements syscall.RawConn, so that a Desc and the socket writers use
 // it as they use net's. Each function runs between an acquire and a
@@ -31,9 +34,11 @@ type FD struct {
 	// state is the number of functions running, times two, plus one once
 	// Close was called.
 	state atomic.Int64
-	// A cache line of its own: a connection's reader and flusher update
-	// state from two CPUs, and sixteen-byte FDs of other connections
-	// sharing the line would bounce with it.
+}
+
+// paddedFD is an FD alone on its cache line (see FD).
+type paddedFD struct {
+	FD
 	_ [48]byte
 }
 
@@ -42,7 +47,10 @@ type FD struct {
 var ErrWouldBlock = errors.New("poll: the socket would block")
 
 // NewFD takes ownership of fd, a non-blocking socket.
-func NewFD(fd int) *FD { return &FD{fd: fd} }
+func NewFD(fd int) *FD {
+	p := &paddedFD{FD: FD{fd: fd}}
+	return &p.FD
+}
 
 // acquire marks a function running; false once Close was called.
 func (f *FD) acquire() bool {
@@ -135,18 +143,29 @@ func (f *FD) NetConn() (net.Conn, error) {
 // netpoller's registration. It returns nil, leaving nc as it is, for a
 // connection that is not a plain TCP socket.
 func OwnSocket(nc net.Conn) *FD {
+	p := new(paddedFD)
+	if !p.Own(nc) {
+		return nil
+	}
+	return &p.FD
+}
+
+// Own is OwnSocket into f, a zero FD that is not yet shared: it reports
+// whether f now holds nc's socket (and nc is closed).
+func (f *FD) Own(nc net.Conn) bool {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return nil
+		return false
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil
+		return false
 	}
 	nfd := -1
 	if rc.Control(func(fd uintptr) { nfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }) != nil || nfd < 0 {
-		return nil
+		return false
 	}
 	_ = tc.Close()
-	return NewFD(nfd)
+	f.fd = nfd
+	return true
 }

@@ -44,6 +44,9 @@ type FD struct{}
 // OwnSocket returns nil: sockets stay net's.
 func OwnSocket(nc net.Conn) *FD { return nil }
 
+// Own reports false: sockets stay net's.
+func (f *FD) Own(nc net.Conn) bool { return false }
+
 // Close does nothing: no FD is made.
 func (f *FD) Close() error { return nil }
 
