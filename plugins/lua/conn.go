@@ -12,23 +12,26 @@ import (
 	"github.com/moonwire/moonwire/router"
 )
 
-// luaConn is the Go side of a conn userdata. Values scripts read often are
-// boxed once here so that reading conn.id allocates nothing.
+// luaConn is the Go side of a conn userdata, and holds the userdata
+// itself: one allocation per connection and VM, which an idle connection
+// keeps for its life. Values scripts read often are boxed on first read
+// and kept, so that reading conn.id again allocates nothing.
 type luaConn struct {
+	ud     glua.LUserData // what scripts hold; its Value is the luaConn
 	c      *router.Conn
-	vm     *vm // the VM this handle belongs to
-	id     glua.LValue
+	vm     *vm         // the VM this handle belongs to
+	id     glua.LValue // nil until conn.id is first read
 	params *glua.LTable
 }
 
 const connType = "moonwire.conn"
 
-// newConn wraps c for this VM.
+// newConn wraps c for this VM. (The userdata is made as NewUserData
+// makes it, inside the luaConn.)
 func (v *vm) newConn(c *router.Conn) *glua.LUserData {
-	ud := v.L.NewUserData()
-	ud.Value = &luaConn{c: c, vm: v, id: glua.LString(c.ID())}
-	ud.Metatable = v.connMeta()
-	return ud
+	lc := &luaConn{c: c, vm: v}
+	lc.ud = glua.LUserData{Value: lc, Env: v.L.Env, Metatable: v.connMeta()}
+	return &lc.ud
 }
 
 // connUD returns c's handle in this VM. A connection opened under an
@@ -72,6 +75,9 @@ func (v *vm) connMeta() *glua.LTable {
 		key := L.CheckString(2)
 		switch key {
 		case "id":
+			if lc.id == nil {
+				lc.id = glua.LString(lc.c.ID())
+			}
 			L.Push(lc.id)
 		case "path":
 			L.Push(glua.LString(lc.c.Path()))
