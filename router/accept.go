@@ -80,8 +80,15 @@ const handshakerIdle = 2 * time.Second
 // holds up another.
 func (s *Server) handshaker(nc net.Conn) {
 	var idle *time.Timer
+	var hs *handshake // reused from one socket to the next (see reusable)
 	for {
-		s.serveConn(nc)
+		if hs == nil {
+			hs = newHandshakeState()
+		}
+		s.serveConn(nc, hs)
+		if !hs.reusable() {
+			hs = nil
+		}
 		if idle == nil {
 			idle = time.NewTimer(handshakerIdle)
 		} else {

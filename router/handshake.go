@@ -44,7 +44,9 @@ var errLineTooLong = errors.New("request line too long")
 // and start the connection. The deferred calls release what every path
 // holds (the handshake's registration and its place in wg); each step
 // releases what it took itself.
-func (s *Server) serveConn(nc net.Conn) {
+//
+// hs is the handshaker's state, filled in here (see newHandshakeState).
+func (s *Server) serveConn(nc net.Conn, hs *handshake) {
 	defer s.wg.Done()
 	defer s.handshakeDone(nc)
 	deadline := time.Now().Add(s.c().HandshakeTimeout)
@@ -67,7 +69,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	rt.pendingHandshakes.Add(1)
 	defer rt.pendingHandshakes.Add(-1)
 
-	hs := s.newHandshake(nc, br, rt, deadline, rl, reqPath, rawQuery, params)
+	s.startHandshake(hs, nc, br, rt, deadline, rl, reqPath, rawQuery, params)
 	if err := hs.upgrade(); err != nil {
 		s.upgradeFailed(hs, br, err)
 		return
@@ -114,29 +116,63 @@ func (s *Server) handOffHTTP(nc net.Conn, br *bufio.Reader) {
 	s.http.serve(nc, br)
 }
 
-// newHandshake gathers what the upgrade's callbacks fill in and check: the
-// request as the handler will see it, and a headReader that records the
-// head (into a pooled buffer, which upgrade returns) and stops at its end.
-func (s *Server) newHandshake(nc net.Conn, br *bufio.Reader, rt *Route, deadline time.Time,
-	rl requestLine, reqPath, rawQuery string, params map[string]string) *handshake {
-	hs := &handshake{
-		srv:      s,
-		nc:       nc,
-		rt:       rt,
-		deadline: deadline,
-		absolute: rl.authority,
-		scheme:   rl.scheme,
-		head:     headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]},
+// newHandshakeState makes the state a handshaker goroutine fills in for
+// each socket it serves (startHandshake), with the Upgrader's callbacks
+// bound to it once: a handshake that no handler saw leaves nothing
+// behind, and the next one reuses the state (see reusable).
+func newHandshakeState() *handshake {
+	hs := new(handshake)
+	hs.upgrader = ws.Upgrader{
+		OnHost:          hs.onHost,
+		OnHeader:        hs.onHeader,
+		ProtocolCustom:  hs.onProtocol,
+		OnBeforeUpgrade: hs.decide,
+	}
+	hs.negotiate = hs.onNegotiate
+	hs.req.Header = make(Header, 0, 8)
+	return hs
+}
+
+// startHandshake fills hs with what the upgrade's callbacks fill in and
+// check: the request as the handler will see it, and a headReader that
+// records the head (into a pooled buffer, which upgrade returns) and
+// stops at its end.
+func (s *Server) startHandshake(hs *handshake, nc net.Conn, br *bufio.Reader, rt *Route, deadline time.Time,
+	rl requestLine, reqPath, rawQuery string, params map[string]string) {
+	u, neg, header := hs.upgrader, hs.negotiate, hs.req.Header[:0]
+	*hs = handshake{
+		srv:       s,
+		nc:        nc,
+		rt:        rt,
+		deadline:  deadline,
+		absolute:  rl.authority,
+		scheme:    rl.scheme,
+		head:      headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]},
+		upgrader:  u,
+		negotiate: neg,
 		req: Request{
 			Path:       reqPath,
 			RawQuery:   rawQuery,
 			Params:     params,
-			Header:     make(Header, 0, 8),
+			Header:     header,
 			RemoteAddr: nc.RemoteAddr().String(),
 		},
 	}
 	hs.ip = hostOf(hs.req.RemoteAddr)
-	return hs
+}
+
+// reusable reports whether hs may serve the next socket, and readies it:
+// not when a handler was asked (it was handed the Request, which it may
+// keep), nor when a request's many headers grew it.
+func (hs *handshake) reusable() bool {
+	if hs.asked || cap(hs.req.Header) > 32 {
+		return false
+	}
+	clear(hs.req.Header) // the strings go with the request
+	u, neg, header := hs.upgrader, hs.negotiate, hs.req.Header[:0]
+	*hs = handshake{upgrader: u, negotiate: neg}
+	hs.req.Header = header
+	return true
 }
 
 // upgrade runs gobwas/ws's Upgrader over the rest of the request, with
@@ -146,12 +182,7 @@ func (s *Server) newHandshake(nc net.Conn, br *bufio.Reader, rt *Route, deadline
 // nothing, so the 431 is answered (and counted) here.
 func (hs *handshake) upgrade() error {
 	s, nc := hs.srv, hs.nc
-	u := ws.Upgrader{
-		OnHost:          hs.onHost,
-		OnHeader:        hs.onHeader,
-		ProtocolCustom:  hs.onProtocol,
-		OnBeforeUpgrade: hs.decide,
-	}
+	u := hs.upgrader
 	if s.static.Compression {
 		u.Negotiate = hs.negotiate
 	}
@@ -333,6 +364,11 @@ type handshake struct {
 	refused     int // the HTTP status we refused with
 	holdsSlot   bool
 	holdsIP     bool
+	asked       bool // the route's handler was handed req
+
+	// Bound to this handshake once, by newHandshakeState.
+	upgrader  ws.Upgrader
+	negotiate func(httphead.Option) (httphead.Option, error)
 }
 
 func (hs *handshake) onHost(host []byte) error {
@@ -373,8 +409,8 @@ func (hs *handshake) onHeader(k, v []byte) error {
 	return nil
 }
 
-// negotiate accepts the first permessage-deflate offer we can honour.
-func (hs *handshake) negotiate(offer httphead.Option) (httphead.Option, error) {
+// onNegotiate accepts the first permessage-deflate offer we can honour.
+func (hs *handshake) onNegotiate(offer httphead.Option) (httphead.Option, error) {
 	hs.headerLines++
 	if hs.headerLines > maxHeaderLines {
 		return httphead.Option{}, hs.reject(http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
@@ -503,6 +539,7 @@ func (hs *handshake) ask() (Verdict, error) {
 	if sk, ok := hs.rt.Handler().(HandshakeSkipper); ok && sk.SkipHandshake() {
 		return Verdict{}, nil
 	}
+	hs.asked = true
 	var v Verdict
 	if hs.lane.tryInline(func() { v = hs.lane.handshake(&hs.req) }) {
 		if hs.req.deferred {
