@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -220,6 +222,48 @@ func TestWatchReloadsOnSave(t *testing.T) {
 	}
 	c.Send("b")
 	c.Expect("v2 b user=ann rooms=room members=1 pervm=false")
+}
+
+// TestWatchIgnoresOtherFiles: with the scripts folder the config's own,
+// a log written beside the config, an editor's swap file or a .git folder
+// reload nothing. A log there reloaded every VM without end: each reload
+// logs a line.
+func TestWatchIgnoresOtherFiles(t *testing.T) {
+	t.Parallel()
+	const debounce = 20 * time.Millisecond
+	s := moontest.Start(t, moontest.Files("[scripts]\ndir = \".\"\n"+reloadConfig, "v.lua", versioned("v1")))
+	ctx, cancel := context.WithCancel(context.Background())
+	done, err := s.Watch(ctx, debounce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); <-done }()
+
+	log, err := os.OpenFile(filepath.Join(s.Dir, "moonwire.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 5 {
+		if _, err := fmt.Fprintf(log, "line %d\n", i); err != nil {
+			t.Fatal(err)
+		}
+		s.WriteFile(t, ".v.lua.swp", "swap")
+		s.WriteFile(t, ".git/index", fmt.Sprint(i))
+		s.WriteFile(t, "notes.txt", fmt.Sprint(i))
+	}
+	// What is checked is that nothing happens: a reload would come within
+	// one debounce of the last write; this gives it ten, then reloads by
+	// hand, which must be the first reload.
+	time.Sleep(10 * debounce)
+	if err := s.ReloadBy("test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); st.Reloads != 1 {
+		t.Fatalf("%d reloads, want 1 (ours): %+v", st.Reloads, st)
+	}
+	s.WriteFile(t, "v.lua", versioned("v2"))
+	moontest.WaitFor(t, "a script's change to reload", func() bool { return s.Status().Reloads >= 2 })
 }
 
 func TestEmbeddedConfigIsNotReloadable(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -61,12 +62,8 @@ func (s *Server) Watch(ctx context.Context, debounce time.Duration) (done <-chan
 	watchTree(abs, cfg.Scripts.Dir)
 
 	relevant := func(name string) bool {
-		if filepath.Clean(name) == abs {
-			return true
-		}
-		sd := s.Config().Scripts.Dir
-		rel, err := filepath.Rel(sd, name)
-		return err == nil && rel != ".." && !filepath.IsAbs(rel) && (len(rel) < 3 || rel[:3] != "../")
+		c := s.Config()
+		return watchRelevant(name, abs, c.Scripts.Dir, c.Server.TLSCert, c.Server.TLSKey)
 	}
 
 	// Shutdown stops the watcher too, and waits for it.
@@ -123,4 +120,34 @@ func (s *Server) watchLoop(ctx context.Context, w *fsnotify.Watcher, debounce ti
 			watchTree(abs, s.Config().Scripts.Dir)
 		}
 	}
+}
+
+// watchRelevant reports whether a change to name calls for a reload: the
+// config file, the TLS certificate or key (a renewal applies on reload),
+// or under the scripts folder a script (.lua) or a folder (files without
+// an extension: a folder of modules moved or removed). Other files there,
+// a log written beside the config when the scripts folder is the config's
+// own, an editor's swap file, a .git folder, reloaded every VM on each
+// change; a log did so without end, as each reload logs a line.
+func watchRelevant(name, cfgFile, scriptsDir string, certs ...string) bool {
+	name = filepath.Clean(name)
+	if name == cfgFile {
+		return true
+	}
+	for _, c := range certs {
+		if c != "" && filepath.Clean(c) == name {
+			return true
+		}
+	}
+	rel, err := filepath.Rel(scriptsDir, name)
+	if err != nil || rel == ".." || filepath.IsAbs(rel) || strings.HasPrefix(rel, "../") {
+		return false
+	}
+	for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
+		if strings.HasPrefix(part, ".") && part != "." {
+			return false // a hidden file or folder (.git, .swp files)
+		}
+	}
+	ext := filepath.Ext(name)
+	return ext == ".lua" || ext == ""
 }
