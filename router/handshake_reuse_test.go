@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -54,7 +53,7 @@ func TestHandshakeStateReuse(t *testing.T) {
 	keep := &reuseHandler{opened: make(chan seen, 1)}
 	for _, poller := range []bool{true, false} {
 		t.Run(fmt.Sprintf("poller=%v", poller), func(t *testing.T) {
-			srv, err := router.New(router.Config{
+			srv, addr := serve(t, router.Config{
 				Routes: []router.RouteSpec{
 					{Pattern: "/skip/{room}", Handler: skip},
 					{Pattern: "/keep", Handler: keep},
@@ -62,14 +61,6 @@ func TestHandshakeStateReuse(t *testing.T) {
 				Logger:   slog.New(slog.DiscardHandler),
 				NoPoller: !poller,
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = srv.Serve(ln) }()
 			t.Cleanup(func() { _ = srv.Close() })
 
 			dial := func(h *reuseHandler, target string, header http.Header) seen {
@@ -77,7 +68,7 @@ func TestHandshakeStateReuse(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), moontest.Timeout)
 				defer cancel()
 				d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
-				nc, _, _, err := d.Dial(ctx, "ws://"+ln.Addr().String()+target)
+				nc, _, _, err := d.Dial(ctx, "ws://"+addr+target)
 				if err != nil {
 					t.Fatalf("dial %s: %v", target, err)
 				}
