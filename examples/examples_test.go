@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/moonwire/moonwire"
 	_ "github.com/moonwire/moonwire/examples/plugin/greet"
 	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/plugins/lua"
 	"github.com/moonwire/moonwire/router/config"
 )
 
@@ -36,6 +38,16 @@ var scenarios = map[string]func(t *testing.T, cfg *config.Config){
 
 // browserChat serves the browser-chat example over the machine's Redis:
 // the page, the client it imports, and a chat room that stamps offsets.
+// TestMain caps gopher-lua's array part (lua.LimitArrays, a package
+// variable of gopher-lua) before any test runs, as the moonwire command
+// does for its process. The servers moontest starts set it too, and the
+// first one doing so while another test ran moonwire.Check's Lua was a
+// data race (go test -race ./examples/, beside two busy loops).
+func TestMain(m *testing.M) {
+	lua.LimitArrays()
+	os.Exit(m.Run())
+}
+
 func browserChat(t *testing.T, cfg *config.Config) {
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:6379", 2*time.Second); err != nil {
 		t.Skipf("no Redis at 127.0.0.1:6379 (%v)", err)
