@@ -184,7 +184,10 @@ type rateState struct {
 	refilled int64
 }
 
-// ID returns the connection's cluster-unique id.
+// ID returns the connection's cluster-unique id. Like Path and
+// RemoteAddr, it shares one allocation with the connection's request
+// headers: what keeps it long after the connection is gone should keep
+// a copy (strings.Clone).
 func (c *Conn) ID() string { return c.strs[:c.idEnd] }
 
 // Path returns the request path.

@@ -2,6 +2,7 @@ package router
 
 import (
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/moonwire/moonwire/router/broker"
@@ -142,7 +143,7 @@ func (s *roomSet) memberIDs(name string) []string {
 	r.mu.RLock()
 	ids := make([]string, len(r.members))
 	for i, c := range r.members {
-		ids[i] = c.ID()
+		ids[i] = strings.Clone(c.ID()) // the caller may keep it (see Conn.ID)
 	}
 	r.mu.RUnlock()
 	sort.Strings(ids)

@@ -3,6 +3,7 @@ package lua
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	glua "github.com/yuin/gopher-lua"
@@ -76,13 +77,14 @@ func (v *vm) connMeta() *glua.LTable {
 		switch key {
 		case "id":
 			if lc.id == nil {
-				lc.id = glua.LString(lc.c.ID())
+				// A copy: scripts keep ids (see router.Conn.ID).
+				lc.id = glua.LString(strings.Clone(lc.c.ID()))
 			}
 			L.Push(lc.id)
 		case "path":
-			L.Push(glua.LString(lc.c.Path()))
+			L.Push(glua.LString(strings.Clone(lc.c.Path()))) // copies, as conn.id
 		case "remote_addr":
-			L.Push(glua.LString(lc.c.RemoteAddr()))
+			L.Push(glua.LString(strings.Clone(lc.c.RemoteAddr())))
 		case "closed":
 			L.Push(glua.LBool(lc.c.Closed()))
 		case "subprotocol":
@@ -217,7 +219,7 @@ func connSet(L *glua.LState) int {
 
 func connHeader(L *glua.LState) int {
 	lc := checkConn(L, 1)
-	pushOptString(L, lc.c.Header(L.CheckString(2)))
+	pushOptString(L, strings.Clone(lc.c.Header(L.CheckString(2)))) // scripts may keep it (see router.Conn.ID)
 	return 1
 }
 

@@ -346,7 +346,7 @@ func (v *vm) fail(callback string, err error) {
 	attrs := []any{"route", v.route.cfg.Pattern, "callback", callback, "error", err.Error()}
 	var conn, tb string
 	if v.cur != nil {
-		conn = v.cur.ID()
+		conn = strings.Clone(v.cur.ID()) // kept with the error (see router.Conn.ID)
 		attrs = append(attrs, "conn", conn)
 	}
 	if se, ok := err.(*ScriptError); ok && se.Traceback != "" {
