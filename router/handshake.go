@@ -129,7 +129,7 @@ func newHandshakeState() *handshake {
 		OnBeforeUpgrade: hs.decide,
 	}
 	hs.negotiate = hs.onNegotiate
-	hs.req.Header = make(Header, 0, 8)
+	hs.req.Header = make(Header, 0, 16)
 	return hs
 }
 
@@ -163,9 +163,10 @@ func (s *Server) startHandshake(hs *handshake, nc net.Conn, br *bufio.Reader, rt
 
 // reusable reports whether hs may serve the next socket, and readies it:
 // not when a handler was asked (it was handed the Request, which it may
-// keep), nor when a request's many headers grew it.
+// keep), nor when a request's many headers grew it past 32 (a browser
+// sends a dozen or so; a waiting handshaker keeps what it holds).
 func (hs *handshake) reusable() bool {
-	if hs.asked || cap(hs.req.Header) > 32 {
+	if hs.asked || cap(hs.req.Header) > 64 {
 		return false
 	}
 	clear(hs.req.Header) // the strings go with the request
