@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 )
 
 // Presence: who is in a room, on every node. With a broker that
@@ -64,7 +65,7 @@ func (s *Server) Presence(room string) (map[string][]byte, error) {
 	r.mu.RUnlock()
 	for _, c := range members {
 		c.mu.Lock()
-		out[c.ID()] = c.presenceInfo()
+		out[strings.Clone(c.ID())] = c.presenceInfo() // the caller may keep it (see Conn.ID)
 		c.mu.Unlock()
 	}
 	return out, nil
