@@ -17,9 +17,9 @@ import (
 // objects on it (312 bytes): for a connection that the Poller reads and
 // the router's flushers write without waiting, that was most of what it
 // cost while idle. An FD is 16 bytes, embedded in the connection it
-// belongs to (Own), whose reader and flusher are the ones that touch it;
-// OwnSocket's, made on their own, take a cache line each, as FDs of
-// different connections sharing one would bounce between CPUs.
+// belongs to (Own), whose reader and flusher are the ones that touch it:
+// FDs of different connections packed side by side in a cache line would
+// bounce it between CPUs.
 //
 // It implements syscall.RawConn, so that a Desc and the socket writers use
 // it as they use net's. Each function runs between an acquire and a
@@ -36,21 +36,9 @@ type FD struct {
 	state atomic.Int64
 }
 
-// paddedFD is an FD alone on its cache line (see FD).
-type paddedFD struct {
-	FD
-	_ [48]byte
-}
-
 // ErrWouldBlock is returned by an FD's Read or Write whose function
 // reported that it is not done: an FD does not wait.
 var ErrWouldBlock = errors.New("poll: the socket would block")
-
-// NewFD takes ownership of fd, a non-blocking socket.
-func NewFD(fd int) *FD {
-	p := &paddedFD{FD: FD{fd: fd}}
-	return &p.FD
-}
 
 // acquire marks a function running; false once Close was called.
 func (f *FD) acquire() bool {
@@ -138,20 +126,10 @@ func (f *FD) NetConn() (net.Conn, error) {
 	return nc, err
 }
 
-// OwnSocket takes nc's socket out of net: it keeps a duplicate of the
-// descriptor as an FD and closes nc, which frees net's objects and the
-// netpoller's registration. It returns nil, leaving nc as it is, for a
-// connection that is not a plain TCP socket.
-func OwnSocket(nc net.Conn) *FD {
-	p := new(paddedFD)
-	if !p.Own(nc) {
-		return nil
-	}
-	return &p.FD
-}
-
-// Own is OwnSocket into f, a zero FD that is not yet shared: it reports
-// whether f now holds nc's socket (and nc is closed).
+// Own takes nc's socket out of net into f, a zero FD that is not yet
+// shared: it keeps a duplicate of the descriptor and closes nc, which
+// frees net's objects and the netpoller's registration. It reports false,
+// leaving nc as it is, for a connection that is not a plain TCP socket.
 func (f *FD) Own(nc net.Conn) bool {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {

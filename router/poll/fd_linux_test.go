@@ -25,12 +25,12 @@ func inode(fd int) uint64 {
 	return st.Ino
 }
 
-// TestOwnSocketLeavesNet: the owned socket works through the FD, net's
+// TestOwnLeavesNet: the owned socket works through the FD, net's
 // connection is closed, and closing the FD closes the socket.
-func TestOwnSocketLeavesNet(t *testing.T) {
+func TestOwnLeavesNet(t *testing.T) {
 	c, s := tcptest.Pair(t)
-	fd := OwnSocket(s)
-	if fd == nil {
+	fd := new(FD)
+	if !fd.Own(s) {
 		t.Fatal("a TCP connection was not taken")
 	}
 	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
@@ -61,13 +61,13 @@ func TestOwnSocketLeavesNet(t *testing.T) {
 	if _, err := c.Read(buf); err != io.EOF {
 		t.Fatalf("the peer read %v, want EOF once the FD closed", err)
 	}
-	if OwnSocket(nil) != nil {
+	if new(FD).Own(nil) {
 		t.Fatal("took a socket from no connection")
 	}
 	p, q := net.Pipe()
 	defer p.Close()
 	defer q.Close()
-	if OwnSocket(p) != nil {
+	if new(FD).Own(p) {
 		t.Fatal("took a socket from a pipe")
 	}
 }
@@ -78,7 +78,7 @@ func TestOwnSocketLeavesNet(t *testing.T) {
 // file's by then).
 func TestFDCloseWaitsForRunningCalls(t *testing.T) {
 	_, s := tcptest.Pair(t)
-	fd := OwnSocket(s)
+	fd := own(t, s)
 	num := fd.fd
 	ino := inode(num)
 	err := fd.Control(func(f uintptr) {
@@ -131,7 +131,7 @@ func osPipe() (int, int, error) {
 // ErrWouldBlock instead of waiting.
 func TestFDNeverWaits(t *testing.T) {
 	_, s := tcptest.Pair(t)
-	fd := OwnSocket(s)
+	fd := own(t, s)
 	defer fd.Close()
 	calls := 0
 	if err := fd.Read(func(uintptr) bool { calls++; return false }); !errors.Is(err, ErrWouldBlock) || calls != 1 {
@@ -145,7 +145,7 @@ func TestFDNeverWaits(t *testing.T) {
 func TestFDCloseUnderLoad(t *testing.T) {
 	for range 20 {
 		_, s := tcptest.Pair(t)
-		fd := OwnSocket(s)
+		fd := own(t, s)
 		num, ino := fd.fd, inode(fd.fd)
 		var wg sync.WaitGroup
 		var bad, ran atomic.Int64
@@ -187,7 +187,7 @@ func TestFDCloseUnderLoad(t *testing.T) {
 // and keeps it open after the FD is closed, until it is closed too.
 func TestFDNetConnShares(t *testing.T) {
 	c, s := tcptest.Pair(t)
-	fd := OwnSocket(s)
+	fd := own(t, s)
 	nc, err := fd.NetConn()
 	if err != nil {
 		t.Fatal(err)
@@ -211,4 +211,14 @@ func TestFDNetConnShares(t *testing.T) {
 	if _, err := fd.NetConn(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("NetConn after Close: %v", err)
 	}
+}
+
+// own takes s's socket into a new FD.
+func own(t *testing.T, s net.Conn) *FD {
+	t.Helper()
+	fd := new(FD)
+	if !fd.Own(s) {
+		t.Fatal("a TCP connection was not taken")
+	}
+	return fd
 }

@@ -41,9 +41,6 @@ func (p *Poller) Close() error { return nil }
 // FD is never made on this platform: there is no poller to read it.
 type FD struct{}
 
-// OwnSocket returns nil: sockets stay net's.
-func OwnSocket(nc net.Conn) *FD { return nil }
-
 // Own reports false: sockets stay net's.
 func (f *FD) Own(nc net.Conn) bool { return false }
 
