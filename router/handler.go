@@ -157,18 +157,11 @@ func (h Header) index(name string) int {
 // string of "name:value\n" lines. A browser's request has a dozen
 // headers; as a Header that is two strings each plus the slice, each
 // rounded up to its size class (about 600 bytes per connection for
-// Chrome's), packed it is one allocation of their length. A line break
+// Chrome's), packed it is their length, at the end of the one string a
+// connection keeps its id, address and path in (Conn.strs). A line break
 // cannot occur in a name or a value (the request was split into lines
 // before its headers were), nor a colon in a name.
 type packedHeader string
-
-// pack returns h as a packedHeader.
-func (h Header) pack() packedHeader {
-	var b strings.Builder
-	b.Grow(h.packedLen())
-	h.writePacked(&b)
-	return packedHeader(b.String())
-}
 
 // packedLen is the length of h packed.
 func (h Header) packedLen() int {

@@ -13,7 +13,7 @@ func TestPackedHeaderKeepsEveryValue(t *testing.T) {
 	h.add("x-twice", "two")
 	h.add("hostname", "other")
 	h.add("cookie", "a=1; b=2")
-	p := h.pack()
+	p := packed(h)
 	for _, name := range []string{"host", "x-empty", "x-colons", "x-twice", "hostname", "cookie", "missing", "hos", "x", ""} {
 		if got, want := p.Get(name), h.Get(name); got != want {
 			t.Errorf("Get(%q) = %q, want %q", name, got, want)
@@ -22,7 +22,7 @@ func TestPackedHeaderKeepsEveryValue(t *testing.T) {
 	if got := p.Get("x-twice"); got != "one, two" {
 		t.Errorf("x-twice = %q", got)
 	}
-	if Header(nil).pack() != "" || packedHeader("").Get("host") != "" {
+	if packed(nil) != "" || packedHeader("").Get("host") != "" {
 		t.Error("no headers")
 	}
 }
@@ -36,11 +36,22 @@ func BenchmarkPackedHeaderGet(b *testing.B) {
 		{"accept-language", "en-US,en;q=0.9"}, {"cookie", "session=3f9a0c1e5b7d4a2c8e6f1b3d5a7c9e0f"}} {
 		h.add(kv[0], kv[1])
 	}
-	p := h.pack()
+	p := packed(h)
 	b.ReportAllocs()
 	for b.Loop() {
 		if p.Get("cookie") == "" {
 			b.Fatal("no cookie")
 		}
 	}
+}
+
+// packed returns h as a connection keeps it, behind its id, address and
+// path (Conn.setStrings).
+func packed(h Header) packedHeader {
+	var c Conn
+	c.setStrings("node-1", "127.0.0.1:5000", "/chat/host:x", h)
+	if c.ID() != "node-1" || c.RemoteAddr() != "127.0.0.1:5000" || c.Path() != "/chat/host:x" {
+		panic("setStrings: " + c.strs)
+	}
+	return c.header()
 }
