@@ -133,31 +133,17 @@ func newHandshakeState() *handshake {
 	return hs
 }
 
-// startHandshake fills hs with what the upgrade's callbacks fill in and
-// check: the request as the handler will see it, and a headReader that
-// records the head (into a pooled buffer, which upgrade returns) and
-// stops at its end.
+// startHandshake fills hs, fresh from newHandshakeState or readied by
+// reusable, with what the upgrade's callbacks fill in and check: the
+// request as the handler will see it, and a headReader that records the
+// head (into a pooled buffer, which upgrade returns) and stops at its end.
 func (s *Server) startHandshake(hs *handshake, nc net.Conn, br *bufio.Reader, rt *Route, deadline time.Time,
 	rl requestLine, reqPath, rawQuery string, params map[string]string) {
-	u, neg, header := hs.upgrader, hs.negotiate, hs.req.Header[:0]
-	*hs = handshake{
-		srv:       s,
-		nc:        nc,
-		rt:        rt,
-		deadline:  deadline,
-		absolute:  rl.authority,
-		scheme:    rl.scheme,
-		head:      headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]},
-		upgrader:  u,
-		negotiate: neg,
-		req: Request{
-			Path:       reqPath,
-			RawQuery:   rawQuery,
-			Params:     params,
-			Header:     header,
-			RemoteAddr: nc.RemoteAddr().String(),
-		},
-	}
+	hs.srv, hs.nc, hs.rt, hs.deadline = s, nc, rt, deadline
+	hs.absolute, hs.scheme = rl.authority, rl.scheme
+	hs.head = headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]}
+	hs.req.Path, hs.req.RawQuery, hs.req.Params = reqPath, rawQuery, params
+	hs.req.RemoteAddr = nc.RemoteAddr().String()
 	hs.ip = hostOf(hs.req.RemoteAddr)
 }
 
