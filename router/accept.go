@@ -26,9 +26,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
+	accept := s.rawAccept(ln)
+	if accept == nil {
+		accept = ln.Accept
+	}
 	var backoff time.Duration
 	for {
-		nc, err := ln.Accept()
+		nc, err := accept()
 		if err != nil {
 			if s.isClosing() {
 				return http.ErrServerClosed

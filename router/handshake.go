@@ -112,6 +112,7 @@ func readTarget(nc net.Conn, br *bufio.Reader) (rl requestLine, reqPath, rawQuer
 // deadline is lifted because net/http sets deadlines of its own; the
 // socket and br are its to release from here on.
 func (s *Server) handOffHTTP(nc net.Conn, br *bufio.Reader) {
+	nc = netConnOf(nc) // net/http waits on it
 	_ = nc.SetDeadline(time.Time{})
 	s.http.serve(nc, br)
 }
@@ -613,10 +614,16 @@ func (s *Server) newConn(nc net.Conn, hs *handshake) *Conn {
 	c.lastSeen.Store(c.created)
 	c.lastPing.Store(c.created)
 	var rc syscall.RawConn // nil: read by a goroutine
-	if s.poller != nil && c.sock.Own(nc) {
-		// A plain TCP socket leaves net (see poll.FD): the poller reads
-		// it and the flushers write it without waiting, so net's objects
-		// and netpoller registration would be kept for nothing.
+	owned := false
+	if s.poller != nil {
+		nc, owned = ownAccepted(c, nc)
+		owned = owned || c.sock.Own(nc)
+	}
+	if owned {
+		// A plain TCP socket leaves net (see poll.FD), or never entered
+		// it (see acceptedConn): the poller reads it and the flushers
+		// write it without waiting, so net's objects and netpoller
+		// registration would be kept for nothing.
 		rc = &c.sock
 	} else {
 		x := c.extras() // not shared yet: no lock

@@ -3,20 +3,37 @@
 package router
 
 import (
+	"context"
+	"fmt"
 	"net"
+	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// keepAlive is Go's default TCP keep-alive (net.KeepAliveConfig's zero
-// values), set on the listener instead of on each accepted socket.
-var keepAlive = [...]struct{ level, opt, value int }{
+// listenOptions are set on the listening socket, where Linux copies them
+// to every socket it accepts, instead of on each accepted socket: Go's
+// default TCP keep-alive (net.KeepAliveConfig's zero values) and
+// TCP_NODELAY, which net sets on each socket it accepts.
+var listenOptions = [...]struct{ level, opt, value int }{
 	{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
 	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
 	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15},
 	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+	{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+	// Accept a connection once its first bytes arrived (or, for one that
+	// sends nothing, after about this many seconds), so that the
+	// handshake finds its request waiting and a silent client costs the
+	// process nothing meanwhile.
+	{unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds},
 }
+
+// deferAcceptSeconds is TCP_DEFER_ACCEPT's value: the kernel holds a
+// connection that sent nothing until it retransmits its SYN-ACK, about
+// a second, and then hands it over.
+const deferAcceptSeconds = 1
 
 func listenConfig() net.ListenConfig {
 	return net.ListenConfig{
@@ -26,8 +43,9 @@ func listenConfig() net.ListenConfig {
 		Control: func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				for _, o := range keepAlive {
+				for _, o := range listenOptions {
 					if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.value); serr != nil {
+						serr = os.NewSyscallError("setsockopt", serr)
 						return
 					}
 				}
@@ -38,4 +56,146 @@ func listenConfig() net.ListenConfig {
 			return serr
 		},
 	}
+}
+
+// Listener is the TCP listener Listen returns on Linux. Serve accepts
+// from it with accept4 on the listening descriptor, so that a socket's
+// handshake runs without net (see acceptedConn); its Accept, for other
+// servers, returns net's *net.TCPConn as net.Listener's would.
+type Listener struct {
+	f      *os.File // the listening socket, waited on through the runtime's netpoller
+	rc     syscall.RawConn
+	addr   net.Addr
+	closed atomic.Bool
+}
+
+// Listen announces on the TCP address addr for Serve. It is net.Listen
+// with two differences that show under connection churn. Options that
+// net sets on every accepted socket (TCP keep-alive with Go's defaults,
+// TCP_NODELAY) are set once on the listening socket, which Linux copies
+// them from; and a connection is accepted once its request has arrived
+// (TCP_DEFER_ACCEPT), so that Serve finds the request waiting.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	lc := listenConfig()
+	// net's error already reads "listen tcp ADDR: ...".
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// The socket leaves net for an os.File, which the runtime's
+	// netpoller still waits on: net's listener cannot wait for a
+	// connection without accepting it.
+	f, err := ln.(*net.TCPListener).File()
+	a := ln.Addr()
+	_ = ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	}
+	return &Listener{f: f, rc: rc, addr: a}, nil
+}
+
+// acceptFD waits for a connection and accepts it, non-blocking and
+// close-on-exec. Once the Listener is closed it fails with net.ErrClosed.
+func (l *Listener) acceptFD() (int, unix.Sockaddr, error) {
+	var (
+		nfd  int
+		sa   unix.Sockaddr
+		aerr error
+	)
+	err := l.rc.Read(func(fd uintptr) bool {
+		for {
+			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			switch aerr {
+			case unix.EINTR, unix.ECONNABORTED:
+				continue // as net does: the next one may be fine
+			case unix.EAGAIN:
+				return false // wait until one comes
+			}
+			return true
+		}
+	})
+	if err != nil {
+		if l.closed.Load() {
+			err = net.ErrClosed // os reports its own, internal error
+		}
+		return -1, nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
+	}
+	if aerr != nil {
+		return -1, nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", aerr)}
+	}
+	return nfd, sa, nil
+}
+
+// Accept waits for and returns the next connection, as net's conn.
+func (l *Listener) Accept() (net.Conn, error) {
+	fd, _, err := l.acceptFD()
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "socket")
+	nc, err := net.FileConn(f) // a duplicate of its own
+	_ = f.Close()
+	if err != nil {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
+	}
+	return nc, nil
+}
+
+// Close stops listening; a waiting Accept fails with net.ErrClosed.
+func (l *Listener) Close() error {
+	l.closed.Store(true)
+	return l.f.Close()
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.addr }
+
+// rawAccept returns how Serve accepts from ln without net, or nil when
+// it cannot (another listener, or a server without a poller).
+func (s *Server) rawAccept(ln net.Listener) func() (net.Conn, error) {
+	l, ok := ln.(*Listener)
+	if !ok || s.poller == nil {
+		return nil
+	}
+	return func() (net.Conn, error) {
+		fd, sa, err := l.acceptFD()
+		if err != nil {
+			return nil, err
+		}
+		return newAcceptedConn(fd, sa), nil
+	}
+}
+
+// ownAccepted gives c the descriptor of nc, a socket Serve accepted
+// without net, if its handshake never had to wait; else it returns the
+// net.Conn that holds the socket now.
+func ownAccepted(c *Conn, nc net.Conn) (net.Conn, bool) {
+	ac, ok := nc.(*acceptedConn)
+	if !ok {
+		return nc, false
+	}
+	if fd, ok := ac.take(); ok {
+		c.sock.Adopt(fd)
+		return nil, true
+	}
+	if inner, err := ac.netConn(); err == nil {
+		return inner, false
+	}
+	return nc, false
+}
+
+// netConnOf returns the net.Conn that holds nc's socket, moving a socket
+// Serve accepted without net into net (for net/http).
+func netConnOf(nc net.Conn) net.Conn {
+	if ac, ok := nc.(*acceptedConn); ok {
+		if inner, err := ac.netConn(); err == nil {
+			return inner
+		}
+	}
+	return nc
 }

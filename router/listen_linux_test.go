@@ -13,7 +13,8 @@ import (
 )
 
 // TestListenKeepAlive: a socket accepted from router.Listen has TCP
-// keep-alive on with Go's default timings, though net set none on it.
+// keep-alive on with Go's default timings and TCP_NODELAY, though net set
+// none of them on it.
 func TestListenKeepAlive(t *testing.T) {
 	ln, err := router.Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -25,6 +26,10 @@ func TestListenKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The Listener defers the accept until the client has sent something.
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	sc, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)

@@ -126,6 +126,10 @@ func (f *FD) NetConn() (net.Conn, error) {
 	return nc, err
 }
 
+// Adopt makes f, a zero FD that is not yet shared, the holder of fd: a
+// socket descriptor that nothing else holds or will close.
+func (f *FD) Adopt(fd int) { f.fd = fd }
+
 // Own takes nc's socket out of net into f, a zero FD that is not yet
 // shared: it keeps a duplicate of the descriptor and closes nc, which
 // frees net's objects and the netpoller's registration. It reports false,

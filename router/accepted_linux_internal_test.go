@@ -1,0 +1,128 @@
+//go:build linux
+
+package router
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// acceptedPair returns a client connection and the acceptedConn its
+// Listener accepted for it, with a send buffer fixed small. The client
+// has written hello, which releases its deferred accept.
+func acceptedPair(t *testing.T, hello string) (net.Conn, *acceptedConn) {
+	t.Helper()
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l := ln.(*Listener)
+	_ = l.rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 64<<10) })
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := io.WriteString(nc, hello); err != nil {
+		t.Fatal(err)
+	}
+	fd, sa, err := l.acceptFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := newAcceptedConn(fd, sa)
+	t.Cleanup(func() { _ = ac.Close() })
+	if got, want := ac.RemoteAddr().String(), nc.LocalAddr().String(); got != want {
+		t.Fatalf("RemoteAddr %s, want the client's %s", got, want)
+	}
+	return nc, ac
+}
+
+// TestAcceptedConnWriteMovesMidWrite: one Write larger than the socket
+// takes writes what it can, moves into net and writes the rest there:
+// the client reads every byte once, in order.
+func TestAcceptedConnWriteMovesMidWrite(t *testing.T) {
+	nc, ac := acceptedPair(t, "x")
+	_ = ac.SetDeadline(time.Now().Add(10 * time.Second))
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(io.LimitReader(nc, int64(len(big))))
+		got <- b
+	}()
+	before := movedToNet.Load()
+	if n, err := ac.Write(big); n != len(big) || err != nil {
+		t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(big))
+	}
+	if movedToNet.Load() == before || ac.nc == nil {
+		t.Fatal("4 MiB went into a 64 KiB send buffer without waiting")
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("client read %d bytes, not the %d written", len(b), len(big))
+	}
+}
+
+// TestAcceptedConnReadMovesToWait: a Read finds what arrived, and the
+// next, finding nothing, waits in net under the deadline set before.
+func TestAcceptedConnReadMovesToWait(t *testing.T) {
+	nc, ac := acceptedPair(t, "first")
+	buf := make([]byte, 64)
+	n, err := ac.Read(buf)
+	if err != nil || string(buf[:n]) != "first" {
+		t.Fatalf("Read: %q, %v", buf[:n], err)
+	}
+	if ac.nc != nil {
+		t.Fatal("moved into net with data waiting")
+	}
+	_ = ac.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := ac.Read(buf); !isTimeout(err) || ac.nc == nil {
+		t.Fatalf("Read with nothing sent: %v (moved: %v); want a timeout in net", err, ac.nc != nil)
+	}
+	_ = ac.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(nc, "second"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err = ac.Read(buf); err != nil || string(buf[:n]) != "second" {
+		t.Fatalf("Read in net: %q, %v", buf[:n], err)
+	}
+	if _, ok := ac.take(); ok {
+		t.Fatal("take handed on a descriptor that net holds")
+	}
+}
+
+// TestAcceptedConnDeadlineBeforeRead: a deadline already past fails a
+// Read before it moves anything, as net's conn would.
+func TestAcceptedConnDeadlineBeforeRead(t *testing.T) {
+	_, ac := acceptedPair(t, "x")
+	_ = ac.SetDeadline(time.Now().Add(-time.Second))
+	if _, err := ac.Read(make([]byte, 8)); !isTimeout(err) || ac.nc != nil {
+		t.Fatalf("Read past the deadline: %v (moved: %v); want a timeout, not moved", err, ac.nc != nil)
+	}
+	if _, err := ac.Write([]byte("y")); !isTimeout(err) {
+		t.Fatalf("Write past the deadline: %v; want a timeout", err)
+	}
+	fd, ok := ac.take()
+	if !ok || fd < 0 {
+		t.Fatal("take refused a descriptor never moved")
+	}
+	_ = unix.Close(fd)
+	if err := ac.Close(); err == nil {
+		t.Fatal("Close after take closed something")
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
