@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -125,7 +126,13 @@ func (ac *acceptedConn) Read(p []byte) (int, error) {
 		ac.mu.Unlock()
 		return 0, err
 	}
-	n, err := ignoringEINTR(func() (int, error) { return unix.Read(ac.fd, p) })
+	n, err := ignoringEINTR(func() (int, error) {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(ac.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	})
 	switch {
 	case err == unix.EAGAIN:
 		nc, err := ac.toNet()
@@ -159,7 +166,12 @@ func (ac *acceptedConn) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
 		n, err := ignoringEINTR(func() (int, error) {
-			return unix.SendmsgN(ac.fd, p[written:], nil, nil, unix.MSG_NOSIGNAL)
+			q := p[written:]
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(ac.fd), uintptr(unsafe.Pointer(&q[0])), uintptr(len(q)), unix.MSG_NOSIGNAL, 0, 0)
+			if e != 0 {
+				return 0, e
+			}
+			return int(r), nil
 		})
 		if err == unix.EAGAIN {
 			nc, err := ac.toNet()
