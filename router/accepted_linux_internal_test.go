@@ -18,7 +18,12 @@ import (
 // has written hello, which releases its deferred accept.
 func acceptedPair(t *testing.T, hello string) (net.Conn, *acceptedConn) {
 	t.Helper()
-	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	return acceptedPairOn(t, "127.0.0.1:0", hello)
+}
+
+func acceptedPairOn(t *testing.T, addr, hello string) (net.Conn, *acceptedConn) {
+	t.Helper()
+	ln, err := Listen(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +124,20 @@ func TestAcceptedConnDeadlineBeforeRead(t *testing.T) {
 	_ = unix.Close(fd)
 	if err := ac.Close(); err == nil {
 		t.Fatal("Close after take closed something")
+	}
+}
+
+// TestAcceptedConnIPv6: the peer's address of a socket accepted on IPv6
+// reads as net's would (acceptedPairOn checks it).
+func TestAcceptedConnIPv6(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	} else {
+		ln.Close()
+	}
+	_, ac := acceptedPairOn(t, "[::1]:0", "x")
+	if a := ac.RemoteAddr().(*net.TCPAddr); a.IP.To4() != nil || !a.IP.IsLoopback() {
+		t.Fatalf("RemoteAddr %v, want ::1", a)
 	}
 }
 
