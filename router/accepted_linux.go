@@ -126,6 +126,9 @@ func (ac *acceptedConn) Read(p []byte) (int, error) {
 		ac.mu.Unlock()
 		return 0, err
 	}
+	// Raw system calls, as accept4's (see there): the socket is
+	// non-blocking, and what one call copies is bounded by the socket's
+	// buffers.
 	n, err := ignoringEINTR(func() (int, error) {
 		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(ac.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if e != 0 {
@@ -165,7 +168,7 @@ func (ac *acceptedConn) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for written < len(p) {
-		n, err := ignoringEINTR(func() (int, error) {
+		n, err := ignoringEINTR(func() (int, error) { // raw, as Read's
 			q := p[written:]
 			r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(ac.fd), uintptr(unsafe.Pointer(&q[0])), uintptr(len(q)), unix.MSG_NOSIGNAL, 0, 0)
 			if e != 0 {
