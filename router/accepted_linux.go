@@ -42,17 +42,24 @@ type acceptedConn struct {
 	rdl, wdl time.Time // deadlines kept while fd is ours, for nc to inherit
 }
 
-func newAcceptedConn(fd int, sa unix.Sockaddr) *acceptedConn {
-	ac := &acceptedConn{fd: fd}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		ac.raddr = &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
-	case *unix.SockaddrInet6:
-		ac.raddr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zoneName(a.ZoneId)}
-	default:
-		ac.raddr = &net.TCPAddr{}
+func newAcceptedConn(fd int, raddr *net.TCPAddr) *acceptedConn {
+	return &acceptedConn{fd: fd, raddr: raddr}
+}
+
+// tcpAddr reads a socket address the kernel filled in (accept4,
+// getsockname) as net would.
+func tcpAddr(rsa *unix.RawSockaddrAny) *net.TCPAddr {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return &net.TCPAddr{IP: net.IP(p.Addr[:]).To16(), Port: int(p.Port>>8 | p.Port<<8)}
+	case unix.AF_INET6:
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		ip := make(net.IP, net.IPv6len)
+		copy(ip, p.Addr[:])
+		return &net.TCPAddr{IP: ip, Port: int(p.Port>>8 | p.Port<<8), Zone: zoneName(p.Scope_id)}
 	}
-	return ac
+	return &net.TCPAddr{}
 }
 
 func zoneName(id uint32) string {
@@ -85,9 +92,7 @@ func (ac *acceptedConn) toNet() (net.Conn, error) {
 		return nil, ac.opError("read", net.ErrClosed)
 	}
 	movedToNet.Add(1)
-	f := os.NewFile(uintptr(ac.fd), "socket")
-	nc, err := net.FileConn(f) // a duplicate of its own
-	_ = f.Close()
+	nc, err := fileConn(ac.fd)
 	ac.fd = -1
 	if err != nil {
 		return nil, err
@@ -232,9 +237,12 @@ func (ac *acceptedConn) LocalAddr() net.Addr {
 	}
 	ac.mu.Lock()
 	defer ac.mu.Unlock()
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
 	if ac.fd >= 0 {
-		if sa, err := unix.Getsockname(ac.fd); err == nil {
-			return newAcceptedConn(-1, sa).raddr
+		_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(ac.fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
+		if e == 0 {
+			return tcpAddr(&rsa)
 		}
 	}
 	return &net.TCPAddr{}
@@ -244,36 +252,43 @@ func (ac *acceptedConn) LocalAddr() net.Addr {
 func (ac *acceptedConn) RemoteAddr() net.Addr { return ac.raddr }
 
 // SetDeadline sets both deadlines.
-func (ac *acceptedConn) SetDeadline(t time.Time) error {
-	ac.mu.Lock()
-	defer ac.mu.Unlock()
-	if ac.nc != nil {
-		return ac.nc.SetDeadline(t)
-	}
-	ac.rdl, ac.wdl = t, t
-	return nil
-}
+func (ac *acceptedConn) SetDeadline(t time.Time) error { return ac.setDeadlines(t, true, true) }
 
 // SetReadDeadline sets the read deadline.
-func (ac *acceptedConn) SetReadDeadline(t time.Time) error {
+func (ac *acceptedConn) SetReadDeadline(t time.Time) error { return ac.setDeadlines(t, true, false) }
+
+// SetWriteDeadline sets the write deadline.
+func (ac *acceptedConn) SetWriteDeadline(t time.Time) error { return ac.setDeadlines(t, false, true) }
+
+// setDeadlines keeps the deadlines for a socket that is still ours, and
+// passes them to net's conn once it is there.
+func (ac *acceptedConn) setDeadlines(t time.Time, read, write bool) error {
 	ac.mu.Lock()
 	defer ac.mu.Unlock()
-	if ac.nc != nil {
+	switch {
+	case ac.nc != nil && read && write:
+		return ac.nc.SetDeadline(t)
+	case ac.nc != nil && read:
 		return ac.nc.SetReadDeadline(t)
+	case ac.nc != nil:
+		return ac.nc.SetWriteDeadline(t)
 	}
-	ac.rdl = t
+	if read {
+		ac.rdl = t
+	}
+	if write {
+		ac.wdl = t
+	}
 	return nil
 }
 
-// SetWriteDeadline sets the write deadline.
-func (ac *acceptedConn) SetWriteDeadline(t time.Time) error {
-	ac.mu.Lock()
-	defer ac.mu.Unlock()
-	if ac.nc != nil {
-		return ac.nc.SetWriteDeadline(t)
-	}
-	ac.wdl = t
-	return nil
+// fileConn returns net's conn on fd, a socket descriptor, and closes fd:
+// net keeps a duplicate of its own.
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "socket")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	return nc, err
 }
 
 func ignoringEINTR(fn func() (int, error)) (int, error) {

@@ -47,6 +47,9 @@ func acceptedPairOn(t *testing.T, addr, hello string) (net.Conn, *acceptedConn) 
 	if got, want := ac.RemoteAddr().String(), nc.LocalAddr().String(); got != want {
 		t.Fatalf("RemoteAddr %s, want the client's %s", got, want)
 	}
+	if got, want := ac.LocalAddr().String(), nc.RemoteAddr().String(); got != want {
+		t.Fatalf("LocalAddr %s, want the address the client dialled, %s", got, want)
+	}
 	return nc, ac
 }
 

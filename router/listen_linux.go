@@ -102,10 +102,10 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 
 // acceptFD waits for a connection and accepts it, non-blocking and
 // close-on-exec. Once the Listener is closed it fails with net.ErrClosed.
-func (l *Listener) acceptFD() (int, unix.Sockaddr, error) {
+func (l *Listener) acceptFD() (int, *net.TCPAddr, error) {
 	var (
 		nfd  int
-		sa   unix.Sockaddr
+		sa   *net.TCPAddr
 		aerr error
 	)
 	err := l.rc.Read(func(fd uintptr) bool {
@@ -138,9 +138,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "socket")
-	nc, err := net.FileConn(f) // a duplicate of its own
-	_ = f.Close()
+	nc, err := fileConn(fd)
 	if err != nil {
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
 	}
@@ -204,8 +202,9 @@ func netConnOf(nc net.Conn) net.Conn {
 // accept4 is unix.Accept4 as a raw system call: the listening socket is
 // non-blocking, so it never sleeps, and the scheduler's hand-off of the
 // processor around it (for a call that does a connection's kernel work
-// inline) costs more than it frees.
-func accept4(lfd int) (int, unix.Sockaddr, error) {
+// inline) costs more than it frees. It returns the peer's address as
+// net would.
+func accept4(lfd int) (int, *net.TCPAddr, error) {
 	var rsa unix.RawSockaddrAny
 	n := uint32(unix.SizeofSockaddrAny)
 	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
@@ -213,15 +212,5 @@ func accept4(lfd int) (int, unix.Sockaddr, error) {
 	if e != 0 {
 		return -1, nil, e
 	}
-	switch rsa.Addr.Family {
-	case unix.AF_INET:
-		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
-		sa := &unix.SockaddrInet4{Port: int(p.Port>>8 | p.Port<<8), Addr: p.Addr}
-		return int(r), sa, nil
-	case unix.AF_INET6:
-		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
-		sa := &unix.SockaddrInet6{Port: int(p.Port>>8 | p.Port<<8), ZoneId: p.Scope_id, Addr: p.Addr}
-		return int(r), sa, nil
-	}
-	return int(r), nil, nil
+	return int(r), tcpAddr(&rsa), nil
 }
