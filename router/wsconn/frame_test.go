@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+
+	"github.com/moonwire/moonwire/router/internal/bufpool"
 )
 
 // decodeServerFrame reads one frame with gobwas and checks that it is a
@@ -193,8 +195,8 @@ func TestFrameRefcount(t *testing.T) {
 		t.Fatalf("refs = %d, bytes nil = %v: released too early", got, f.Bytes() == nil)
 	}
 	f.Release()
-	if f.Bytes() != nil {
-		t.Fatal("the last Release kept the buffer")
+	if len(f.Bytes()) != 0 {
+		t.Fatal("the last Release left the frame's bytes readable")
 	}
 	func() {
 		defer func() {
@@ -303,4 +305,27 @@ func inflateAll(t *testing.T, p []byte) []byte {
 		t.Fatalf("inflate: %v", err)
 	}
 	return b
+}
+
+// TestSmallFramesReuseTheirBuffer: a small frame goes back to its pool with
+// its buffer; one built from it next, shorter or longer, carries exactly its
+// own header and payload, nothing of the frame before.
+func TestSmallFramesReuseTheirBuffer(t *testing.T) {
+	t.Parallel()
+	for i, n := range []int{125, 1, 0, bufpool.Smallest - 4, 126, 3, bufpool.Smallest - 5, 40} {
+		payload := bytes.Repeat([]byte{byte('a' + i)}, n)
+		f := NewFrame(ws.OpBinary, payload)
+		if c := cap(f.Bytes()); c != bufpool.Smallest {
+			t.Fatalf("a frame of %d bytes has a buffer of %d, want %d", len(f.Bytes()), c, bufpool.Smallest)
+		}
+		if got := decodeServerFrame(t, f.Bytes()); !bytes.Equal(got.Payload, payload) {
+			t.Fatalf("frame %d (%d bytes): payload %q", i, n, got.Payload)
+		}
+		f.Release()
+		c := NewCloseFrame(1000, strings.Repeat("r", i))
+		if got := decodeServerFrame(t, c.Bytes()); len(got.Payload) != 2+i {
+			t.Fatalf("close frame after frame %d: payload of %d bytes, want %d", i, len(got.Payload), 2+i)
+		}
+		c.Release()
+	}
 }

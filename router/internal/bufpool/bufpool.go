@@ -15,6 +15,10 @@ const (
 	maxShift = 24 // 16 MiB: larger slices are allocated exactly and dropped
 )
 
+// Smallest is the capacity of the smallest class: every slice Get returns
+// for up to this many bytes has exactly this capacity.
+const Smallest = 1 << minShift
+
 // pools[i] holds *[]byte with cap == 1<<(minShift+i). Pointers to slices are
 // stored, not slices, so that Put does not allocate a fresh interface box.
 var pools [maxShift - minShift + 1]sync.Pool
