@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -168,7 +169,7 @@ func (p *Poller) Run() error {
 	var n int
 	var werr error
 	wait := func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
+		n, werr = epollPoll(fd, events)
 		return n > 0 || werr != nil
 	}
 	for {
@@ -187,6 +188,22 @@ func (p *Poller) Run() error {
 			return nil
 		}
 	}
+}
+
+// epollPoll collects the ready events without waiting. It is a raw
+// system call: with a zero timeout epoll_wait never sleeps, and entering
+// the scheduler's syscall state would wake the runtime's sysmon thread
+// from its deep sleep each time the process comes back from idle, after
+// which sysmon polls every 20 µs for a millisecond and more: at 100
+// broadcasts a second that was 4.6% of the server's CPU.
+// (epoll_pwait with no signal mask is epoll_wait, and exists on every
+// architecture.)
+func epollPoll(epfd uintptr, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // runBlocking is Run on a thread blocked in epoll_wait, for a descriptor
