@@ -370,7 +370,7 @@ func TestSIGHUPReloadsAndLogsAreJSON(t *testing.T) {
 			t.Fatalf("not a JSON log line: %q", line)
 		}
 		if m["msg"] == "connection closed" {
-			if m["route"] != "/echo" || m["conn"] == nil || m["code"] != 4000.0 || m["messages_in"] != 2.0 || m["duration"] == nil {
+			if m["route"] != "/echo" || m["conn"] == nil || m["code"] != 4000.0 || m["messages_in"] != 2.0 || m["messages_out"] != 2.0 || m["duration"] == nil {
 				t.Fatalf("access log line: %s", line)
 			}
 		}

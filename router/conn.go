@@ -92,7 +92,7 @@ type Conn struct {
 	lastSeen atomic.Int64 // unix nanoseconds of the last byte received
 	lastPing atomic.Int64
 
-	msgsIn, msgsOut, bytesIn, bytesOut atomic.Int64
+	msgsIn, bytesIn, bytesOut atomic.Int64 // messages out: queue.Pushed
 
 	mu            sync.Mutex
 	state         connState
@@ -524,7 +524,6 @@ func (c *Conn) sendFrame(f *wsconn.Frame) error {
 	start, err := c.queue.Push(f)
 	switch err {
 	case nil:
-		c.msgsOut.Add(1)
 		c.route.msgsOut.Add(1)
 		if start {
 			c.startFlush()
@@ -543,7 +542,6 @@ func (c *Conn) push(f *wsconn.Frame) (ok, full bool) {
 	start, err := c.queue.Push(f)
 	switch err {
 	case nil:
-		c.msgsOut.Add(1)
 		c.route.msgsOut.Add(1)
 		if start {
 			c.startFlush()
@@ -899,7 +897,7 @@ func (c *Conn) finished() {
 		log.Info("connection closed",
 			"route", c.route.Pattern(), "conn", c.ID(), "remote", c.RemoteAddr(),
 			"duration", time.Duration(time.Now().UnixNano()-c.created).Round(time.Millisecond),
-			"messages_in", c.msgsIn.Load(), "messages_out", c.msgsOut.Load(),
+			"messages_in", c.msgsIn.Load(), "messages_out", c.queue.Pushed(),
 			"bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load(),
 			"code", code, "reason", reason)
 	}

@@ -167,6 +167,11 @@ func (s *roomSet) fanoutAt(name string, m *outMsg, except *Conn, offset uint64, 
 	}
 	var slow, done []*Conn
 	n := 0
+	// The routes' messages_sent counts, added once per route rather than
+	// once per recipient: members of one route share that counter's cache
+	// line with every other goroutine counting on the route.
+	var rt *Route
+	var rtN int64
 	r.mu.RLock()
 	for _, c := range r.members {
 		if c == except {
@@ -189,8 +194,13 @@ func (s *roomSet) fanoutAt(name string, m *outMsg, except *Conn, offset uint64, 
 		switch err {
 		case nil:
 			n++
-			c.msgsOut.Add(1)
-			c.route.msgsOut.Add(1)
+			if c.route != rt {
+				if rt != nil {
+					rt.msgsOut.Add(rtN)
+				}
+				rt, rtN = c.route, 0
+			}
+			rtN++
 			if start {
 				c.startFlush()
 			}
@@ -199,6 +209,9 @@ func (s *roomSet) fanoutAt(name string, m *outMsg, except *Conn, offset uint64, 
 		}
 	}
 	r.mu.RUnlock()
+	if rt != nil {
+		rt.msgsOut.Add(rtN)
+	}
 	if len(done) > 0 {
 		r.mu.Lock()
 		for _, c := range done {

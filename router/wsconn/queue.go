@@ -34,6 +34,11 @@ type Queue struct {
 	// padding after the flags: a Conn must stay in its 416-byte size class.
 	pingN, pongN   uint8
 	pingAt, pongAt int32
+
+	// pushed counts the frames Push queued, for the connection's
+	// messages_out: under mu, where an atomic counter of its own made a
+	// broadcast touch one more cache line per recipient.
+	pushed int64
 }
 
 // Push queues f, taking a reference to it. start reports that the queue was
@@ -53,11 +58,19 @@ func (q *Queue) Push(f *Frame) (start bool, err error) {
 		f.Retain()
 		q.frames = append(q.frames, f)
 		q.bytes += len(f.b)
+		q.pushed++
 		start = !q.flushing
 		q.flushing = true
 	}
 	q.mu.Unlock()
 	return start, err
+}
+
+// Pushed returns how many frames Push has queued over the queue's life.
+func (q *Queue) Pushed() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pushed
 }
 
 // PushControl queues a control frame (ping, pong) past the byte limit, since
