@@ -177,8 +177,8 @@ func TestTruncateUTF8Property(t *testing.T) {
 }
 
 // TestFrameRefcount is not parallel: a frame released to zero goes back to
-// framePool, and a parallel NewFrame could take it while this test still
-// looks at it.
+// a pool (smallFrames, for this one), and a parallel NewFrame could take it
+// while this test still looks at it.
 func TestFrameRefcount(t *testing.T) {
 	f := NewFrameString(ws.OpText, "hello")
 	if got := f.refs.Load(); got != 1 {
