@@ -767,8 +767,8 @@ func runAB(ctx context.Context, o *abOpts, stdout, stderr io.Writer) error {
 		logf(stderr, "ab %d/%d: %s", i+1, len(slots), r.summary())
 	}
 	fmt.Fprintf(stdout, "moonbench ab: base %s, head %s\n", o.base, o.head)
-	fmt.Fprintf(stdout, "%d repeat(s), %s window after %s warm-up, fresh server per run on 127.0.0.1:%d; %d CPUs, load average %s at the start, %s at the end; took %s\n",
-		o.repeat, o.duration, abWarmup, o.port, runtime.NumCPU(), load0, loadAvg(), time.Since(began).Round(time.Second))
+	fmt.Fprintf(stdout, "%d repeat(s), %s window after %s warm-up, fresh server per run on 127.0.0.1:%d; %s, load average %s at the start, %s at the end; took %s\n",
+		o.repeat, o.duration, abWarmup, o.port, machine(), load0, loadAvg(), time.Since(began).Round(time.Second))
 	fmt.Fprintln(stdout, counterNote(a.perf))
 	failed := printAB(stdout, o.scenarios, runs)
 	fmt.Fprintf(stdout, "runs: %s\n", a.results.Name())

@@ -738,6 +738,23 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
+// machine describes the CPUs the figures ran on: their count and, where
+// /proc/cpuinfo names it, their model. Ratios compare within one machine
+// only; the model tells a reader which results were taken on which.
+func machine() string {
+	n := fmt.Sprintf("%d CPUs", runtime.NumCPU())
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return n
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return n + " (" + strings.TrimSpace(v) + ")"
+		}
+	}
+	return n
+}
+
 // ratio is a/b formatted, "-" when either is missing.
 func ratio(a, b float64) string {
 	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
@@ -756,7 +773,7 @@ func fmtMaybe(v float64, format string) string {
 func printClusterTable(w io.Writer, o *clusterOpts, setups []*setup, load0, load1 string, took time.Duration) {
 	fmt.Fprintf(w, "\nbroadcast: %d subscribers round-robin over the nodes, %d publisher(s) on the first, %d-byte messages; steps of %s (probe %s) after %s warm-up\n",
 		o.subs, o.pubs, o.size, o.duration, o.probe, o.warmup)
-	fmt.Fprintf(w, "machine: %d CPUs, load average %s at the start, %s at the end; took %s\n\n", runtime.NumCPU(), load0, load1, took.Round(time.Second))
+	fmt.Fprintf(w, "machine: %s, load average %s at the start, %s at the end; took %s\n\n", machine(), load0, load1, took.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "setup\tstep\trate/s\tpublished/s\tdeliveries/s\tp50\tp99\tlost\tnodes CPU µs/delivery\tdeliveries/write\tbroker CPU µs/delivery\tothers' CPU\tsustained\t")
 	for _, s := range setups {
