@@ -131,7 +131,7 @@ func NewDeflatedFrame(op ws.OpCode, pb []byte, ps string) *Frame {
 	f.b[0] |= 0x40 // RSV1: this message is compressed
 	sw.b = nil
 	sliceWriters.Put(sw)
-	f.refs.Store(1)
+	f.refs = 1
 	return f
 }
 

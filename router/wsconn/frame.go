@@ -17,7 +17,12 @@ import (
 type Frame struct {
 	b    []byte
 	base []byte // the pooled buffer b lies in, when b does not start it
-	refs atomic.Int32
+	// refs counts the references. It is set with a plain store while the
+	// frame is still private to its builder (fresh from a pool, which
+	// orders it after the last Release) and changed only atomically once
+	// the frame is shared: an atomic store is an XCHG, a full barrier,
+	// and was two thirds of building an echo's frame.
+	refs int32
 }
 
 var framePool = sync.Pool{New: func() any { return new(Frame) }}
@@ -61,7 +66,7 @@ func newFrame(op ws.OpCode, pb []byte, ps string) *Frame {
 	f := getFrame(hl + n)
 	putHeader(f.b, op, n)
 	copy(f.b[hl+copy(f.b[hl:], pb):], ps)
-	f.refs.Store(1)
+	f.refs = 1
 	return f
 }
 
@@ -73,7 +78,7 @@ func NewCloseFrame(code ws.StatusCode, reason string) *Frame {
 	putHeader(f.b, ws.OpClose, 2+len(reason))
 	binary.BigEndian.PutUint16(f.b[2:], uint16(code))
 	copy(f.b[4:], reason)
-	f.refs.Store(1)
+	f.refs = 1
 	return f
 }
 
@@ -82,11 +87,11 @@ func NewCloseFrame(code ws.StatusCode, reason string) *Frame {
 func (f *Frame) Bytes() []byte { return f.b }
 
 // Retain adds a reference.
-func (f *Frame) Retain() { f.refs.Add(1) }
+func (f *Frame) Retain() { atomic.AddInt32(&f.refs, 1) }
 
 // Release drops a reference; the last one recycles the frame.
 func (f *Frame) Release() {
-	switch r := f.refs.Add(-1); {
+	switch r := atomic.AddInt32(&f.refs, -1); {
 	case r == 0:
 		if f.base == nil && cap(f.b) == bufpool.Smallest {
 			f.b = f.b[:0]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"unicode/utf8"
 
@@ -66,7 +67,7 @@ func TestNewFrameEncoding(t *testing.T) {
 					{"string", func() *Frame { return NewFrameString(op, string(payload)) }},
 				} {
 					f := ctor.f()
-					if r := f.refs.Load(); r != 1 {
+					if r := atomic.LoadInt32(&f.refs); r != 1 {
 						t.Fatalf("%s: new frame has %d references, want 1", ctor.name, r)
 					}
 					got := decodeServerFrame(t, f.Bytes())
@@ -181,17 +182,17 @@ func TestTruncateUTF8Property(t *testing.T) {
 // while this test still looks at it.
 func TestFrameRefcount(t *testing.T) {
 	f := NewFrameString(ws.OpText, "hello")
-	if got := f.refs.Load(); got != 1 {
+	if got := atomic.LoadInt32(&f.refs); got != 1 {
 		t.Fatalf("refs = %d, want 1", got)
 	}
 	f.Retain()
 	f.Retain()
-	if got := f.refs.Load(); got != 3 {
+	if got := atomic.LoadInt32(&f.refs); got != 3 {
 		t.Fatalf("refs = %d, want 3", got)
 	}
 	f.Release()
 	f.Release()
-	if got := f.refs.Load(); got != 1 || f.Bytes() == nil {
+	if got := atomic.LoadInt32(&f.refs); got != 1 || f.Bytes() == nil {
 		t.Fatalf("refs = %d, bytes nil = %v: released too early", got, f.Bytes() == nil)
 	}
 	f.Release()
@@ -207,7 +208,7 @@ func TestFrameRefcount(t *testing.T) {
 		f.Release()
 	}()
 	// Make the pooled frame harmless for whoever takes it next.
-	f.refs.Store(0)
+	atomic.StoreInt32(&f.refs, 0)
 }
 
 // TestFrameOverReleasePanics uses a frame that never was pooled.
@@ -228,7 +229,7 @@ func TestFrameConcurrentRelease(t *testing.T) {
 	t.Parallel()
 	const holders = 32
 	f := &Frame{b: make([]byte, 4)} // not from the pools: its recycling is harmless
-	f.refs.Store(1)
+	atomic.StoreInt32(&f.refs, 1)
 	for range holders {
 		f.Retain()
 	}
@@ -242,7 +243,7 @@ func TestFrameConcurrentRelease(t *testing.T) {
 	for range holders {
 		<-done
 	}
-	if got := f.refs.Load(); got != 1 || f.b == nil {
+	if got := atomic.LoadInt32(&f.refs); got != 1 || f.b == nil {
 		t.Fatalf("refs = %d after %d releases", got, holders)
 	}
 }

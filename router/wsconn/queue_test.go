@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func seqFrame(producer, seq int) *Frame {
 	return NewFrame(ws.OpBinary, b[:])
 }
 
-func refs(f *Frame) int32 { return f.refs.Load() }
+func refs(f *Frame) int32 { return atomic.LoadInt32(&f.refs) }
 
 func wantRefs(t *testing.T, what string, want int32, frames ...*Frame) {
 	t.Helper()
