@@ -52,8 +52,9 @@ type Observer struct {
 }
 
 var (
-	_ lua.Observer      = (*Observer)(nil)
-	_ lua.ErrorObserver = (*Observer)(nil)
+	_ lua.Observer         = (*Observer)(nil)
+	_ lua.ErrorObserver    = (*Observer)(nil)
+	_ lua.RecorderObserver = (*Observer)(nil)
 )
 
 type callbackKey struct{ route, callback string }
@@ -121,6 +122,30 @@ func (o *Observer) Callback(route, callback string, d time.Duration, err error) 
 		if s = o.resolve(route, callback); s == nil {
 			return
 		}
+	}
+	s.Record(d, err)
+}
+
+// Recorder returns the recorder of one (route, callback) pair's runs,
+// which records what Callback would without looking the pair up: the Lua
+// engine keeps one per VM and callback. It implements
+// plugins/lua.RecorderObserver.
+func (o *Observer) Recorder(route, callback string) lua.CallbackRecorder {
+	if o == nil {
+		return (*callbackSeries)(nil)
+	}
+	s := (*o.cache.Load())[callbackKey{route, callback}]
+	if s == nil {
+		s = o.resolve(route, callback) // nil for labels Prometheus refuses
+	}
+	return s
+}
+
+// Record records one run of s's pair. A nil *callbackSeries (a pair whose
+// labels Prometheus refuses) records nothing.
+func (s *callbackSeries) Record(d time.Duration, err error) {
+	if s == nil {
+		return
 	}
 	// The bucket Prometheus would count it in: the first whose upper
 	// bound is at least sec.

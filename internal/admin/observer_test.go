@@ -84,16 +84,37 @@ func TestObserver(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	// Each case is recorded through Callback, and through Recorder as the
+	// Lua engine does: a recorder asked for once per pair and kept.
+	type run struct {
+		name string
+		tt   int
+		rec  bool
+	}
+	var runs []run
+	for i, tt := range tests {
+		runs = append(runs, run{tt.name + "/Callback", i, false}, run{tt.name + "/Recorder", i, true})
+	}
+	for _, r := range runs {
+		tt := tests[r.tt]
+		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewPedanticRegistry()
 			o, err := NewObserver(reg)
 			if err != nil {
 				t.Fatal(err)
 			}
+			recs := map[callbackKey]lua.CallbackRecorder{}
 			for _, c := range tt.calls {
-				o.Callback(c.route, c.callback, c.d, c.err)
+				if !r.rec {
+					o.Callback(c.route, c.callback, c.d, c.err)
+					continue
+				}
+				k := callbackKey{c.route, c.callback}
+				if recs[k] == nil {
+					recs[k] = o.Recorder(c.route, c.callback)
+				}
+				recs[k].Record(c.d, c.err)
 			}
 			mfs, err := reg.Gather()
 			if err != nil {
@@ -265,6 +286,24 @@ func testCount(t *testing.T, reg *prometheus.Registry) int {
 	return 0
 }
 
+// TestRecorderOfARefusedPair: a pair whose labels Prometheus refuses (not
+// UTF-8) gets a recorder that records nothing, as Callback records
+// nothing for it, and a nil Observer's recorder is as quiet.
+func TestRecorderOfARefusedPair(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	o, err := NewObserver(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Recorder("/bad\xff", "on_message").Record(time.Millisecond, errors.New("boom"))
+	o.Callback("/bad\xff", "on_open", time.Millisecond, nil)
+	if n := testCount(t, reg); n != 0 {
+		t.Fatalf("%d duration series, want 0", n)
+	}
+	(*Observer)(nil).Recorder("/echo", "on_message").Record(time.Millisecond, nil)
+}
+
 // TestObserverCallbackDoesNotAllocate pins the steady state at zero
 // allocations (the benchmark below reports the same figure). Not parallel:
 // testing.AllocsPerRun refuses to run while parallel tests do.
@@ -290,6 +329,12 @@ func TestObserverCallbackDoesNotAllocate(t *testing.T) {
 				o.Callback(route, cb, 250*time.Microsecond, tt.err)
 			}); n != 0 {
 				t.Fatalf("%v allocs per Callback, want 0", n)
+			}
+			rec := o.Recorder(route, cb)
+			if n := testing.AllocsPerRun(1000, func() {
+				rec.Record(250*time.Microsecond, tt.err)
+			}); n != 0 {
+				t.Fatalf("%v allocs per Record, want 0", n)
 			}
 		})
 	}
@@ -321,6 +366,13 @@ func BenchmarkObserverCallback(b *testing.B) {
 			}
 		})
 	}
+	b.Run("recorder", func(b *testing.B) {
+		b.ReportAllocs()
+		rec := o.Recorder("/chat/{room}", "on_message")
+		for b.Loop() {
+			rec.Record(250*time.Microsecond, nil)
+		}
+	})
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {

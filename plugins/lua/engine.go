@@ -59,6 +59,33 @@ type Observer interface {
 	Callback(route, callback string, d time.Duration, err error)
 }
 
+// RecorderObserver is an Observer that hands out a CallbackRecorder for
+// one (route, callback) pair. A VM asks once per pair and keeps it, so
+// that a callback's run is recorded without the Observer looking the pair
+// up each time (two strings hashed, on every message).
+type RecorderObserver interface {
+	Observer
+	Recorder(route, callback string) CallbackRecorder
+}
+
+// CallbackRecorder records the runs of one (route, callback) pair, as
+// Observer.Callback would. It is used from one VM's goroutine at a time,
+// but several VMs (lanes) share a pair's recorder.
+type CallbackRecorder interface {
+	Record(d time.Duration, err error)
+}
+
+// observerRecorder is the CallbackRecorder of an Observer that does not
+// hand them out.
+type observerRecorder struct {
+	obs             Observer
+	route, callback string
+}
+
+func (r observerRecorder) Record(d time.Duration, err error) {
+	r.obs.Callback(r.route, r.callback, d, err)
+}
+
 // ErrorObserver is an Observer that is also told about each script error
 // the engine logs ("script error"): the route, the callback, the
 // connection it ran for ("" outside one), the error and, for a runtime

@@ -299,8 +299,8 @@ func (v *vm) step(p *resumable, fn *glua.LFunction, args ...glua.LValue) {
 	if err != nil {
 		err = v.scriptError(err, timedOut)
 	}
-	if obs := v.eng.obs; obs != nil {
-		obs.Callback(v.route.cfg.Pattern, p.name, p.busy, err)
+	if rec := v.recorder(p.name); rec != nil {
+		rec.Record(p.busy, err)
 	}
 	v.end1(p, rets, err)
 	// Done: the next callback may reuse it (start's caller reads it only

@@ -29,6 +29,8 @@ type vm struct {
 	onHandshake, onOpen, onMessage, onClose, onStart, onReload *glua.LFunction
 	onHTTP                                                     *glua.LFunction // see onhttp.go
 
+	recs []vmRecorder // the Observer's recorders, by callback (see recorder)
+
 	origFormat, origCreate *glua.LFunction
 
 	pats []*patState // idle pattern matchers (see vm.pat)
@@ -196,14 +198,43 @@ func (v *vm) openModules() {
 // call runs a callback (the function and nargs arguments on the stack)
 // and reports it to the engine's observer.
 func (v *vm) call(callback string, nargs, nret int) error {
-	obs := v.eng.obs
-	if obs == nil {
+	rec := v.recorder(callback)
+	if rec == nil {
 		return v.pcall(nargs, nret)
 	}
 	start := monotonic()
 	err := v.pcall(nargs, nret)
-	obs.Callback(v.route.cfg.Pattern, callback, monotonic()-start, err)
+	rec.Record(monotonic()-start, err)
 	return err
+}
+
+// recorder returns the recorder of callback's runs on this VM's route,
+// nil without an Observer. The names are the engine's few callback kinds
+// ("on_message", "timer", ...), so the VM keeps them in a short list.
+func (v *vm) recorder(callback string) CallbackRecorder {
+	for i := range v.recs {
+		if v.recs[i].callback == callback {
+			return v.recs[i].rec
+		}
+	}
+	obs := v.eng.obs
+	if obs == nil {
+		return nil
+	}
+	var rec CallbackRecorder
+	if ro, ok := obs.(RecorderObserver); ok {
+		rec = ro.Recorder(v.route.cfg.Pattern, callback)
+	} else {
+		rec = observerRecorder{obs, v.route.cfg.Pattern, callback}
+	}
+	v.recs = append(v.recs, vmRecorder{callback, rec})
+	return rec
+}
+
+// vmRecorder is one entry of vm.recs.
+type vmRecorder struct {
+	callback string
+	rec      CallbackRecorder
 }
 
 // clockBase is where monotonic counts from.
