@@ -71,10 +71,15 @@ func (v *vm) connMeta() *glua.LTable {
 		"rooms":     connRooms,
 		"last_seen": connLastSeen,
 	})
+	// conn:send is most of what scripts index a conn for: its own case
+	// spares it the methods table's map lookup.
+	send := methods.RawGetString("send")
 	mt.RawSetString("__index", L.NewFunction(func(L *glua.LState) int {
 		lc := checkConn(L, 1)
 		key := L.CheckString(2)
 		switch key {
+		case "send":
+			L.Push(send)
 		case "id":
 			if lc.id == nil {
 				// A copy: scripts keep ids (see router.Conn.ID).
