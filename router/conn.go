@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/moonwire/moonwire/router/internal/bufpool"
+	"github.com/moonwire/moonwire/router/internal/uring"
 	"github.com/moonwire/moonwire/router/poll"
 	"github.com/moonwire/moonwire/router/wsconn"
 )
@@ -670,7 +671,11 @@ var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
 // flushWorker is one of the server's flush workers: it writes queues
 // without waiting, and hands a queue whose socket is full to a goroutine
 // of its own, with what is left to write.
-func (s *Server) flushWorker() {
+func (s *Server) flushWorker(ring *uring.Ring) {
+	if ring != nil {
+		s.flushBatched(ring)
+		return
+	}
 	fl := flushers.Get().(*wsconn.Flusher)
 	for c := range s.flushq {
 		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc())

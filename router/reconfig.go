@@ -23,9 +23,8 @@ import (
 //   - Server-wide limits (origins, connection caps, timeouts, queue size,
 //     slow-consumer policy, static files) apply from the next use.
 //
-// Settings fixed at New (Workers, NoPoller, Compression, Broker, NodeID,
-// Logger) are not
-// changed. A route's lane count cannot change live: that is an error, as
+// Settings fixed at New (Workers, NoPoller, NoRing, Compression, Broker,
+// NodeID, Logger) are not changed. A route's lane count cannot change live: that is an error, as
 // are the validation errors New reports; nothing is applied then.
 func (s *Server) Reconfigure(cfg Config) error {
 	s.reMu.Lock()
@@ -33,7 +32,7 @@ func (s *Server) Reconfigure(cfg Config) error {
 	if s.isClosing() {
 		return fmt.Errorf("server is shutting down")
 	}
-	cfg.Workers, cfg.NoPoller, cfg.Compression = s.static.Workers, s.static.NoPoller, s.static.Compression
+	cfg.Workers, cfg.NoPoller, cfg.NoRing, cfg.Compression = s.static.Workers, s.static.NoPoller, s.static.NoRing, s.static.Compression
 	cfg.Broker, cfg.NodeID, cfg.Logger = s.static.Broker, s.static.NodeID, s.static.Logger
 	cfg.setDefaults()
 	lc, err := newLiveConfig(cfg)

@@ -82,6 +82,10 @@ type Config struct {
 	// NoPoller reads every connection with its own goroutine even where
 	// epoll is available (the portable path; tests use it).
 	NoPoller bool
+	// NoRing makes the flush workers write each connection with a system
+	// call of its own even where io_uring is available, instead of all
+	// that are ready at once with one (tests of that path use it).
+	NoRing bool
 	// Clock, when set, is the time heartbeats run on, instead of the wall
 	// clock: a test's virtual clock (`moonwire test`), which Advance moves.
 	// Fixed at New.
@@ -183,7 +187,9 @@ type Server struct {
 	bg      sync.WaitGroup // poller, workers, lanes, sweeper
 	stats   serverStats
 	stopAll sync.Once
-	bgDone  chan struct{} // closed when stopBackground's work is done
+	// ringOnce logs, once, that the flush workers have no io_uring.
+	ringOnce sync.Once
+	bgDone   chan struct{} // closed when stopBackground's work is done
 }
 
 // testHooks hold a server still where races live, so that tests can make
@@ -374,8 +380,11 @@ func (s *Server) startBackground() {
 	// node: beyond it a flush gets a goroutine of its own.
 	s.flushq = make(chan *Conn, 1<<16)
 	for range s.static.Workers {
+		// The ring is made here, not on the worker: a server holds every
+		// descriptor it needs once New returns.
+		ring := s.flushRing()
 		s.bg.Add(1)
-		go func() { defer s.bg.Done(); s.flushWorker() }()
+		go func() { defer s.bg.Done(); s.flushWorker(ring) }()
 	}
 	if s.poller != nil {
 		s.ready = make(chan *Conn, 4096)

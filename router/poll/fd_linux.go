@@ -85,6 +85,19 @@ func (f *FD) Control(fn func(fd uintptr)) error {
 	return nil
 }
 
+// Acquire returns the descriptor, held open until Release, for a caller
+// that hands it to the kernel outside a function of its own (a batch of
+// sends on an io_uring); false once Close was called.
+func (f *FD) Acquire() (int, bool) {
+	if !f.acquire() {
+		return -1, false
+	}
+	return f.fd, true
+}
+
+// Release ends what Acquire began.
+func (f *FD) Release() { f.release() }
+
 // Read runs fn on the descriptor once; it never waits for readiness.
 func (f *FD) Read(fn func(fd uintptr) (done bool)) error { return f.once(fn) }
 

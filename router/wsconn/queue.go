@@ -218,6 +218,7 @@ type Flusher struct {
 	bufs  net.Buffers // what remains to write of batch, front first
 	cur   net.Buffers // what WriteTo consumes; a field so it does not escape
 	raw   rawWriter
+	want  int // the bytes the prepared write covers (see Prepare)
 }
 
 // pending reports whether the flusher holds unwritten bytes.
@@ -299,32 +300,59 @@ func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed
 // like Flush.
 func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn) (sealed bool, written int64, blocked bool, err error) {
 	for {
-		if !fl.pending() {
-			var done bool
-			if sealed, done = fl.next(q); done {
-				return sealed, written, false, nil
-			}
+		var done bool
+		if sealed, done = fl.Prepare(q); done {
+			return sealed, written, false, nil
 		}
-		want := fl.raw.prepare(fl.bufs)
-		if cerr := rc.Write(fl.raw.fn); cerr != nil {
-			fl.fail(q)
-			return sealed, written, false, cerr
-		}
-		n, werr := fl.raw.n, fl.raw.err
-		if werr == syscall.EAGAIN || werr == syscall.EINTR {
-			return sealed, written, true, nil
-		}
-		if werr != nil {
-			fl.fail(q)
-			return sealed, written, false, werr
-		}
+		n, werr := fl.WriteRaw(rc)
 		written += int64(n)
-		fl.consume(n)
-		if n < want {
-			// The socket took part of it: it is full now.
-			return sealed, written, true, nil
+		if blocked, err = fl.Wrote(q, n, werr); blocked || err != nil {
+			return sealed, written, blocked, err
 		}
 	}
+}
+
+// Prepare readies the flusher's next write to q: what an earlier write
+// left, or else the frames queued since, taken now. done reports that the
+// queue is empty and the flusher's ownership has ended, with sealed
+// reporting that the close frame was written. Otherwise the caller makes
+// the write (TryFlush's raw system call, or a batch on a ring: QueueOn)
+// and reports it with Wrote.
+func (fl *Flusher) Prepare(q *Queue) (sealed, done bool) {
+	if !fl.pending() {
+		if sealed, done = fl.next(q); done {
+			return sealed, true
+		}
+	}
+	fl.want = fl.raw.prepare(fl.bufs)
+	return sealed, false
+}
+
+// WriteRaw makes the write Prepare readied on the socket behind rc, with
+// a system call of its own; report its result with Wrote.
+func (fl *Flusher) WriteRaw(rc syscall.RawConn) (int, error) {
+	if err := rc.Write(fl.raw.fn); err != nil {
+		return 0, err
+	}
+	return fl.raw.n, fl.raw.err
+}
+
+// Wrote accounts the prepared write: n bytes written, or the error werr.
+// blocked reports a socket that could not take it all (EAGAIN, or part
+// of it), after which the flusher still owns the queue and holds the
+// rest, for Flush to finish. err is werr when it is fatal, after which
+// the queue is killed and the flusher's ownership has ended.
+func (fl *Flusher) Wrote(q *Queue, n int, werr error) (blocked bool, err error) {
+	if werr == syscall.EAGAIN || werr == syscall.EINTR {
+		return true, nil
+	}
+	if werr != nil {
+		fl.fail(q)
+		return false, werr
+	}
+	fl.consume(n)
+	// Less than asked: the socket is full now.
+	return n < fl.want, nil
 }
 
 // consume drops n written bytes from the front of bufs.

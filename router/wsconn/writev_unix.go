@@ -34,6 +34,7 @@ const maxIovecs = 1024
 // write at the closed loop, 0.85x deliveries per server-CPU-second).
 type rawWriter struct {
 	iov []unix.Iovec
+	msg unix.Msghdr // iov for a sendmsg on a ring (see Flusher.QueueOn)
 	n   int
 	err error
 	fn  func(fd uintptr) bool
@@ -99,4 +100,5 @@ func (w *rawWriter) writev(fd uintptr) bool {
 func (w *rawWriter) reset() {
 	clear(w.iov[:cap(w.iov)])
 	w.iov = w.iov[:0]
+	w.msg = unix.Msghdr{}
 }
