@@ -100,8 +100,9 @@ func sumFields(text, what string, keys ...string) (int64, error) {
 }
 
 // writeEvents are the system calls a server writes to sockets with,
-// counted by perf stat when it works (writeCount).
-const writeEvents = "syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
+// counted by perf stat when it works (writeCount). io_uring_enter is one:
+// moonwire's flush workers submit the sends of many sockets with one.
+const writeEvents = "syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_io_uring_enter"
 
 // perfStatSelf runs perf stat on this very process for a moment, counting
 // events: whether perf works here (installed, allowed by
