@@ -328,6 +328,9 @@ func (fl *Flusher) Prepare(q *Queue) (sealed, done bool) {
 	return sealed, false
 }
 
+// Readied returns how many bytes the write Prepare readied covers.
+func (fl *Flusher) Readied() int { return fl.want }
+
 // WriteRaw makes the write Prepare readied on the socket behind rc, with
 // a system call of its own; report its result with Wrote.
 func (fl *Flusher) WriteRaw(rc syscall.RawConn) (int, error) {

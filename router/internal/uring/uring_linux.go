@@ -212,13 +212,22 @@ func (r *Ring) PrepSendmsg(fd int, msg *unix.Msghdr, user uint64) error {
 // each send's tag and result: bytes written, or a negated errno. When
 // io_uring_enter itself fails, Submit returns its error; the sends it
 // had not taken are withdrawn, unsent, and fn is not called for them.
-func (r *Ring) Submit(fn func(user uint64, res int32)) error {
+//
+// With raw set, io_uring_enter is made without telling the Go scheduler,
+// as a raw system call: for a small batch, the scheduler's hand-off
+// around the call costs more than the call (see the router's flush
+// workers). It must then be short: its sends never wait.
+func (r *Ring) Submit(raw bool, fn func(user uint64, res int32)) error {
 	n := r.queued
 	r.queued = 0
 	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+uint32(n))
 	submitted, completed := 0, 0
 	for completed < n {
-		ret, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n-submitted), uintptr(n-completed), enterGetEvents, 0, 0)
+		enter := unix.Syscall6
+		if raw {
+			enter = unix.RawSyscall6
+		}
+		ret, _, errno := enter(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n-submitted), uintptr(n-completed), enterGetEvents, 0, 0)
 		if errno == 0 {
 			submitted += int(ret)
 		} else if errno != unix.EINTR {
