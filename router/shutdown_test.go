@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,9 @@ import (
 // serve starts a router on 127.0.0.1:0 with cfg; the caller shuts it down.
 func serve(t *testing.T, cfg router.Config) (*router.Server, string) {
 	t.Helper()
+	// MOONWIRE_TEST_FLUSH=plain: the flush workers' plain path (see
+	// moontest.StartConfig).
+	cfg.NoRing = cfg.NoRing || os.Getenv("MOONWIRE_TEST_FLUSH") == "plain"
 	srv, err := router.New(cfg)
 	if err != nil {
 		t.Fatal(err)

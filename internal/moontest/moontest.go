@@ -90,6 +90,9 @@ func StartConfig(t testing.TB, cfg *config.Config, tune ...func(*router.Config))
 			// MOONWIRE_TEST_READER=goroutine runs the suite on the portable
 			// read path (a goroutine per connection) instead of epoll.
 			rc.NoPoller = os.Getenv("MOONWIRE_TEST_READER") == "goroutine"
+			// MOONWIRE_TEST_FLUSH=plain runs it with the flush workers'
+			// plain path (a system call per connection) instead of io_uring.
+			rc.NoRing = os.Getenv("MOONWIRE_TEST_FLUSH") == "plain"
 			for _, f := range tune {
 				f(rc)
 			}
