@@ -69,8 +69,8 @@ type RecorderObserver interface {
 }
 
 // CallbackRecorder records the runs of one (route, callback) pair, as
-// Observer.Callback would. It is used from one VM's goroutine at a time,
-// but several VMs (lanes) share a pair's recorder.
+// Observer.Callback would. It must be safe for concurrent use: a route's
+// VMs (one per lane) may share a pair's recorder.
 type CallbackRecorder interface {
 	Record(d time.Duration, err error)
 }

@@ -87,7 +87,6 @@ type Ring struct {
 	fd      int
 	mem     []byte // the SQ and CQ rings (one mapping)
 	sqeMem  []byte
-	sqHead  *uint32
 	sqTail  *uint32
 	sqMask  uint32
 	sqArray []uint32
@@ -135,7 +134,6 @@ func New(entries uint32) (*Ring, error) {
 		return nil, fmt.Errorf("uring: mmap sqes: %w", err)
 	}
 	base := unsafe.Pointer(&r.mem[0])
-	r.sqHead = (*uint32)(unsafe.Add(base, p.sqOff.head))
 	r.sqTail = (*uint32)(unsafe.Add(base, p.sqOff.tail))
 	r.sqMask = *(*uint32)(unsafe.Add(base, p.sqOff.ringMask))
 	r.sqArray = unsafe.Slice((*uint32)(unsafe.Add(base, p.sqOff.array)), p.sqEntries)
@@ -166,7 +164,9 @@ func (r *Ring) Close() {
 	}
 }
 
-// next returns the next free submission entry, zeroed, or nil.
+// next returns the next free submission entry, zeroed, or nil. Every
+// entry before the tail is free: Submit returns only once the kernel has
+// taken (and completed) all it was given.
 func (r *Ring) next() *sqe {
 	if r.queued == len(r.sqes) {
 		return nil
