@@ -28,17 +28,19 @@ func TestFlushWorkersWriteEveryReadyConnection(t *testing.T) {
 		t.Run(fmt.Sprintf("NoRing=%v", noRing), func(t *testing.T) {
 			t.Parallel()
 			const (
-				readers  = 12
+				readers  = 8
 				messages = 300
 				size     = 16 << 10
 			)
 			h := &openJoiner{opened: make(chan *router.Conn, readers+1)}
 			srv, addr := serve(t, router.Config{
-				Routes:       []router.RouteSpec{{Pattern: "/room", Handler: h}},
-				Workers:      1,
-				NoRing:       noRing,
-				WriteQueue:   messages * (size + 16),
-				WriteTimeout: moontest.Timeout,
+				Routes:     []router.RouteSpec{{Pattern: "/room", Handler: h}},
+				Workers:    1,
+				NoRing:     noRing,
+				WriteQueue: messages * (size + 16),
+				// The stalled member's flush waits while the readers read
+				// 40 MB: generous, for a loaded machine.
+				WriteTimeout: 3 * moontest.Timeout,
 			})
 			t.Cleanup(func() { _ = srv.Close() })
 			var clients []*moontest.Client
