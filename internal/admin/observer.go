@@ -114,16 +114,7 @@ func NewObserver(reg prometheus.Registerer) (*Observer, error) {
 // Callback records one callback run: how long it took and, when err is not
 // nil, an error of kind "timeout" or "error".
 func (o *Observer) Callback(route, callback string, d time.Duration, err error) {
-	if o == nil {
-		return
-	}
-	s := (*o.cache.Load())[callbackKey{route, callback}]
-	if s == nil {
-		if s = o.resolve(route, callback); s == nil {
-			return
-		}
-	}
-	s.Record(d, err)
+	o.series(route, callback).Record(d, err)
 }
 
 // Recorder returns the recorder of one (route, callback) pair's runs,
@@ -131,14 +122,20 @@ func (o *Observer) Callback(route, callback string, d time.Duration, err error) 
 // engine keeps one per VM and callback. It implements
 // plugins/lua.RecorderObserver.
 func (o *Observer) Recorder(route, callback string) lua.CallbackRecorder {
+	return o.series(route, callback)
+}
+
+// series returns the pair's series, resolving it on first use; nil for a
+// nil Observer and for labels Prometheus refuses (Record then records
+// nothing).
+func (o *Observer) series(route, callback string) *callbackSeries {
 	if o == nil {
-		return (*callbackSeries)(nil)
+		return nil
 	}
-	s := (*o.cache.Load())[callbackKey{route, callback}]
-	if s == nil {
-		s = o.resolve(route, callback) // nil for labels Prometheus refuses
+	if s := (*o.cache.Load())[callbackKey{route, callback}]; s != nil {
+		return s
 	}
-	return s
+	return o.resolve(route, callback)
 }
 
 // Record records one run of s's pair. A nil *callbackSeries (a pair whose

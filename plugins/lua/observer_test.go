@@ -75,27 +75,30 @@ return M`, Options{Observer: obs}, nil)
 func TestObserverHearsEveryCallback(t *testing.T) {
 	t.Parallel()
 	want := "/t timer ok,/t timer ok,/t timer ok,/t on_message error"
-	t.Run("Callback", func(t *testing.T) {
-		t.Parallel()
-		o := &plainObserver{}
-		runCallbacks(t, o)
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if got := strings.Join(o.calls, ","); got != want {
-			t.Errorf("calls %q, want %q", got, want)
-		}
-	})
-	t.Run("Recorder", func(t *testing.T) {
-		t.Parallel()
-		o := &recObserver{}
-		runCallbacks(t, o)
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if got := strings.Join(o.calls, ","); got != want {
-			t.Errorf("calls %q, want %q", got, want)
-		}
-		if got := strings.Join(o.asked, ","); got != "/t timer,/t on_message" {
-			t.Errorf("recorders asked for %q, want one per callback kind", got)
-		}
-	})
+	plain, rec := &plainObserver{}, &recObserver{}
+	for _, tc := range []struct {
+		name  string
+		obs   Observer
+		calls *plainObserver
+		asked string // the recorders asked for, "" when none are
+	}{
+		{"Callback", plain, plain, ""},
+		{"Recorder", rec, &rec.plainObserver, "/t timer,/t on_message"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runCallbacks(t, tc.obs)
+			tc.calls.mu.Lock()
+			defer tc.calls.mu.Unlock()
+			if got := strings.Join(tc.calls.calls, ","); got != want {
+				t.Errorf("calls %q, want %q", got, want)
+			}
+			// tc.calls.mu is rec's own lock in the Recorder case.
+			if tc.asked != "" {
+				if got := strings.Join(rec.asked, ","); got != tc.asked {
+					t.Errorf("recorders asked for %q, want one per callback kind (%q)", got, tc.asked)
+				}
+			}
+		})
+	}
 }

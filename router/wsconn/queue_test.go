@@ -732,7 +732,7 @@ func TestTryFlushWritesEveryByteOnce(t *testing.T) {
 		// past the raw limit (a plain sendto).
 		switch {
 		case round%5 == 4:
-			push(rawMax + 1000)
+			push(RawMax + 1000)
 		default:
 			for k := range 1 + round%3 {
 				push(20 + (round*31+k*17)%900)

@@ -40,10 +40,10 @@ type rawWriter struct {
 	fn  func(fd uintptr) bool
 }
 
-// rawMax is the largest write made as a raw system call: past it,
+// RawMax is the largest write made as a raw system call: past it,
 // holding this goroutine's processor from the scheduler while the kernel
 // copies would cost more than the hand-off saves.
-const rawMax = 16 << 10
+const RawMax = 16 << 10
 
 // sendFlags: never wait (the socket is non-blocking anyway) and no
 // SIGPIPE on a connection the peer reset.
@@ -83,7 +83,7 @@ func (w *rawWriter) writev(fd uintptr) bool {
 		return true
 	case len(w.iov) > 1:
 		r, _, e = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
-	case w.iov[0].Len <= rawMax:
+	case w.iov[0].Len <= RawMax:
 		r, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(w.iov[0].Base)), uintptr(w.iov[0].Len), sendFlags, 0, 0)
 	default:
 		r, _, e = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(w.iov[0].Base)), uintptr(w.iov[0].Len), sendFlags, 0, 0)

@@ -221,12 +221,12 @@ func (r *Ring) Submit(raw bool, fn func(user uint64, res int32)) error {
 	n := r.queued
 	r.queued = 0
 	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+uint32(n))
+	enter := unix.Syscall6
+	if raw {
+		enter = unix.RawSyscall6
+	}
 	submitted, completed := 0, 0
 	for completed < n {
-		enter := unix.Syscall6
-		if raw {
-			enter = unix.RawSyscall6
-		}
 		ret, _, errno := enter(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n-submitted), uintptr(n-completed), enterGetEvents, 0, 0)
 		if errno == 0 {
 			submitted += int(ret)
