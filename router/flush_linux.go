@@ -158,7 +158,7 @@ func (s *Server) flushRound(ring *uring.Ring, slots []flushSlot) []flushSlot {
 // with one io_uring_enter. A slot the ring did not complete (the call
 // failed) stays slotRaw, for a write of its own.
 func (s *Server) submitRound(ring *uring.Ring, slots []flushSlot) {
-	sends, bytes := 0, 0
+	bytes := 0
 	for i := range slots {
 		sl := &slots[i]
 		if sl.state != slotRaw || sl.fd == nil {
@@ -175,17 +175,20 @@ func (s *Server) submitRound(ring *uring.Ring, slots []flushSlot) {
 		}
 		sl.state = slotQueued
 		sl.res = notSent
-		sends++
 		bytes += sl.fl.Readied()
 	}
-	// A few small sends are submitted with a raw system call, as the
-	// plain worker's small writes are made: the scheduler's hand-off
-	// around the call cost more than the call. Handshakes, whose close
-	// frames made such batches, had 45% more context switches and cost
-	// 1.23x the CPU with every batch handed off (moonbench ab,
-	// handshake-lua). Bigger batches are left to the scheduler: a raw call
-	// holds its processor for all the sends.
-	raw := sends <= rawSends && bytes <= wsconn.RawMax
+	// The batch is submitted with a raw system call, as the plain
+	// worker's small writes are made: the scheduler's hand-off around
+	// the call cost more than the call. Handshakes, whose close frames
+	// made small batches, had 45% more context switches and cost 1.23x
+	// the CPU with every batch handed off (moonbench ab, handshake-lua).
+	// Under echo's load a call of 30-60 sends outlasted sysmon's 20 µs
+	// tick: sysmon took the processor from the call, started a thread
+	// for it, and the call came back to find its processor gone, about
+	// 8% of the server's CPU in all (sysmon, handoffp, stopm). Only a
+	// batch that copies much is left to the scheduler, so a processor is
+	// never held through a long copy.
+	raw := bytes <= rawBytes
 	err := ring.Submit(raw, func(user uint64, res int32) { slots[user].res = res })
 	for i := range slots {
 		sl := &slots[i]
@@ -202,9 +205,9 @@ func (s *Server) submitRound(ring *uring.Ring, slots []flushSlot) {
 	}
 }
 
-// rawSends bounds the sends of a batch submitted as a raw system call,
-// as wsconn.RawMax bounds its bytes.
-const rawSends = 8
+// rawBytes bounds the bytes of a batch submitted as a raw system call:
+// 64 sends of echo's replies or of a 1 KiB broadcast.
+const rawBytes = 4 * wsconn.RawMax
 
 // notSent marks a send on the ring that did not complete.
 const notSent = -1 << 31

@@ -214,9 +214,9 @@ func (r *Ring) PrepSendmsg(fd int, msg *unix.Msghdr, user uint64) error {
 // had not taken are withdrawn, unsent, and fn is not called for them.
 //
 // With raw set, io_uring_enter is made without telling the Go scheduler,
-// as a raw system call: for a small batch, the scheduler's hand-off
-// around the call costs more than the call (see the router's flush
-// workers). It must then be short: its sends never wait.
+// as a raw system call: the scheduler's hand-off around the call costs
+// more than the call (see the router's flush workers). It must then be
+// short: its sends never wait, and the caller bounds what they copy.
 func (r *Ring) Submit(raw bool, fn func(user uint64, res int32)) error {
 	n := r.queued
 	r.queued = 0
