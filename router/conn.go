@@ -678,7 +678,7 @@ func (s *Server) flushWorker(ring *uring.Ring) {
 	}
 	fl := flushers.Get().(*wsconn.Flusher)
 	for c := range s.flushq {
-		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc())
+		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc(), c.answersPeerClose)
 		c.bytesOut.Add(n)
 		c.route.bytesOut.Add(n)
 		if blocked {
@@ -777,6 +777,17 @@ func (c *Conn) flushed(sealed bool, err error) {
 			c.end(linger)
 		}
 	}
+}
+
+// answersPeerClose reports whether the close frame queued answers the
+// peer's: the socket is then closed as soon as it is written (see
+// flushed), and the peer sends nothing more, so the write may be the
+// last (wsconn.Flusher.SetLast). Not when we failed the connection: the
+// peer may still be sending, and its socket lingers (see linger).
+func (c *Conn) answersPeerClose() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerClosed
 }
 
 // teardown ends the connection: the socket is closed, rooms are left, and

@@ -110,6 +110,9 @@ func (s *Server) flushRound(ring *uring.Ring, slots []flushSlot) []flushSlot {
 			sl.state = slotDone
 			continue
 		}
+		if sl.sealed && sl.fd != nil && sl.c.answersPeerClose() {
+			sl.fl.SetLast()
+		}
 		sl.state = slotRaw
 		if sl.fd != nil {
 			owned++

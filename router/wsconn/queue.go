@@ -297,12 +297,16 @@ func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed
 // TryFlush drains q into the socket behind rc without waiting. It returns
 // blocked when the socket cannot take more: the flusher then still owns
 // the queue and holds the rest, for Flush to finish. Otherwise it returns
-// like Flush.
-func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn) (sealed bool, written int64, blocked bool, err error) {
+// like Flush. last, if not nil, is asked once the close frame is among
+// what is to be written: true makes that write the last (see SetLast).
+func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn, last func() bool) (sealed bool, written int64, blocked bool, err error) {
 	for {
 		var done bool
 		if sealed, done = fl.Prepare(q); done {
 			return sealed, written, false, nil
+		}
+		if sealed && last != nil && last() {
+			fl.SetLast()
 		}
 		n, werr := fl.WriteRaw(rc)
 		written += int64(n)
@@ -327,6 +331,20 @@ func (fl *Flusher) Prepare(q *Queue) (sealed, done bool) {
 	fl.want = fl.raw.prepare(fl.bufs)
 	return sealed, false
 }
+
+// SetLast marks the write Prepare readied, which holds the close frame,
+// as the connection's last: the caller closes the socket once it is
+// written, and the peer, which sent its own close frame, sends nothing
+// more (data left unread would make the close a reset, which discards
+// what the socket still holds).
+// The write then carries MSG_MORE, so the kernel keeps its segment back
+// for the FIN, which joins it: the peer gets the close frame and the end
+// of the stream in one segment, where two cost two deliveries (on
+// loopback, the sender's CPU runs both through the peer's receive path)
+// and two wake-ups of the peer. Only for the last write: MSG_MORE holds a
+// part-filled segment until more comes, and a write that is not followed
+// by the close would sit unsent.
+func (fl *Flusher) SetLast() { fl.raw.more = true }
 
 // Readied returns how many bytes the write Prepare readied covers.
 func (fl *Flusher) Readied() int { return fl.want }

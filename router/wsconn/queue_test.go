@@ -739,7 +739,7 @@ func TestTryFlushWritesEveryByteOnce(t *testing.T) {
 			}
 		}
 		var err error
-		_, _, blocked, err = fl.TryFlush(&q, rc)
+		_, _, blocked, err = fl.TryFlush(&q, rc, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

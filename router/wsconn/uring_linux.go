@@ -17,11 +17,11 @@ func (fl *Flusher) QueueOn(r *uring.Ring, fd int, user uint64) error {
 	w := &fl.raw
 	switch len(w.iov) {
 	case 0:
-		return r.PrepSend(fd, nil, user)
+		return r.PrepSend(fd, nil, w.more, user)
 	case 1:
-		return r.PrepSend(fd, unsafe.Slice(w.iov[0].Base, w.iov[0].Len), user)
+		return r.PrepSend(fd, unsafe.Slice(w.iov[0].Base, w.iov[0].Len), w.more, user)
 	}
 	w.msg.Iov = &w.iov[0]
 	w.msg.SetIovlen(len(w.iov))
-	return r.PrepSendmsg(fd, &w.msg, user)
+	return r.PrepSendmsg(fd, &w.msg, w.more, user)
 }

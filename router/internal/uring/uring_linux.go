@@ -39,6 +39,14 @@ const (
 // sendFlags: never wait (see the package comment) and no SIGPIPE.
 const sendFlags = unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
 
+// flags returns a send's flags, with MSG_MORE when more is set.
+func flags(more bool) uint32 {
+	if more {
+		return sendFlags | unix.MSG_MORE
+	}
+	return sendFlags
+}
+
 type sqringOffsets struct {
 	head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
 	userAddr                                                        uint64
@@ -181,13 +189,15 @@ func (r *Ring) next() *sqe {
 }
 
 // PrepSend queues a send of b on socket fd, tagged user. b must stay
-// referenced, and fd open, until Submit returns.
-func (r *Ring) PrepSend(fd int, b []byte, user uint64) error {
+// referenced, and fd open, until Submit returns. With more set, the send
+// carries MSG_MORE: the kernel holds a part-filled segment back for what
+// follows (see wsconn.Flusher.SetLast).
+func (r *Ring) PrepSend(fd int, b []byte, more bool, user uint64) error {
 	s := r.next()
 	if s == nil {
 		return ErrFull
 	}
-	s.opcode, s.fd, s.len, s.msgFlags, s.userData = opSend, int32(fd), uint32(len(b)), sendFlags, user
+	s.opcode, s.fd, s.len, s.msgFlags, s.userData = opSend, int32(fd), uint32(len(b)), flags(more), user
 	if len(b) > 0 {
 		s.addr = uint64(uintptr(unsafe.Pointer(&b[0])))
 	}
@@ -196,13 +206,13 @@ func (r *Ring) PrepSend(fd int, b []byte, user uint64) error {
 
 // PrepSendmsg queues a sendmsg of msg (its iovecs) on socket fd, tagged
 // user. msg, its iovecs and what they point at must stay referenced, and
-// fd open, until Submit returns.
-func (r *Ring) PrepSendmsg(fd int, msg *unix.Msghdr, user uint64) error {
+// fd open, until Submit returns. more is PrepSend's.
+func (r *Ring) PrepSendmsg(fd int, msg *unix.Msghdr, more bool, user uint64) error {
 	s := r.next()
 	if s == nil {
 		return ErrFull
 	}
-	s.opcode, s.fd, s.len, s.msgFlags, s.userData = opSendmsg, int32(fd), 1, sendFlags, user
+	s.opcode, s.fd, s.len, s.msgFlags, s.userData = opSendmsg, int32(fd), 1, flags(more), user
 	s.addr = uint64(uintptr(unsafe.Pointer(msg)))
 	return nil
 }

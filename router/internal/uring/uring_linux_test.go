@@ -60,7 +60,7 @@ func TestSendsToSeveralSockets(t *testing.T) {
 	a, ra := pair(t)
 	b, rb := pair(t)
 	one, two := []byte("hello, "), []byte("world")
-	if err := r.PrepSend(a, []byte("first"), 1); err != nil {
+	if err := r.PrepSend(a, []byte("first"), false, 1); err != nil {
 		t.Fatal(err)
 	}
 	iov := []unix.Iovec{{Base: &one[0]}, {Base: &two[0]}}
@@ -68,7 +68,7 @@ func TestSendsToSeveralSockets(t *testing.T) {
 	iov[1].SetLen(len(two))
 	msg := &unix.Msghdr{Iov: &iov[0]}
 	msg.SetIovlen(len(iov))
-	if err := r.PrepSendmsg(b, msg, 2); err != nil {
+	if err := r.PrepSendmsg(b, msg, false, 2); err != nil {
 		t.Fatal(err)
 	}
 	got := results(t, r)
@@ -85,7 +85,7 @@ func TestSendsToSeveralSockets(t *testing.T) {
 		}
 	}
 	// The ring is reusable: a second batch on the same entries.
-	if err := r.PrepSend(a, []byte("again"), 3); err != nil {
+	if err := r.PrepSend(a, []byte("again"), false, 3); err != nil {
 		t.Fatal(err)
 	}
 	if got := results(t, r); got[3] != 5 {
@@ -105,7 +105,7 @@ func TestFullSocketAnswersEAGAIN(t *testing.T) {
 	chunk := bytes.Repeat([]byte{'x'}, 64<<10)
 	partial := false
 	for i := range 100 {
-		if err := r.PrepSend(a, chunk, uint64(i)); err != nil {
+		if err := r.PrepSend(a, chunk, false, uint64(i)); err != nil {
 			t.Fatal(err)
 		}
 		res := results(t, r)[uint64(i)]
@@ -130,10 +130,10 @@ func TestBadDescriptor(t *testing.T) {
 	// Past any descriptor table: a descriptor just closed could be
 	// reopened by a parallel test before the send.
 	const notOpen = 1 << 30
-	if err := r.PrepSend(notOpen, []byte("lost"), 1); err != nil {
+	if err := r.PrepSend(notOpen, []byte("lost"), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.PrepSend(a, []byte("kept"), 2); err != nil {
+	if err := r.PrepSend(a, []byte("kept"), false, 2); err != nil {
 		t.Fatal(err)
 	}
 	got := results(t, r)
@@ -153,17 +153,17 @@ func TestRingHoldsItsEntries(t *testing.T) {
 	r := newRing(t, 4)
 	a, _ := pair(t)
 	for i := range r.Entries() {
-		if err := r.PrepSend(a, []byte("x"), uint64(i)); err != nil {
+		if err := r.PrepSend(a, []byte("x"), false, uint64(i)); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
-	if err := r.PrepSend(a, []byte("x"), 99); !errors.Is(err, ErrFull) {
+	if err := r.PrepSend(a, []byte("x"), false, 99); !errors.Is(err, ErrFull) {
 		t.Fatalf("send past the entries: %v, want ErrFull", err)
 	}
 	if got := results(t, r); len(got) != r.Entries() {
 		t.Fatalf("%d results, want %d", len(got), r.Entries())
 	}
-	if err := r.PrepSend(a, []byte("x"), 99); err != nil {
+	if err := r.PrepSend(a, []byte("x"), false, 99); err != nil {
 		t.Fatalf("after Submit: %v", err)
 	}
 	results(t, r)

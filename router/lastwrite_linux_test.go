@@ -1,0 +1,57 @@
+package router_test
+
+import (
+	"encoding/binary"
+	"net"
+	"testing"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/moonwire/moonwire/internal/moontest"
+	"github.com/moonwire/moonwire/router"
+)
+
+// TestPeerCloseAnsweredWithTheFIN: the close frame that answers the
+// peer's comes in the segment that ends the stream (wsconn.Flusher.SetLast),
+// not in one of its own with a FIN behind it. Besides that segment the
+// peer may see one without data, the server kernel's ACK of its close
+// frame (sent at once, or on the delayed-ACK timer when the answer is
+// slow), but not two: without SetLast it sees the ACK and the FIN.
+func TestPeerCloseAnsweredWithTheFIN(t *testing.T) {
+	t.Parallel()
+	srv, addr := serve(t, router.Config{Routes: []router.RouteSpec{{Pattern: "/echo", Handler: goEcho{}}}})
+	defer srv.Close()
+	for range 5 {
+		c := moontest.Dial(t, "ws://"+addr+"/echo")
+		c.Send("x")
+		c.Expect("x") // whatever the server sent before is read
+		before := tcpInfo(t, c.Conn)
+		must(t, c.WriteFrame(ws.OpClose, true, binary.BigEndian.AppendUint16(nil, 1000)))
+		if f := c.Next(); f.Op != ws.OpClose {
+			t.Fatalf("got %v, want the close frame", f.Op)
+		}
+		c.ExpectEOF()
+		after := tcpInfo(t, c.Conn)
+		_ = c.Conn.Close()
+		data := after.Data_segs_in - before.Data_segs_in
+		bare := after.Segs_in - before.Segs_in - data
+		if data != 1 || bare > 1 {
+			t.Fatalf("from the close frame to the end of the stream: %d segments with data and %d without; want 1 and at most 1 (an ACK)", data, bare)
+		}
+	}
+}
+
+// tcpInfo returns the kernel's TCP_INFO of nc's socket.
+func tcpInfo(t *testing.T, nc net.Conn) *unix.TCPInfo {
+	t.Helper()
+	rc, err := nc.(*net.TCPConn).SyscallConn()
+	must(t, err)
+	var info *unix.TCPInfo
+	var gerr error
+	must(t, rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}))
+	must(t, gerr)
+	return info
+}

@@ -1,0 +1,6 @@
+package wsconn
+
+import "golang.org/x/sys/unix"
+
+// msgMore is MSG_MORE (see Flusher.SetLast).
+const msgMore = unix.MSG_MORE
