@@ -333,17 +333,17 @@ func (fl *Flusher) Prepare(q *Queue) (sealed, done bool) {
 }
 
 // SetLast marks the write Prepare readied, which holds the close frame,
-// as the connection's last: the caller closes the socket once it is
-// written, and the peer, which sent its own close frame, sends nothing
-// more (data left unread would make the close a reset, which discards
-// what the socket still holds).
-// The write then carries MSG_MORE, so the kernel keeps its segment back
-// for the FIN, which joins it: the peer gets the close frame and the end
-// of the stream in one segment, where two cost two deliveries (on
-// loopback, the sender's CPU runs both through the peer's receive path)
-// and two wake-ups of the peer. Only for the last write: MSG_MORE holds a
-// part-filled segment until more comes, and a write that is not followed
-// by the close would sit unsent.
+// as the connection's last. The write then carries MSG_MORE, so the
+// kernel keeps its segment back for the FIN, which joins it: the peer
+// gets the close frame and the end of the stream in one segment, where
+// two cost two deliveries (on loopback, the sender's CPU runs both
+// through the peer's receive path) and two wake-ups of the peer.
+//
+// Only for the last write, and only when the peer sent its own close
+// frame: MSG_MORE holds a part-filled segment until more comes, so the
+// caller must close the socket once the write is done; and closing a
+// socket with data left unread is a reset, which discards what the
+// socket still holds, the frame among it.
 func (fl *Flusher) SetLast() { fl.raw.more = true }
 
 // Readied returns how many bytes the write Prepare readied covers.

@@ -89,7 +89,7 @@ func (w *rawWriter) writev(fd uintptr) bool {
 	case len(w.iov) > 1 && w.more:
 		w.msg.Iov = &w.iov[0]
 		w.msg.SetIovlen(len(w.iov))
-		r, _, e = unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&w.msg)), sendFlags|msgMore)
+		r, _, e = unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&w.msg)), w.flags())
 	case len(w.iov) > 1:
 		r, _, e = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
 	case w.iov[0].Len <= RawMax:
