@@ -77,7 +77,8 @@ type Config struct {
 	NodeID string        // "": random
 	Logger *slog.Logger  // nil: slog.Default()
 	// Workers is the size of the pool that reads ready connections;
-	// 0: GOMAXPROCS.
+	// 0: GOMAXPROCS. The flush workers are half as many, at least one
+	// (see flushWorkers).
 	Workers int
 	// NoPoller reads every connection with its own goroutine even where
 	// epoll is available (the portable path; tests use it).
@@ -367,6 +368,18 @@ func (s *Server) newRoute(spec RouteSpec) (*Route, error) {
 	return rt, nil
 }
 
+// flushWorkers returns how many flush workers a server with workers
+// readers runs: half as many, at least one. A flush worker writes every
+// connection that is ready when it looks, so fewer workers find more
+// ready at once and more frames queued on each: fewer, fuller writes. On
+// a 2-CPU machine one worker instead of two (moonbench ab, 5 pairs, per
+// server-CPU-second): closed-loop broadcast 1.29x (1.41x the deliveries
+// per write), 2,000 msg/s 1.38x, 500 msg/s 1.23x with p50 and p99 20-27%
+// lower, 100 msg/s 1.11x, echo and handshakes unchanged. Only a saturated
+// broadcast waits longer for its last deliveries (p99 1.09-1.14x), as one
+// worker writes a whole room in turn: it also delivers 1.05x more.
+func flushWorkers(workers int) int { return max(1, workers/2) }
+
 // startLanes runs a route's lanes, owned by the server.
 func (s *Server) startLanes(rt *Route) {
 	for _, l := range rt.lanes {
@@ -379,7 +392,7 @@ func (s *Server) startBackground() {
 	// Large enough for a heartbeat round over every connection of a big
 	// node: beyond it a flush gets a goroutine of its own.
 	s.flushq = make(chan *Conn, 1<<16)
-	for range s.static.Workers {
+	for range flushWorkers(s.static.Workers) {
 		// The ring is made here, not on the worker: a server holds every
 		// descriptor it needs once New returns.
 		ring := s.flushRing()
