@@ -6,10 +6,10 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 
 	"github.com/moonwire/moonwire/internal/moontest"
 	"github.com/moonwire/moonwire/router"
+	"github.com/moonwire/moonwire/router/internal/tcptest"
 )
 
 // TestPeerCloseAnsweredWithTheFIN: the close frame that answers the
@@ -26,13 +26,13 @@ func TestPeerCloseAnsweredWithTheFIN(t *testing.T) {
 		c := moontest.Dial(t, "ws://"+addr+"/echo")
 		c.Send("x")
 		c.Expect("x") // whatever the server sent before is read
-		before := tcpInfo(t, c.Conn)
+		before := tcptest.Info(t, c.Conn.(*net.TCPConn))
 		must(t, c.WriteFrame(ws.OpClose, true, binary.BigEndian.AppendUint16(nil, 1000)))
 		if f := c.Next(); f.Op != ws.OpClose {
 			t.Fatalf("got %v, want the close frame", f.Op)
 		}
 		c.ExpectEOF()
-		after := tcpInfo(t, c.Conn)
+		after := tcptest.Info(t, c.Conn.(*net.TCPConn))
 		_ = c.Conn.Close()
 		data := after.Data_segs_in - before.Data_segs_in
 		bare := after.Segs_in - before.Segs_in - data
@@ -40,18 +40,4 @@ func TestPeerCloseAnsweredWithTheFIN(t *testing.T) {
 			t.Fatalf("from the close frame to the end of the stream: %d segments with data and %d without; want 1 and at most 1 (an ACK)", data, bare)
 		}
 	}
-}
-
-// tcpInfo returns the kernel's TCP_INFO of nc's socket.
-func tcpInfo(t *testing.T, nc net.Conn) *unix.TCPInfo {
-	t.Helper()
-	rc, err := nc.(*net.TCPConn).SyscallConn()
-	must(t, err)
-	var info *unix.TCPInfo
-	var gerr error
-	must(t, rc.Control(func(fd uintptr) {
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}))
-	must(t, gerr)
-	return info
 }

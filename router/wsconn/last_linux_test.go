@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 
 	"github.com/moonwire/moonwire/router/internal/tcptest"
 	"github.com/moonwire/moonwire/router/internal/uring"
@@ -68,7 +67,7 @@ func TestLastWriteWaitsForTheFIN(t *testing.T) {
 					}
 				}
 
-				held := notSent(t, rc)
+				held := int(tcptest.Info(t, w).Notsent_bytes)
 				switch {
 				case last && held != want.Len():
 					t.Errorf("%d bytes held back after the last write, want all %d", held, want.Len())
@@ -124,22 +123,4 @@ func writeOnRing(t *testing.T, fl *Flusher, q *Queue, rc interface {
 	if _, done := fl.Prepare(q); !done {
 		t.Fatal("the queue is not drained")
 	}
-}
-
-// notSent returns the bytes the socket holds that TCP has not sent.
-func notSent(t *testing.T, rc interface {
-	Control(func(uintptr)) error
-}) int {
-	t.Helper()
-	var info *unix.TCPInfo
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if gerr != nil {
-		t.Fatal(gerr)
-	}
-	return int(info.Notsent_bytes)
 }
