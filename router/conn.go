@@ -600,7 +600,7 @@ func (c *Conn) closeWith(code int, reason string, fail, discard bool) {
 	c.mu.Unlock()
 
 	f := wsconn.NewCloseFrame(ws.StatusCode(code), reason)
-	start, ok := c.queue.Seal(f, discard)
+	start, ok := c.queue.Seal(f, discard, false)
 	f.Release()
 	switch {
 	case !ok:
@@ -628,7 +628,9 @@ func (c *Conn) onPeerClose(code int, reason string) {
 		} else {
 			f = wsconn.NewCloseFrame(ws.StatusCode(code), "")
 		}
-		start, ok := c.queue.Seal(f, false)
+		// The socket closes once f is written (flushed), and the peer,
+		// having closed, sends nothing more.
+		start, ok := c.queue.Seal(f, false, true)
 		f.Release()
 		switch {
 		case !ok:
@@ -678,7 +680,7 @@ func (s *Server) flushWorker(ring *uring.Ring) {
 	}
 	fl := flushers.Get().(*wsconn.Flusher)
 	for c := range s.flushq {
-		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc(), c.answersPeerClose)
+		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc())
 		c.bytesOut.Add(n)
 		c.route.bytesOut.Add(n)
 		if blocked {
@@ -777,17 +779,6 @@ func (c *Conn) flushed(sealed bool, err error) {
 			c.end(linger)
 		}
 	}
-}
-
-// answersPeerClose reports whether the close frame queued answers the
-// peer's: the socket is then closed as soon as it is written (see
-// flushed), and the peer sends nothing more, so the write may be the
-// last (wsconn.Flusher.SetLast). Not when we failed the connection: the
-// peer may still be sending, and its socket lingers (see linger).
-func (c *Conn) answersPeerClose() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.peerClosed
 }
 
 // teardown ends the connection: the socket is closed, rooms are left, and

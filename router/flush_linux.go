@@ -110,9 +110,6 @@ func (s *Server) flushRound(ring *uring.Ring, slots []flushSlot) []flushSlot {
 			sl.state = slotDone
 			continue
 		}
-		if sl.sealed && sl.fd != nil && sl.c.answersPeerClose() {
-			sl.fl.SetLast()
-		}
 		sl.state = slotRaw
 		if sl.fd != nil {
 			owned++

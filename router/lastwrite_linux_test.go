@@ -13,11 +13,11 @@ import (
 )
 
 // TestPeerCloseAnsweredWithTheFIN: the close frame that answers the
-// peer's comes in the segment that ends the stream (wsconn.Flusher.SetLast),
+// peer's comes in the segment that ends the stream (see wsconn.Flusher),
 // not in one of its own with a FIN behind it. Besides that segment the
 // peer may see one without data, the server kernel's ACK of its close
 // frame (sent at once, or on the delayed-ACK timer when the answer is
-// slow), but not two: without SetLast it sees the ACK and the FIN.
+// slow), but not two: without MSG_MORE it sees the ACK and the FIN.
 func TestPeerCloseAnsweredWithTheFIN(t *testing.T) {
 	t.Parallel()
 	srv, addr := serve(t, router.Config{Routes: []router.RouteSpec{{Pattern: "/echo", Handler: goEcho{}}}})

@@ -38,7 +38,7 @@ func TestBlockingFlushLeavesNoDeadline(t *testing.T) {
 	}
 	time.Sleep(40 * time.Millisecond) // past the deadline Flush used
 	push()
-	if _, _, blocked, err := fl.TryFlush(&q, rc, nil); err != nil || blocked {
+	if _, _, blocked, err := fl.TryFlush(&q, rc); err != nil || blocked {
 		t.Fatalf("TryFlush after a blocking flush: blocked=%v err=%v", blocked, err)
 	}
 }

@@ -11,9 +11,10 @@ import (
 	"github.com/moonwire/moonwire/router/internal/uring"
 )
 
-// TestLastWriteWaitsForTheFIN: the write SetLast marks (the close frame
-// answering the peer's) stays in the socket until the close, which sends
-// it with the FIN; every other write goes out at once. Each way a flusher
+// TestLastWriteWaitsForTheFIN: the write of a close frame sealed as the
+// last (Seal's last: the answer to the peer's close) stays in the socket
+// until the close, which sends it with the FIN; every other write goes
+// out at once. Each way a flusher
 // writes: a sendto (one frame), a sendmsg (several), and a ring's send and
 // sendmsg. The peer gets every byte, then the end of the stream.
 func TestLastWriteWaitsForTheFIN(t *testing.T) {
@@ -52,16 +53,16 @@ func TestLastWriteWaitsForTheFIN(t *testing.T) {
 				}
 				cf := NewCloseFrame(ws.StatusNormalClosure, "")
 				want.Write(cf.Bytes())
-				if _, ok := q.Seal(cf, false); !ok {
+				if _, ok := q.Seal(cf, false, last); !ok {
 					t.Fatal("seal refused")
 				}
 				cf.Release()
 
 				var fl Flusher
 				if tc.ring {
-					writeOnRing(t, &fl, &q, rc, last)
+					writeOnRing(t, &fl, &q, rc)
 				} else {
-					sealed, n, blocked, err := fl.TryFlush(&q, rc, func() bool { return last })
+					sealed, n, blocked, err := fl.TryFlush(&q, rc)
 					if err != nil || blocked || !sealed || int(n) != want.Len() {
 						t.Fatalf("TryFlush: sealed %v, %d of %d bytes, blocked %v, err %v", sealed, n, want.Len(), blocked, err)
 					}
@@ -88,7 +89,7 @@ func TestLastWriteWaitsForTheFIN(t *testing.T) {
 // on a ring.
 func writeOnRing(t *testing.T, fl *Flusher, q *Queue, rc interface {
 	Control(func(uintptr)) error
-}, last bool) {
+}) {
 	t.Helper()
 	ring, err := uring.New(4)
 	if err != nil {
@@ -98,9 +99,6 @@ func writeOnRing(t *testing.T, fl *Flusher, q *Queue, rc interface {
 	sealed, done := fl.Prepare(q)
 	if done || !sealed {
 		t.Fatalf("Prepare: sealed %v, done %v", sealed, done)
-	}
-	if last {
-		fl.SetLast()
 	}
 	res := int32(-1 << 30)
 	if err := rc.Control(func(fd uintptr) {

@@ -2,5 +2,5 @@ package wsconn
 
 import "golang.org/x/sys/unix"
 
-// msgMore is MSG_MORE (see Flusher.SetLast).
+// msgMore is MSG_MORE (see Flusher).
 const msgMore = unix.MSG_MORE

@@ -28,7 +28,10 @@ type Queue struct {
 	bytes    int      // sum of len(frame) over frames
 	flushing bool     // a flusher owns the write side
 	sealed   bool     // a close frame was queued: no more data frames
-	dead     bool     // the connection is gone: everything is refused
+	// last: the close frame answers the peer's, and the socket closes
+	// once it is written (see Seal). Set with sealed, never changed.
+	last bool
+	dead bool // the connection is gone: everything is refused
 	// The pings and the pongs waiting (see PushControl): how many, and
 	// the latest one's index in frames. Small types, laid out to fill the
 	// padding after the flags: a Conn must stay in its 416-byte size class.
@@ -124,9 +127,12 @@ const maxQueuedControl = 16
 // Seal queues the close frame f as the last frame and refuses every later
 // Push. With discard set, frames not yet taken by the flusher are dropped
 // first, so a peer that stopped reading gets its close frame without
-// waiting behind the backlog that made it slow. It reports false (and takes
-// no reference) if the queue was already sealed or dead.
-func (q *Queue) Seal(f *Frame, discard bool) (start, ok bool) {
+// waiting behind the backlog that made it slow. With last set, f answers
+// the peer's close frame and the caller closes the socket as soon as it
+// is written: the write that carries it holds it back for the FIN (see
+// Flusher's doc). It reports false (and takes no reference) if the queue
+// was already sealed or dead.
+func (q *Queue) Seal(f *Frame, discard, last bool) (start, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.sealed || q.dead {
@@ -135,7 +141,7 @@ func (q *Queue) Seal(f *Frame, discard bool) (start, ok bool) {
 	if discard {
 		q.releaseLocked()
 	}
-	q.sealed = true
+	q.sealed, q.last = true, last
 	f.Retain()
 	q.frames = append(q.frames, f)
 	q.bytes += len(f.b)
@@ -213,6 +219,17 @@ func (q *Queue) take(batch []*Frame) (_ []*Frame, sealed, done bool) {
 // Flusher to a goroutine of its own that finishes with Flush, which waits
 // under a write deadline. So a peer that stops reading holds a goroutine
 // for at most the write timeout, and never holds a shared worker.
+//
+// The write of a batch that ends with a close frame sealed as the last
+// (Seal's last: the answer to the peer's close) carries MSG_MORE, so the
+// kernel keeps its segment back for the FIN, which joins it: the peer
+// gets the close frame and the end of the stream in one segment, where
+// two cost two deliveries (on loopback, the sender's CPU runs both through
+// the peer's receive path) and two wake-ups of the peer. Only then:
+// MSG_MORE holds a part-filled segment until more comes, so the socket
+// must close once the write is done; and closing a socket with data left
+// unread is a reset, which discards what the socket still holds, the frame
+// among it, so not when the peer may still be sending.
 type Flusher struct {
 	batch []*Frame    // taken from the queue; released once all written
 	bufs  net.Buffers // what remains to write of batch, front first
@@ -235,6 +252,8 @@ func (fl *Flusher) next(q *Queue) (sealed, done bool) {
 	if done {
 		return sealed, true
 	}
+	// q.last was set with the sealed that take saw, under the same lock.
+	fl.raw.more = sealed && q.last
 	fl.bufs = fl.bufs[:0]
 	for _, f := range fl.batch {
 		fl.bufs = append(fl.bufs, f.b)
@@ -297,16 +316,12 @@ func (fl *Flusher) Flush(q *Queue, conn net.Conn, timeout time.Duration) (sealed
 // TryFlush drains q into the socket behind rc without waiting. It returns
 // blocked when the socket cannot take more: the flusher then still owns
 // the queue and holds the rest, for Flush to finish. Otherwise it returns
-// like Flush. last, if not nil, is asked once the close frame is among
-// what is to be written: true makes that write the last (see SetLast).
-func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn, last func() bool) (sealed bool, written int64, blocked bool, err error) {
+// like Flush.
+func (fl *Flusher) TryFlush(q *Queue, rc syscall.RawConn) (sealed bool, written int64, blocked bool, err error) {
 	for {
 		var done bool
 		if sealed, done = fl.Prepare(q); done {
 			return sealed, written, false, nil
-		}
-		if sealed && last != nil && last() {
-			fl.SetLast()
 		}
 		n, werr := fl.WriteRaw(rc)
 		written += int64(n)
@@ -331,20 +346,6 @@ func (fl *Flusher) Prepare(q *Queue) (sealed, done bool) {
 	fl.want = fl.raw.prepare(fl.bufs)
 	return sealed, false
 }
-
-// SetLast marks the write Prepare readied, which holds the close frame,
-// as the connection's last. The write then carries MSG_MORE, so the
-// kernel keeps its segment back for the FIN, which joins it: the peer
-// gets the close frame and the end of the stream in one segment, where
-// two cost two deliveries (on loopback, the sender's CPU runs both
-// through the peer's receive path) and two wake-ups of the peer.
-//
-// Only for the last write, and only when the peer sent its own close
-// frame: MSG_MORE holds a part-filled segment until more comes, so the
-// caller must close the socket once the write is done; and closing a
-// socket with data left unread is a reset, which discards what the
-// socket still holds, the frame among it.
-func (fl *Flusher) SetLast() { fl.raw.more = true }
 
 // Readied returns how many bytes the write Prepare readied covers.
 func (fl *Flusher) Readied() int { return fl.want }

@@ -212,7 +212,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		defer releaseAll(d1, d2, c, c2, late)
 		q.Push(d1)
 		q.Push(d2)
-		start, ok := q.Seal(c, false)
+		start, ok := q.Seal(c, false, false)
 		if start || !ok || !q.Sealed() {
 			t.Fatalf("Seal: start=%v ok=%v sealed=%v", start, ok, q.Sealed())
 		}
@@ -222,7 +222,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		if _, err := q.PushControl(late); !errors.Is(err, ErrClosed) {
 			t.Fatalf("PushControl after Seal: %v", err)
 		}
-		if start, ok := q.Seal(c2, false); start || ok {
+		if start, ok := q.Seal(c2, false, false); start || ok {
 			t.Fatalf("second Seal: start=%v ok=%v", start, ok)
 		}
 		wantRefs(t, "refused", 1, late, c2)
@@ -251,7 +251,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		q.Push(d1)
 		q.Push(d2)
 		// The limit does not apply to the close frame.
-		if start, ok := q.Seal(c, true); start || !ok {
+		if start, ok := q.Seal(c, true, false); start || !ok {
 			t.Fatalf("Seal: start=%v ok=%v", start, ok)
 		}
 		wantRefs(t, "discarded", 1, d1, d2)
@@ -274,7 +274,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		var q Queue
 		c := NewCloseFrame(1000, "")
 		defer c.Release()
-		if start, ok := q.Seal(c, true); !start || !ok {
+		if start, ok := q.Seal(c, true, false); !start || !ok {
 			t.Fatalf("Seal: start=%v ok=%v", start, ok)
 		}
 		if n, sealed := drainTake(&q); n != 1 || !sealed {
@@ -301,7 +301,7 @@ func TestQueueSealAndKill(t *testing.T) {
 		if _, err := q.PushControl(d1); !errors.Is(err, ErrClosed) {
 			t.Fatalf("PushControl after Kill: %v", err)
 		}
-		if _, ok := q.Seal(c, false); ok {
+		if _, ok := q.Seal(c, false, false); ok {
 			t.Fatal("Seal after Kill succeeded")
 		}
 		q.Kill() // idempotent
@@ -406,7 +406,7 @@ func TestFlushConcurrentProducers(t *testing.T) {
 	prod.Wait()
 	c := NewCloseFrame(1000, "done")
 	total += int64(len(c.Bytes()))
-	if start, ok := q.Seal(c, false); !ok {
+	if start, ok := q.Seal(c, false, false); !ok {
 		t.Fatal("Seal failed")
 	} else if start {
 		run()
@@ -510,7 +510,7 @@ func TestFlushTimeoutKillsQueue(t *testing.T) {
 	if _, err := q.Push(f); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Push after failed flush: %v", err)
 	}
-	if _, ok := q.Seal(f, true); ok {
+	if _, ok := q.Seal(f, true, false); ok {
 		t.Fatal("Seal after failed flush succeeded")
 	}
 	wantRefs(t, "refused", 1, f)
@@ -739,7 +739,7 @@ func TestTryFlushWritesEveryByteOnce(t *testing.T) {
 			}
 		}
 		var err error
-		_, _, blocked, err = fl.TryFlush(&q, rc, nil)
+		_, _, blocked, err = fl.TryFlush(&q, rc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ const maxIovecs = 1024
 // other CPU, wall time per write over 3 runs: writev 4.9-6.6 us, sendto
 // 4.6-5.1 us, raw sendto 3.9-4.4 us.
 //
-// The last write of a connection (Flusher.SetLast) carries MSG_MORE,
+// The last write of a connection (see Flusher) carries MSG_MORE,
 // several frames then going as one sendmsg(2), writev having no flags.
 //
 // Several frames stay one writev: copying them into one buffer for a
@@ -38,7 +38,7 @@ const maxIovecs = 1024
 type rawWriter struct {
 	iov []unix.Iovec
 	msg unix.Msghdr // iov for a sendmsg (see Flusher.QueueOn)
-	// more: the write carries MSG_MORE (see Flusher.SetLast).
+	// more: the write carries MSG_MORE (see Flusher).
 	more bool
 	n    int
 	err  error

@@ -191,7 +191,7 @@ func (r *Ring) next() *sqe {
 // PrepSend queues a send of b on socket fd, tagged user. b must stay
 // referenced, and fd open, until Submit returns. With more set, the send
 // carries MSG_MORE: the kernel holds a part-filled segment back for what
-// follows (see wsconn.Flusher.SetLast).
+// follows (see wsconn.Flusher).
 func (r *Ring) PrepSend(fd int, b []byte, more bool, user uint64) error {
 	s := r.next()
 	if s == nil {
