@@ -384,3 +384,73 @@ func BenchmarkObserverCallback(b *testing.B) {
 		})
 	})
 }
+
+// TestRecordersShareTheirSeries: a pair's Recorders (one per VM, more of
+// them than the series has shards) and Callback count into one
+// histogram, whatever goroutines record: /metrics and the dashboard's
+// totals see every run once.
+func TestRecordersShareTheirSeries(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	o, err := NewObserver(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const recorders, runs = 2*seriesShards + 1, 500
+	var wg sync.WaitGroup
+	for range recorders {
+		rec := o.Recorder("/echo", "on_message")
+		wg.Go(func() {
+			for range runs {
+				rec.Record(100*time.Microsecond, nil)
+			}
+		})
+	}
+	wg.Go(func() {
+		for range runs {
+			o.Callback("/echo", "on_message", time.Millisecond, lua.ErrTimeout)
+		}
+	})
+	wg.Wait()
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist *dto.Histogram
+	for _, mf := range mfs {
+		if mf.GetName() == "moonwire_handler_duration_seconds" {
+			hist = mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	want := uint64((recorders + 1) * runs)
+	if hist == nil || hist.GetSampleCount() != want {
+		t.Fatalf("histogram: %v, want %d runs", hist, want)
+	}
+	wantSum := (recorders*runs*100*time.Microsecond + runs*time.Millisecond).Seconds()
+	if math.Abs(hist.GetSampleSum()-wantSum) > 1e-9 {
+		t.Errorf("sum %v, want %v", hist.GetSampleSum(), wantSum)
+	}
+	totals := map[string]*handlerTotals{}
+	o.handlerTotals(totals)
+	if got := totals["/echo"]; got == nil || got.buckets[len(handlerBucketBounds)] != want || got.timeouts != runs {
+		t.Errorf("handler totals %+v, want %d runs, %d timeouts", got, want, runs)
+	}
+}
+
+// BenchmarkRecorderParallel records one pair from every processor, as a
+// route's lanes do: each with its own Recorder, which the series keeps
+// in a shard of its own.
+func BenchmarkRecorderParallel(b *testing.B) {
+	o, err := NewObserver(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		rec := o.Recorder("/echo", "on_message")
+		for pb.Next() {
+			rec.Record(3*time.Microsecond, nil)
+		}
+	})
+}
