@@ -1051,6 +1051,9 @@ func printAB(w io.Writer, scenarios []abScenario, runs []*abRun) []string {
 			fmt.Fprintln(w, "  (idle: ops are connections opened; CPU is the hold's; system calls and context switches per connection over the whole run)")
 		} else {
 			fmt.Fprintf(w, "  ops per server-CPU-s by run: %s\n", strings.Join(parts, "; "))
+			if line := pairLine(reps, byRepeat); line != "" {
+				fmt.Fprintf(w, "  %s\n", line)
+			}
 		}
 		for _, r := range rs {
 			if r.failed() {
@@ -1067,6 +1070,45 @@ func printAB(w io.Writer, scenarios []abScenario, runs []*abRun) []string {
 		fmt.Fprintf(w, "RUNS WITH LOST/ERRORS/MISMATCHES (must be 0): %s\n", strings.Join(flagged, "; "))
 	}
 	return noRun
+}
+
+// pairLine compares the two sides repeat by repeat: the runs of a
+// repeat ran one after the other, so a pair's ratio is spared most of
+// the drift that moves a shared machine's rates from one minute to the
+// next, and how many pairs went one way says more than the medians when
+// the difference is small. "" without a repeat in which both sides ran.
+func pairLine(reps []int, byRepeat map[int][]*abRun) string {
+	var ratios []string
+	ahead, n := 0, 0
+	logSum := 0.0
+	for _, rep := range reps {
+		var b, h *float64
+		for _, r := range byRepeat[rep] {
+			if r.failed() {
+				continue
+			}
+			if r.Side == "base" {
+				b = r.OpsPerCPUS
+			} else {
+				h = r.OpsPerCPUS
+			}
+		}
+		if b == nil || h == nil || *b <= 0 || *h <= 0 {
+			continue
+		}
+		q := *h / *b
+		ratios = append(ratios, fmt.Sprintf("%.2f", q))
+		logSum += math.Log(q)
+		n++
+		if q > 1 {
+			ahead++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("head/base by pair: %s; head ahead in %d of %d, geometric mean %.2fx",
+		strings.Join(ratios, ", "), ahead, n, math.Exp(logSum/float64(n)))
 }
 
 // fmtPtr formats an optional figure, "-" when missing.

@@ -202,6 +202,8 @@ func TestABTable(t *testing.T) {
 	}
 	for _, want := range []string{
 		"ops per server-CPU-s by run: r1 base 100.0k → head 130.0k; r2 head 120.0k → base 300.0k; r3 base 200.0k → head 110.0k",
+		// 1.30 × 0.40 × 0.55 = 0.286, whose cube root is 0.659.
+		"head/base by pair: 1.30, 0.40, 0.55; head ahead in 1 of 3, geometric mean 0.66x",
 		"runs that worked: base 3, head 3",
 		"runs that worked: base 1, head 0",
 		"FAILED r1 head: server did not start: boom",
