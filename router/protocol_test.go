@@ -202,6 +202,30 @@ func TestCloseHandshake(t *testing.T) {
 		must(t, c.WriteFrame(ws.OpClose, true, binary.BigEndian.AppendUint16(nil, 1015)))
 		c.ExpectClose(1002)
 	})
+	// The close frame waits on the lane behind the messages it came
+	// with, and whoever runs it then writes the answer: every echo comes
+	// first, then the close, then the end of the stream.
+	t.Run("messages and close in one write", func(t *testing.T) {
+		c := moontest.Dial(t, s.URL("/echo"))
+		var b bytes.Buffer
+		const n = 50
+		for i := range n {
+			must(t, ws.WriteFrame(&b, ws.MaskFrame(ws.NewTextFrame(fmt.Appendf(nil, "m%d", i)))))
+		}
+		must(t, ws.WriteFrame(&b, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, "")))))
+		must(t, c.WriteRaw(b.Bytes()))
+		for i := range n {
+			f := c.Next()
+			if want := fmt.Sprintf("m%d", i); f.Op != ws.OpText || string(f.Payload) != want {
+				t.Fatalf("frame %d: %v %q, want %q", i, f.Op, f.Payload, want)
+			}
+		}
+		f := c.Next()
+		if code, _ := f.CloseCode(); f.Op != ws.OpClose || code != 1000 {
+			t.Fatalf("got %v %q, want close 1000", f.Op, f.Payload)
+		}
+		c.ExpectEOF()
+	})
 	t.Run("data after close is ignored", func(t *testing.T) {
 		c := moontest.Dial(t, s.URL("/echo"))
 		// One write: a second one could meet a socket the server has
