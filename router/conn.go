@@ -685,17 +685,28 @@ func (c *Conn) flushHere() {
 		return
 	}
 	fl := flushers.Get().(*wsconn.Flusher)
+	if !c.tryFlush(fl, rc) {
+		flushers.Put(fl)
+	}
+}
+
+// tryFlush drains c's queue into the socket behind rc with fl, without
+// waiting, as a flush worker's plain path does. A socket that cannot take
+// it all gets a goroutine of its own, which takes fl with what is left:
+// tryFlush then reports true. Otherwise fl is reset, for the caller's
+// next queue.
+func (c *Conn) tryFlush(fl *wsconn.Flusher, rc syscall.RawConn) (handedOff bool) {
 	sealed, n, blocked, err := fl.TryFlush(&c.queue, rc)
 	c.bytesOut.Add(n)
 	c.route.bytesOut.Add(n)
 	if blocked {
 		c.srv.wg.Add(1)
 		go c.flush(fl)
-		return
+		return true
 	}
 	fl.Reset()
-	flushers.Put(fl)
 	c.flushed(sealed, err)
+	return false
 }
 
 var flushers = sync.Pool{New: func() any { return new(wsconn.Flusher) }}
@@ -710,17 +721,9 @@ func (s *Server) flushWorker(ring *uring.Ring) {
 	}
 	fl := flushers.Get().(*wsconn.Flusher)
 	for c := range s.flushq {
-		sealed, n, blocked, err := fl.TryFlush(&c.queue, c.rc())
-		c.bytesOut.Add(n)
-		c.route.bytesOut.Add(n)
-		if blocked {
-			s.wg.Add(1)
-			go c.flush(fl)
+		if c.tryFlush(fl, c.rc()) {
 			fl = flushers.Get().(*wsconn.Flusher)
-			continue
 		}
-		fl.Reset()
-		c.flushed(sealed, err)
 	}
 }
 
