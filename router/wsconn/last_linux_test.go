@@ -14,9 +14,9 @@ import (
 // TestLastWriteWaitsForTheFIN: the write of a close frame sealed as the
 // last (Seal's last: the answer to the peer's close) stays in the socket
 // until the close, which sends it with the FIN; every other write goes
-// out at once. Each way a flusher
-// writes: a sendto (one frame), a sendmsg (several), and a ring's send and
-// sendmsg. The peer gets every byte, then the end of the stream.
+// out at once. Each way a flusher writes: a sendto (one frame), a sendmsg
+// (several), and a ring's send and sendmsg. The peer gets every byte,
+// then the end of the stream.
 func TestLastWriteWaitsForTheFIN(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
