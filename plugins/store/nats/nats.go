@@ -63,6 +63,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/moonwire/moonwire/internal/jsread"
 	redactpkg "github.com/moonwire/moonwire/internal/redact"
 	"github.com/moonwire/moonwire/plugins/store"
 	"github.com/moonwire/moonwire/plugins/store/internal/codec"
@@ -337,7 +338,9 @@ type current struct {
 }
 
 func (b *Backend) read(ctx context.Context, k, key string) (current, error) {
-	e, err := b.kv.Get(ctx, k)
+	// A direct get: asked again when it gets no answer, as nats-server 2.9
+	// may lose the first one of a bucket another node has just created.
+	e, err := jsread.Do(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return b.kv.Get(ctx, k) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return current{}, nil
 	}

@@ -78,6 +78,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/moonwire/moonwire/internal/jsread"
 	"github.com/moonwire/moonwire/router/broker"
 )
 
@@ -297,14 +298,17 @@ func (b *Broker) stream(ctx context.Context, size int, ttl time.Duration) (jetst
 	// Several nodes may raise the limits at once from the same old
 	// configuration, each undoing the other's raise: each reads back
 	// until its own is in place. The limits only grow, so this ends.
+	var createErr error // the last create's, while the stream is not found
 	for attempt := range 8 {
 		st, err := h.js.Stream(ctx, h.name)
+		createErr = nil
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			if size == 0 {
 				return nil, errNoStream
 			}
 			st, err = h.js.CreateStream(ctx, b.streamConfig(size, ttl))
 			if createdElsewhere(err) {
+				createErr = err
 				if err := pause(ctx, attempt); err != nil {
 					return nil, b.jsErr("create stream "+h.name, err)
 				}
@@ -340,6 +344,9 @@ func (b *Broker) stream(ctx context.Context, size int, ttl time.Duration) (jetst
 			return nil, b.jsErr(fmt.Sprintf("raise the limits of stream %s to %d messages per room, max age %v", h.name, cfg.MaxMsgsPerSubject, cfg.MaxAge), err)
 		}
 		b.log.Info("history stream limits raised", "stream", h.name, "per_room", cfg.MaxMsgsPerSubject, "max_age", cfg.MaxAge)
+	}
+	if createErr != nil {
+		return nil, b.jsErr("create stream "+h.name, createErr)
 	}
 	return nil, fmt.Errorf("nats: stream %s: its limits keep changing, not raised to %d messages per room and max age %v", h.name, size, ttl)
 }
@@ -640,7 +647,7 @@ func (b *Broker) appendUnit(ctx context.Context, u *unit) ([]broker.Position, er
 			// the ones to report.
 			h.forgetLast(subj)
 			b.publishes.Add(n)
-			stored, err := st.GetMsg(ctx, ack.Sequence)
+			stored, err := getMsg(ctx, st, ack.Sequence)
 			if err != nil {
 				return nil, b.jsErr(fmt.Sprintf("stream %s: broadcasts stored as %d on %s, but read them back", h.name, ack.Sequence, subj), err)
 			}
@@ -709,9 +716,24 @@ func (h *history) forgetLast(subj string) {
 	h.lastMu.Unlock()
 }
 
+// getMsg, getLast and kvGet are the stream's and buckets' direct gets,
+// asked again when one gets no answer (see jsread): nats-server 2.9 may
+// lose the first direct get of a stream another node has just created.
+func getMsg(ctx context.Context, st jetstream.Stream, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	return jsread.Do(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return st.GetMsg(ctx, seq, opts...) })
+}
+
+func getLast(ctx context.Context, st jetstream.Stream, subj string) (*jetstream.RawStreamMsg, error) {
+	return jsread.Do(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return st.GetLastMsgForSubject(ctx, subj) })
+}
+
+func kvGet(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	return jsread.Do(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return kv.Get(ctx, key) })
+}
+
 // readLast returns the room's last message (seq 0: none).
 func (b *Broker) readLast(ctx context.Context, st jetstream.Stream, subj string) (lastMsg, error) {
-	raw, err := st.GetLastMsgForSubject(ctx, subj)
+	raw, err := getLast(ctx, st, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return lastMsg{}, nil
 	}
@@ -772,7 +794,7 @@ func (b *Broker) ReadHistory(ctx context.Context, room string, since uint64, lim
 }
 
 func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, since uint64, limit int) ([]broker.Entry, broker.Position, uint64, error) {
-	raw, err := st.GetLastMsgForSubject(ctx, subj)
+	raw, err := getLast(ctx, st, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, broker.Position{}, 0, nil
 	}
@@ -792,7 +814,7 @@ func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, sin
 	// purge failed) means this epoch lost nothing, since the server
 	// removes a subject's oldest messages first.
 	oldest := last.oldest
-	firstRaw, err := st.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+	firstRaw, err := getMsg(ctx, st, 1, jetstream.WithGetMsgSubject(subj))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, broker.Position{}, 0, nil // expired since
 	}
@@ -850,7 +872,7 @@ func (b *Broker) read(ctx context.Context, st jetstream.Stream, subj string, sin
 func (b *Broker) seek(ctx context.Context, st jetstream.Stream, subj string, lo, hi uint64, epoch string, from uint64) (uint64, error) {
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		raw, err := st.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subj))
+		raw, err := getMsg(ctx, st, mid, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			hi = mid // removed meanwhile: what is left is after it
 			continue
@@ -887,7 +909,7 @@ func (b *Broker) walkBack(ctx context.Context, st jetstream.Stream, raw *jetstre
 		if cur.first <= from || cur.prev == 0 {
 			break
 		}
-		next, err := st.GetMsg(ctx, cur.prev)
+		next, err := getMsg(ctx, st, cur.prev)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break // removed meanwhile
 		}
@@ -1116,6 +1138,14 @@ func (b *Broker) checkJetStream() {
 // before its name.
 const jsSubjectOverlap = 10065
 
+// jsStreamCreate is JetStream's error code for a create that failed in
+// the server. nats-server 2.9 answers so ("error creating store for
+// stream") to one of several nodes creating the same stream at the same
+// moment, so it is taken as created elsewhere: the stream is looked up
+// again, and a create that keeps failing (a full disk) is reported after
+// the few attempts a lost race gets.
+const jsStreamCreate = 10049
+
 // createdElsewhere reports whether err, from creating a stream or a
 // bucket, means that another node made it first, or is making it.
 func createdElsewhere(err error) bool {
@@ -1126,7 +1156,7 @@ func createdElsewhere(err error) bool {
 		return true
 	}
 	var api *jetstream.APIError
-	return errors.As(err, &api) && api.ErrorCode == jsSubjectOverlap
+	return errors.As(err, &api) && (api.ErrorCode == jsSubjectOverlap || api.ErrorCode == jsStreamCreate)
 }
 
 // pause waits a little longer at each attempt for another node's create

@@ -129,6 +129,49 @@ func checkEntries(t *testing.T, es []broker.Entry, first, last uint64, prefix st
 	}
 }
 
+// TestFirstAppendsToAFreshStream: three nodes make their first append to
+// a room at once, on a stream none of them has created yet, a hundred times
+// over. nats-server 2.9 sometimes leaves the first direct get of a stream
+// another connection has just created unanswered; the read is asked again
+// (internal/jsread), so every append is acknowledged with its offset and
+// none waits out its timeout to be queued for a reconnect that never
+// comes.
+func TestFirstAppendsToAFreshStream(t *testing.T) {
+	t.Parallel()
+	ids := []string{"a", "b", "c"}
+	for round := range 100 {
+		opts := sharedHist(t)
+		opts.Timeout = 10 * time.Second // room for several of jsread's tries
+		var nodes []*node
+		for _, id := range ids {
+			nodes = append(nodes, newNode(t, opts, id))
+		}
+		var wg sync.WaitGroup
+		offsets := make([]uint64, len(nodes))
+		for i, n := range nodes {
+			wg.Go(func() {
+				pos, err := n.b.PublishHistory(context.Background(), hmsg(ids[i], "room", ids[i]), 10, time.Minute)
+				if err != nil {
+					t.Errorf("round %d, node %s: PublishHistory: %v", round, ids[i], err)
+				}
+				offsets[i] = pos.Offset
+			})
+		}
+		wg.Wait()
+		for _, n := range nodes {
+			_ = n.b.Close()
+		}
+		deleteStream(opts)
+		if t.Failed() {
+			return
+		}
+		slices.Sort(offsets)
+		if !slices.Equal(offsets, []uint64{1, 2, 3}) {
+			t.Fatalf("round %d: offsets %v, want 1, 2, 3", round, offsets)
+		}
+	}
+}
+
 // TestHistoryOrderAcrossNodes: three nodes append 300 broadcasts each to
 // one room at the same time. The offsets handed out are 1..900, each
 // once, in one epoch, increasing for each publisher; every node, the

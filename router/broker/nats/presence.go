@@ -271,7 +271,7 @@ func (b *Broker) presRead(ctx context.Context, room string, all bool) (map[strin
 // pages the heads name.
 func (b *Broker) readRoom(ctx context.Context, kv jetstream.KeyValue, room string, all bool) (map[string][]byte, int, error) {
 	out := map[string][]byte{}
-	e, err := kv.Get(ctx, presNodesKey)
+	e, err := kvGet(ctx, kv, presNodesKey)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return out, 0, nil
 	}
@@ -374,7 +374,7 @@ func getAll(ctx context.Context, kv jetstream.KeyValue, keys []string) ([][]byte
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			e, err := kv.Get(ctx, k)
+			e, err := kvGet(ctx, kv, k)
 			switch {
 			case err == nil:
 				out[i] = e.Value()
@@ -407,8 +407,10 @@ func (b *Broker) presBucket(ctx context.Context, create bool) (kv jetstream.KeyV
 		return p.kv, false, nil
 	}
 	age := presenceAge(b.presenceTTL())
+	var createErr error // the last create's, while the bucket is not found
 	for attempt := range 8 {
 		kv, err := b.h.js.KeyValue(ctx, p.name)
+		createErr = nil
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			if !create {
 				return nil, false, errNoBucket
@@ -421,6 +423,7 @@ func (b *Broker) presBucket(ctx context.Context, create bool) (kv jetstream.KeyV
 				Storage:     jetstream.MemoryStorage,
 			})
 			if createdElsewhere(err) {
+				createErr = err
 				if err := pause(ctx, attempt); err != nil {
 					return nil, false, fmt.Errorf("create bucket %s: %w", p.name, err)
 				}
@@ -460,6 +463,9 @@ func (b *Broker) presBucket(ctx context.Context, create bool) (kv jetstream.KeyV
 			return nil, false, fmt.Errorf("raise the max age of bucket %s to %v: %w", p.name, age, err)
 		}
 		b.log.Info("presence bucket max age raised", "bucket", p.name, "max_age", age)
+	}
+	if createErr != nil {
+		return nil, false, fmt.Errorf("create bucket %s: %w", p.name, createErr)
 	}
 	return nil, false, fmt.Errorf("bucket %s: its configuration keeps changing", p.name)
 }
@@ -901,7 +907,7 @@ func (b *Broker) presBeat(ctx context.Context, kv jetstream.KeyValue, node strin
 	for try := 1; ; try++ {
 		var rev uint64
 		var list []presNode
-		e, err := kv.Get(ctx, presNodesKey)
+		e, err := kvGet(ctx, kv, presNodesKey)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:

@@ -493,7 +493,8 @@ func TestCreatedElsewhere(t *testing.T) {
 		{jetstream.ErrBucketExists, true},
 		{jetstream.ErrStreamNameAlreadyInUse, true},
 		{fmt.Errorf("create: %w", &jetstream.APIError{Code: 400, ErrorCode: jsSubjectOverlap, Description: "subjects overlap with an existing stream"}), true},
-		{&jetstream.APIError{Code: 500, ErrorCode: 10049}, false},
+		{&jetstream.APIError{Code: 500, ErrorCode: jsStreamCreate, Description: "error creating store for stream"}, true},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10077}, false},
 		{context.DeadlineExceeded, false},
 		{nil, false},
 	} {

@@ -1,0 +1,67 @@
+package jsread
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+)
+
+// A try that is never answered is asked again; the answer of a later try
+// is returned.
+func TestDoAsksAgainAfterNoAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	calls := 0
+	v, err := Do(ctx, func(try context.Context) (string, error) {
+		calls++
+		switch calls {
+		case 1:
+			<-try.Done() // the lost request: nothing comes before the try's end
+			return "", try.Err()
+		case 2:
+			return "", fmt.Errorf("get: %w", natsgo.ErrTimeout) // the client's own timeout
+		}
+		return "answer", nil
+	})
+	if v != "answer" || err != nil || calls != 3 {
+		t.Fatalf("got %q, %v after %d calls; want the third call's answer", v, err, calls)
+	}
+}
+
+// Another error is returned at once: only silence is retried.
+func TestDoReturnsOtherErrors(t *testing.T) {
+	bad := errors.New("message not found")
+	calls := 0
+	_, err := Do(context.Background(), func(context.Context) (int, error) {
+		calls++
+		return 0, bad
+	})
+	if !errors.Is(err, bad) || calls != 1 {
+		t.Fatalf("err %v after %d calls; want %v after 1", err, calls, bad)
+	}
+}
+
+// The caller's deadline ends the tries: the last try's timeout comes back.
+func TestDoStopsAtTheCallersDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), FirstTry/5)
+	defer cancel()
+	calls := 0
+	_, err := Do(ctx, func(try context.Context) (int, error) {
+		calls++
+		<-try.Done()
+		return 0, try.Err()
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || calls != 1 {
+		t.Fatalf("err %v after %d calls; want the deadline after 1", err, calls)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	_, err = Do(ctx, func(try context.Context) (int, error) { return 0, try.Err() })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller: err %v", err)
+	}
+}
