@@ -27,11 +27,25 @@ import (
 // at most a handful of times in a caller's deadline.
 const FirstTry = 500 * time.Millisecond
 
+// minTry: a try is never given less than this while the caller has more
+// left; the last try is given all that is left.
+const minTry = FirstTry / 10
+
 // Do calls read until it returns something other than a timeout of its
-// own try, or ctx ends; it returns read's last results.
+// own try, or ctx ends; it returns read's last results. A try takes at
+// most half of the time ctx has left, so that a caller with a short
+// deadline (a script's read waits 500 ms) still has time to ask again.
 func Do[T any](ctx context.Context, read func(context.Context) (T, error)) (T, error) {
 	for bound := FirstTry; ; bound *= 2 {
-		try, cancel := context.WithTimeout(ctx, bound)
+		b := bound
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left/2 < minTry {
+				b = left
+			} else {
+				b = min(b, left/2)
+			}
+		}
+		try, cancel := context.WithTimeout(ctx, b)
 		v, err := read(try)
 		cancel()
 		if err == nil || ctx.Err() != nil || !timedOut(err) {

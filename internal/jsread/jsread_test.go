@@ -32,6 +32,25 @@ func TestDoAsksAgainAfterNoAnswer(t *testing.T) {
 	}
 }
 
+// A caller with a short deadline gets two tries: the first takes half of
+// its time, not all of it.
+func TestDoSplitsAShortDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), FirstTry/2)
+	defer cancel()
+	calls := 0
+	v, err := Do(ctx, func(try context.Context) (int, error) {
+		calls++
+		if calls == 1 {
+			<-try.Done()
+			return 0, try.Err()
+		}
+		return 7, nil
+	})
+	if v != 7 || err != nil || calls != 2 {
+		t.Fatalf("got %d, %v after %d calls; want the second call's 7", v, err, calls)
+	}
+}
+
 // Another error is returned at once: only silence is retried.
 func TestDoReturnsOtherErrors(t *testing.T) {
 	bad := errors.New("message not found")
@@ -47,7 +66,7 @@ func TestDoReturnsOtherErrors(t *testing.T) {
 
 // The caller's deadline ends the tries: the last try's timeout comes back.
 func TestDoStopsAtTheCallersDeadline(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), FirstTry/5)
+	ctx, cancel := context.WithTimeout(context.Background(), minTry)
 	defer cancel()
 	calls := 0
 	_, err := Do(ctx, func(try context.Context) (int, error) {
