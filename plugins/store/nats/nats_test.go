@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,24 +47,30 @@ func openWith(t *testing.T, opts Options) *Backend {
 	}
 	t.Cleanup(func() {
 		_ = b.Close()
-		// On a connection of its own: the test may have closed b's.
-		nc, err := natsgo.Connect(sharedURL)
-		if err != nil {
-			t.Errorf("deleting bucket %s: %v", b.bucket, err)
-			return
-		}
-		defer nc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		js, err := jetstream.New(nc)
-		if err == nil {
-			err = js.DeleteKeyValue(ctx, b.bucket)
-		}
-		if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			t.Errorf("deleting bucket %s: %v", b.bucket, err)
-		}
+		deleteBucket(t, b.bucket)
 	})
 	return b
+}
+
+// deleteBucket deletes the bucket on a connection of its own (the test
+// may have closed its backends').
+func deleteBucket(t *testing.T, bucket string) {
+	t.Helper()
+	nc, err := natsgo.Connect(sharedURL)
+	if err != nil {
+		t.Errorf("deleting bucket %s: %v", bucket, err)
+		return
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		err = js.DeleteKeyValue(ctx, bucket)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("deleting bucket %s: %v", bucket, err)
+	}
 }
 
 func harness() storetest.Harness {
@@ -321,4 +329,52 @@ func TestOutage(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	storetest.RunOutage(t, p, b, timeout)
+}
+
+// TestOpenedByManyAtOnce: four nodes of a cluster start at the same
+// moment on a bucket none of them finds, ten times over. Each opens the
+// bucket (the losers of the create open the winner's), and what one
+// writes the others read at once.
+func TestOpenedByManyAtOnce(t *testing.T) {
+	t.Parallel()
+	url := shared(t)
+	for round := range 10 {
+		ns := "many" + strings.ReplaceAll(t.Name(), "/", "_") + strconv.Itoa(round) + strconv.FormatInt(time.Now().UnixNano(), 36)
+		bs := make([]*Backend, 4)
+		var wg sync.WaitGroup
+		for i := range bs {
+			wg.Go(func() {
+				b, err := New(Options{URL: url, Prefix: ns, Timeout: 5 * time.Second, SweepInterval: -1})
+				if err != nil {
+					t.Errorf("round %d, node %d: %v", round, i, err)
+					return
+				}
+				bs[i] = b
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			for _, b := range bs {
+				if b != nil {
+					_ = b.Close()
+				}
+			}
+			return
+		}
+		if err := bs[0].Set("k", "v", 0); err != nil {
+			t.Errorf("round %d: set: %v", round, err)
+		}
+		for i, b := range bs {
+			if v, ok, err := b.Get("k"); err != nil || !ok || v != "v" {
+				t.Errorf("round %d, node %d: get = %v, %v, %v", round, i, v, ok, err)
+			}
+		}
+		for _, b := range bs {
+			_ = b.Close()
+		}
+		deleteBucket(t, ns+"_store")
+		if t.Failed() {
+			return
+		}
+	}
 }
