@@ -51,11 +51,29 @@ func TestDoSplitsAShortDeadline(t *testing.T) {
 	}
 }
 
+// A caller without a deadline gets one try, with its own context: it is
+// not asked again without end.
+func TestDoWithoutDeadlineTriesOnce(t *testing.T) {
+	calls := 0
+	_, err := Do(context.Background(), func(try context.Context) (int, error) {
+		calls++
+		if _, ok := try.Deadline(); ok {
+			t.Error("the try got a deadline its caller did not set")
+		}
+		return 0, natsgo.ErrTimeout
+	})
+	if !errors.Is(err, natsgo.ErrTimeout) || calls != 1 {
+		t.Fatalf("err %v after %d calls; want the timeout after 1", err, calls)
+	}
+}
+
 // Another error is returned at once: only silence is retried.
 func TestDoReturnsOtherErrors(t *testing.T) {
 	bad := errors.New("message not found")
 	calls := 0
-	_, err := Do(context.Background(), func(context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := Do(ctx, func(context.Context) (int, error) {
 		calls++
 		return 0, bad
 	})

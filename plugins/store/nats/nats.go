@@ -339,7 +339,8 @@ type current struct {
 
 func (b *Backend) read(ctx context.Context, k, key string) (current, error) {
 	// A direct get: asked again when it gets no answer, as nats-server 2.9
-	// may lose the first one of a bucket another node has just created.
+	// may lose the first one of a stream (a bucket is one) another node
+	// has just created.
 	e, err := jsread.Do(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return b.kv.Get(ctx, k) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return current{}, nil

@@ -716,9 +716,10 @@ func (h *history) forgetLast(subj string) {
 	h.lastMu.Unlock()
 }
 
-// getMsg, getLast and kvGet are the stream's and buckets' direct gets,
-// asked again when one gets no answer (see jsread): nats-server 2.9 may
-// lose the first direct get of a stream another node has just created.
+// getMsg, getLast and kvGet are the stream's and the presence bucket's
+// direct gets, asked again when one gets no answer (see jsread):
+// nats-server 2.9 may lose the first direct get of a stream (a bucket is
+// one) another node has just created.
 func getMsg(ctx context.Context, st jetstream.Stream, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
 	return jsread.Do(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return st.GetMsg(ctx, seq, opts...) })
 }
