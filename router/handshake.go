@@ -128,6 +128,7 @@ func newHandshakeState() *handshake {
 		OnHeader:        hs.onHeader,
 		ProtocolCustom:  hs.onProtocol,
 		OnBeforeUpgrade: hs.decide,
+		Header:          ws.HandshakeHeaderFunc(hs.closeUnlessDecided),
 	}
 	hs.negotiate = hs.onNegotiate
 	hs.req.Header = make(Header, 0, 16)
@@ -353,6 +354,7 @@ type handshake struct {
 	holdsSlot   bool
 	holdsIP     bool
 	asked       bool // the route's handler was handed req
+	decided     bool // decide ran: its answer carries its own headers
 
 	// Bound to this handshake once, by newHandshakeState.
 	upgrader  ws.Upgrader
@@ -450,9 +452,27 @@ func (hs *handshake) reject(status int, body string) error {
 	)
 }
 
+// closeUnlessDecided is a header gobwas/ws writes into every answer of
+// the handshake. Into a refusal gobwas/ws makes itself (the request is no
+// valid upgrade: a plain GET on a route without on_http, a missing key,
+// an old version) it writes Connection: close, since the socket is closed
+// right after: told nothing, an HTTP/1.1 client keeps the connection for
+// its next request, which then fails (EOF, or a reset that loses the
+// answer; a plain GET then a POST on one keep-alive connection, about 1
+// in 20 beside two busy loops). decide's answers carry their own: none in
+// a 101, Connection: close in a refusal (reject).
+func (hs *handshake) closeUnlessDecided(w io.Writer) (int64, error) {
+	if hs.decided {
+		return 0, nil
+	}
+	n, err := io.WriteString(w, connectionClose)
+	return int64(n), err
+}
+
 // decide runs after the request is read and valid: the server's own limits
 // first, then the route's handler.
 func (hs *handshake) decide() (ws.HandshakeHeader, error) {
+	hs.decided = true
 	s, rt := hs.srv, hs.rt
 	if err := checkHead(hs.head.rec); err != nil {
 		return nil, hs.reject(http.StatusBadRequest, err.Error())

@@ -333,6 +333,11 @@ max_connections_per_ip = 1
 		if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUpgradeRequired {
 			t.Fatalf("GET /echo without upgrade: %d", resp.StatusCode)
 		}
+		// The socket is closed after the refusal, so the refusal says so:
+		// a client would otherwise send its next request on it.
+		if !resp.Close {
+			t.Fatalf("GET /echo without upgrade: %d without Connection: close (header %v)", resp.StatusCode, resp.Header)
+		}
 		resp, err = http.Post(s.HTTPURL("/echo"), "text/plain", strings.NewReader("x"))
 		must(t, err)
 		resp.Body.Close()
@@ -353,9 +358,12 @@ max_connections_per_ip = 1
 			"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n",
 			"garbage\r\n\r\n",
 		} {
-			status := rawRequest(t, s.Addr(), req)
+			status, head := rawRequestHead(t, s.Addr(), req)
 			if status < 400 || status > 505 || status == 500 {
 				t.Fatalf("request %q answered %d", req, status)
+			}
+			if !strings.Contains(head, "\r\nConnection: close\r\n") {
+				t.Fatalf("request %q answered %d without Connection: close:\n%s", req, status, head)
 			}
 		}
 	})
@@ -561,6 +569,14 @@ func expectRefusal(t *testing.T, err error, status int, body string) {
 
 func rawRequest(t *testing.T, addr, req string) int {
 	t.Helper()
+	status, _ := rawRequestHead(t, addr, req)
+	return status
+}
+
+// rawRequestHead sends req on a socket of its own and returns the
+// answer's status and head (everything up to the blank line).
+func rawRequestHead(t *testing.T, addr, req string) (int, string) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	must(t, err)
 	defer nc.Close()
@@ -575,7 +591,8 @@ func rawRequest(t *testing.T, addr, req string) int {
 	if _, err := fmt.Sscanf(string(resp), "HTTP/1.1 %d", &status); err != nil {
 		t.Fatalf("response %q: %v", resp, err)
 	}
-	return status
+	head, _, _ := strings.Cut(string(resp), "\r\n\r\n")
+	return status, head + "\r\n"
 }
 
 func expectHangup(t *testing.T, nc net.Conn) {
