@@ -5,6 +5,7 @@ package router
 import (
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,10 @@ import (
 // handshake's goroutine only, except the deadline setters, which Shutdown
 // calls from its own.
 type acceptedConn struct {
-	raddr *net.TCPAddr
+	// raddr is the peer's address as accept4 reported it: a value, made
+	// into net's *TCPAddr only when asked for one (RemoteAddr), which a
+	// handshake never does (see remoteAddrString).
+	raddr netip.AddrPort
 
 	mu sync.Mutex // guards what follows against SetDeadline from Shutdown
 	fd int        // the socket while it is ours; -1 once closed or handed on
@@ -42,24 +46,29 @@ type acceptedConn struct {
 	rdl, wdl time.Time // deadlines kept while fd is ours, for nc to inherit
 }
 
-func newAcceptedConn(fd int, raddr *net.TCPAddr) *acceptedConn {
+func newAcceptedConn(fd int, raddr netip.AddrPort) *acceptedConn {
 	return &acceptedConn{fd: fd, raddr: raddr}
 }
 
-// tcpAddr reads a socket address the kernel filled in (accept4,
-// getsockname) as net would.
-func tcpAddr(rsa *unix.RawSockaddrAny) *net.TCPAddr {
+// sockAddrPort reads a socket address the kernel filled in (accept4,
+// getsockname). An IPv4 address a dual-stack socket reports mapped into
+// IPv6 is given as IPv4, which is how net prints it.
+func sockAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
 		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		return &net.TCPAddr{IP: net.IP(p.Addr[:]).To16(), Port: int(p.Port>>8 | p.Port<<8)}
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), p.Port>>8|p.Port<<8)
 	case unix.AF_INET6:
 		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		ip := make(net.IP, net.IPv6len)
-		copy(ip, p.Addr[:])
-		return &net.TCPAddr{IP: ip, Port: int(p.Port>>8 | p.Port<<8), Zone: zoneName(p.Scope_id)}
+		a := netip.AddrFrom16(p.Addr)
+		if a.Is4In6() {
+			a = a.Unmap()
+		} else if zone := zoneName(p.Scope_id); zone != "" {
+			a = a.WithZone(zone)
+		}
+		return netip.AddrPortFrom(a, p.Port>>8|p.Port<<8)
 	}
-	return &net.TCPAddr{}
+	return netip.AddrPort{}
 }
 
 func zoneName(id uint32) string {
@@ -212,7 +221,7 @@ func (ac *acceptedConn) expired(deadline time.Time, op string) error {
 }
 
 func (ac *acceptedConn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "tcp", Addr: ac.raddr, Err: err}
+	return &net.OpError{Op: op, Net: "tcp", Addr: net.TCPAddrFromAddrPort(ac.raddr), Err: err}
 }
 
 // Close closes the socket, wherever it is.
@@ -242,14 +251,24 @@ func (ac *acceptedConn) LocalAddr() net.Addr {
 	if ac.fd >= 0 {
 		_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(ac.fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
 		if e == 0 {
-			return tcpAddr(&rsa)
+			return net.TCPAddrFromAddrPort(sockAddrPort(&rsa))
 		}
 	}
 	return &net.TCPAddr{}
 }
 
 // RemoteAddr is the peer's address, as accept4 reported it.
-func (ac *acceptedConn) RemoteAddr() net.Addr { return ac.raddr }
+func (ac *acceptedConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(ac.raddr) }
+
+// remoteAddrString is nc's RemoteAddr().String(), made with one
+// allocation (the string) for a socket Serve accepted itself, where net's
+// takes five.
+func remoteAddrString(nc net.Conn) string {
+	if ac, ok := nc.(*acceptedConn); ok {
+		return ac.raddr.String()
+	}
+	return nc.RemoteAddr().String()
+}
 
 // SetDeadline sets both deadlines.
 func (ac *acceptedConn) SetDeadline(t time.Time) error { return ac.setDeadlines(t, true, true) }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,6 +47,9 @@ func acceptedPairOn(t *testing.T, addr, hello string) (net.Conn, *acceptedConn) 
 	t.Cleanup(func() { _ = ac.Close() })
 	if got, want := ac.RemoteAddr().String(), nc.LocalAddr().String(); got != want {
 		t.Fatalf("RemoteAddr %s, want the client's %s", got, want)
+	}
+	if got, want := remoteAddrString(ac), nc.LocalAddr().String(); got != want {
+		t.Fatalf("remoteAddrString %s, want the client's %s", got, want)
 	}
 	if got, want := ac.LocalAddr().String(), nc.RemoteAddr().String(); got != want {
 		t.Fatalf("LocalAddr %s, want the address the client dialled, %s", got, want)
@@ -147,4 +151,46 @@ func TestAcceptedConnIPv6(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// TestSockAddrPort: the peer's address as accept4 reports it reads as
+// net would print it, in every family: IPv4, IPv6, IPv4 mapped into IPv6
+// (a dual-stack listener's IPv4 client) and a scoped IPv6 address.
+func TestSockAddrPort(t *testing.T) {
+	in4 := func(a [4]byte, port uint16) *unix.RawSockaddrAny {
+		var rsa unix.RawSockaddrAny
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		p.Family, p.Addr, p.Port = unix.AF_INET, a, port>>8|port<<8
+		return &rsa
+	}
+	in6 := func(a [16]byte, port uint16, scope uint32) *unix.RawSockaddrAny {
+		var rsa unix.RawSockaddrAny
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		p.Family, p.Addr, p.Port, p.Scope_id = unix.AF_INET6, a, port>>8|port<<8, scope
+		return &rsa
+	}
+	lo := 1 // the loopback interface's index
+	loName := "lo"
+	if ifi, err := net.InterfaceByIndex(lo); err == nil {
+		loName = ifi.Name
+	}
+	for _, c := range []struct {
+		rsa  *unix.RawSockaddrAny
+		want *net.TCPAddr
+	}{
+		{in4([4]byte{127, 0, 0, 1}, 40000), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}},
+		{in4([4]byte{10, 1, 2, 3}, 1), &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 1}},
+		{in6([16]byte{15: 1}, 443, 0), &net.TCPAddr{IP: net.IPv6loopback, Port: 443}},
+		{in6([16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 7}, 8080, 0), &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 8080}},
+		{in6([16]byte{0: 0xfe, 1: 0x80, 15: 9}, 65535, uint32(lo)), &net.TCPAddr{IP: net.ParseIP("fe80::9"), Port: 65535, Zone: loName}},
+		{&unix.RawSockaddrAny{}, &net.TCPAddr{}},
+	} {
+		ap := sockAddrPort(c.rsa)
+		if ap.IsValid() && ap.String() != c.want.String() {
+			t.Errorf("%v: reads %s, net prints %s", c.want, ap, c.want)
+		}
+		if got := net.TCPAddrFromAddrPort(ap).String(); got != c.want.String() {
+			t.Errorf("%v: as net's address %s, want %s", c.want, got, c.want)
+		}
+	}
 }

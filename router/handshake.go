@@ -145,20 +145,27 @@ func (s *Server) startHandshake(hs *handshake, nc net.Conn, br *bufio.Reader, rt
 	hs.absolute, hs.scheme = rl.authority, rl.scheme
 	hs.head = headReader{br: br, rec: bufpool.Get(headRecordSize)[:0]}
 	hs.req.Path, hs.req.RawQuery, hs.req.Params = reqPath, rawQuery, params
-	hs.req.RemoteAddr = nc.RemoteAddr().String()
+	hs.req.RemoteAddr = remoteAddrString(nc)
 	hs.ip = hostOf(hs.req.RemoteAddr)
 }
 
 // reusable reports whether hs may serve the next socket, and readies it:
-// not when a handler was asked (it was handed the Request, which it may
-// keep), nor when a request's many headers grew it past 32 (a browser
-// sends a dozen or so; a waiting handshaker keeps what it holds).
+// not when a request's many headers grew it past 32 (a browser sends a
+// dozen or so; a waiting handshaker keeps what it holds). A handler that
+// was asked holds a copy of the request (see ask), which shares its
+// headers' array and which it may keep: then the headers get a new one.
 func (hs *handshake) reusable() bool {
-	if hs.asked || cap(hs.req.Header) > 64 {
+	if cap(hs.req.Header) > 64 {
 		return false
 	}
-	clear(hs.req.Header) // the strings go with the request
-	u, neg, header := hs.upgrader, hs.negotiate, hs.req.Header[:0]
+	var header Header
+	if hs.asked {
+		header = make(Header, 0, 16)
+	} else {
+		clear(hs.req.Header) // the strings go with the request
+		header = hs.req.Header[:0]
+	}
+	u, neg := hs.upgrader, hs.negotiate
 	*hs = handshake{upgrader: u, negotiate: neg}
 	hs.req.Header = header
 	return true
@@ -542,16 +549,20 @@ func (hs *handshake) decide() (ws.HandshakeHeader, error) {
 }
 
 // ask runs the handler's Handshake on the chosen lane and waits for it
-// within the handshake deadline.
+// within the handshake deadline. The handler gets a copy of the request,
+// which it may keep (a script's deferred verdict does): hs serves the
+// next socket (see reusable).
 func (hs *handshake) ask() (Verdict, error) {
 	if sk, ok := hs.rt.Handler().(HandshakeSkipper); ok && sk.SkipHandshake() {
 		return Verdict{}, nil
 	}
 	hs.asked = true
+	req := new(Request)
+	*req = hs.req
 	var v Verdict
-	if hs.lane.tryInline(func() { v = hs.lane.handshake(&hs.req) }) {
-		if hs.req.deferred {
-			return hs.await(hs.req.answer)
+	if hs.lane.tryInline(func() { v = hs.lane.handshake(req) }) {
+		if req.deferred {
+			return hs.await(req.answer)
 		}
 		if time.Now().After(hs.deadline) {
 			// Decided too late to be honoured: the answer is the same as
@@ -561,8 +572,8 @@ func (hs *handshake) ask() (Verdict, error) {
 		return v, nil
 	}
 	// The lane answers on done, now or (Request.Defer) later.
-	ph := &pendingHandshake{req: &hs.req, done: make(chan Verdict, 1)}
-	hs.req.answer = ph.done
+	ph := &pendingHandshake{req: req, done: make(chan Verdict, 1)}
+	req.answer = ph.done
 	if !hs.lane.push(task{kind: taskHandshake, hs: ph}) {
 		return Verdict{}, hs.reject(http.StatusServiceUnavailable, "route stopped")
 	}

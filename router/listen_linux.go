@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -100,34 +102,50 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	return &Listener{f: f, rc: rc, addr: a}, nil
 }
 
+// acceptCall is one acceptFD's wait, with the callback bound once: from a
+// pool, so that accepting allocates nothing of its own.
+type acceptCall struct {
+	nfd  int
+	sa   netip.AddrPort
+	aerr error
+	fn   func(fd uintptr) bool
+}
+
+var acceptCalls = sync.Pool{New: func() any {
+	c := new(acceptCall)
+	c.fn = c.accept
+	return c
+}}
+
+func (c *acceptCall) accept(fd uintptr) bool {
+	for {
+		c.nfd, c.sa, c.aerr = accept4(int(fd))
+		switch c.aerr {
+		case unix.EINTR, unix.ECONNABORTED:
+			continue // as net does: the next one may be fine
+		case unix.EAGAIN:
+			return false // wait until one comes
+		}
+		return true
+	}
+}
+
 // acceptFD waits for a connection and accepts it, non-blocking and
 // close-on-exec. Once the Listener is closed it fails with net.ErrClosed.
-func (l *Listener) acceptFD() (int, *net.TCPAddr, error) {
-	var (
-		nfd  int
-		sa   *net.TCPAddr
-		aerr error
-	)
-	err := l.rc.Read(func(fd uintptr) bool {
-		for {
-			nfd, sa, aerr = accept4(int(fd))
-			switch aerr {
-			case unix.EINTR, unix.ECONNABORTED:
-				continue // as net does: the next one may be fine
-			case unix.EAGAIN:
-				return false // wait until one comes
-			}
-			return true
-		}
-	})
+func (l *Listener) acceptFD() (int, netip.AddrPort, error) {
+	c := acceptCalls.Get().(*acceptCall)
+	err := l.rc.Read(c.fn)
+	nfd, sa, aerr := c.nfd, c.sa, c.aerr
+	c.aerr = nil
+	acceptCalls.Put(c)
 	if err != nil {
 		if l.closed.Load() {
 			err = net.ErrClosed // os reports its own, internal error
 		}
-		return -1, nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
+		return -1, sa, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
 	}
 	if aerr != nil {
-		return -1, nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", aerr)}
+		return -1, sa, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", aerr)}
 	}
 	return nfd, sa, nil
 }
@@ -202,15 +220,14 @@ func netConnOf(nc net.Conn) net.Conn {
 // accept4 is unix.Accept4 as a raw system call: the listening socket is
 // non-blocking, so it never sleeps, and the scheduler's hand-off of the
 // processor around it (for a call that does a connection's kernel work
-// inline) costs more than it frees. It returns the peer's address as
-// net would.
-func accept4(lfd int) (int, *net.TCPAddr, error) {
+// inline) costs more than it frees. It returns the peer's address.
+func accept4(lfd int) (int, netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	n := uint32(unix.SizeofSockaddrAny)
 	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
 		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	if e != 0 {
-		return -1, nil, e
+		return -1, netip.AddrPort{}, e
 	}
-	return int(r), tcpAddr(&rsa), nil
+	return int(r), sockAddrPort(&rsa), nil
 }

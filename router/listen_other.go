@@ -21,3 +21,6 @@ func ownAccepted(_ *Conn, nc net.Conn) (net.Conn, bool) { return nc, false }
 
 // netConnOf returns nc: every socket is net's.
 func netConnOf(nc net.Conn) net.Conn { return nc }
+
+// remoteAddrString is nc's RemoteAddr().String().
+func remoteAddrString(nc net.Conn) string { return nc.RemoteAddr().String() }
