@@ -135,6 +135,9 @@ func (c *acceptCall) accept(fd uintptr) bool {
 func (l *Listener) acceptFD() (int, netip.AddrPort, error) {
 	c := acceptCalls.Get().(*acceptCall)
 	err := l.rc.Read(c.fn)
+	// The call's fields are read only when err is nil: a wait that failed
+	// (the listener closed) never called fn, and they are the last
+	// accept's.
 	nfd, sa, aerr := c.nfd, c.sa, c.aerr
 	c.aerr = nil
 	acceptCalls.Put(c)
@@ -142,10 +145,10 @@ func (l *Listener) acceptFD() (int, netip.AddrPort, error) {
 		if l.closed.Load() {
 			err = net.ErrClosed // os reports its own, internal error
 		}
-		return -1, sa, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
+		return -1, netip.AddrPort{}, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: err}
 	}
 	if aerr != nil {
-		return -1, sa, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", aerr)}
+		return -1, netip.AddrPort{}, &net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", aerr)}
 	}
 	return nfd, sa, nil
 }
