@@ -49,7 +49,10 @@ type Handler interface {
 	Start(rt *Route) error
 	// Handshake decides on an upgrade request. It runs on lane before the
 	// connection exists; the connection, if accepted, is pinned to the same
-	// lane. It may answer later instead (Request.Defer).
+	// lane. It may answer later instead (Request.Defer). req is the
+	// handler's to keep; the router reads nothing back from it but the
+	// deferral: the connection keeps the request as it arrived, and what
+	// the handler wants it to carry goes in the Verdict (Attrs).
 	Handshake(lane int, req *Request) Verdict
 	// Open is the first event of an accepted connection.
 	Open(lane int, c *Conn)
