@@ -39,16 +39,15 @@ const minTry = FirstTry / 10
 // A ctx without a deadline gets one try, as it would without Do (nats.go
 // gives such a call its own timeout): tries without end are not asked for.
 func Do[T any](ctx context.Context, read func(context.Context) (T, error)) (T, error) {
-	if _, ok := ctx.Deadline(); !ok {
+	dl, ok := ctx.Deadline()
+	if !ok {
 		return read(ctx)
 	}
 	for bound := FirstTry; ; bound *= 2 {
-		dl, _ := ctx.Deadline()
-		b := bound
-		if left := time.Until(dl); left/2 < minTry {
+		left := time.Until(dl)
+		b := min(bound, left/2)
+		if left/2 < minTry {
 			b = left
-		} else {
-			b = min(b, left/2)
 		}
 		try, cancel := context.WithTimeout(ctx, b)
 		v, err := read(try)

@@ -372,7 +372,7 @@ func TestOpenedByManyAtOnce(t *testing.T) {
 		for _, b := range bs {
 			_ = b.Close()
 		}
-		deleteBucket(t, ns+"_store")
+		deleteBucket(t, bs[0].bucket)
 		if t.Failed() {
 			return
 		}
